@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/node"
+)
+
+func newLogger(level string) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	var l zerolog.Logger
+	if isatty.IsTerminal(os.Stderr.Fd()) {
+		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
+	} else {
+		l = zerolog.New(os.Stderr)
+	}
+	return l.Level(lvl).With().Timestamp().Logger()
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	cfgPath := fs.String("config", "jobgate.yaml", "config file")
+	role := fs.String("role", node.RoleAll, "roles to run: all, gateway or worker")
+	level := fs.String("log-level", "info", "log level")
+	_ = fs.Parse(args)
+	log := newLogger(*level)
+
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	// First signal: drain and stop. Second: exit at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.New(ctx, cfg, node.Options{Role: *role, Tokens: node.TokensFromEnv(), Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		_ = n.Stop(context.Background())
+		return err
+	}
+	log.Info().Str("role", *role).Str("config", *cfgPath).Int("functions", len(cfg.Functions)).Msg("jobgate serving")
+	<-ctx.Done()
+	stop()
+	go func() {
+		hard := make(chan os.Signal, 1)
+		signal.Notify(hard, os.Interrupt, syscall.SIGTERM)
+		<-hard
+		log.Warn().Msg("second signal: exiting now")
+		os.Exit(1)
+	}()
+	log.Info().Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return n.Stop(sctx)
+}
+
+func validate(args []string) error {
+	fs := flag.NewFlagSet("validate", flag.ExitOnError)
+	cfgPath := fs.String("config", "jobgate.yaml", "config file")
+	_ = fs.Parse(args)
+	path := *cfgPath
+	if fs.NArg() > 0 {
+		path = fs.Arg(0)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	os.Stdout.WriteString(path + ": ok (" + itoa(len(cfg.Functions)) + " functions)\n")
+	return nil
+}

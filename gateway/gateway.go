@@ -1,0 +1,114 @@
+// Package gateway serves jobgate's HTTP API (DESIGN §6): the invoke API,
+// invocation records and logs, health and readiness.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/submit"
+)
+
+// Check is one readiness dependency.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Deps are the gateway's collaborators.
+type Deps struct {
+	Config    *config.Config
+	Submitter *submit.Submitter
+	Records   *record.Store
+	Watcher   *record.Watcher
+	Logs      *logstore.Store
+	Ready     []Check
+	Tokens    []string // bearer tokens for /v1; none = open
+	Logger    zerolog.Logger
+}
+
+// Gateway is the HTTP API server.
+type Gateway struct {
+	d   Deps
+	log zerolog.Logger
+	mux *http.ServeMux
+	srv *http.Server
+	ln  net.Listener
+}
+
+// New builds the routes.
+func New(d Deps) *Gateway {
+	g := &Gateway{d: d, log: d.Logger.With().Str("component", "gateway").Logger(), mux: http.NewServeMux()}
+	g.mux.Handle("POST /v1/functions/{name}/invoke", g.auth(g.invoke))
+	g.mux.Handle("GET /v1/invocations", g.auth(g.listInvocations))
+	g.mux.Handle("GET /v1/invocations/{id}", g.auth(g.getInvocation))
+	g.mux.Handle("GET /v1/invocations/{id}/logs", g.auth(g.getLogs))
+	g.mux.HandleFunc("GET /healthz", g.healthz)
+	g.mux.HandleFunc("GET /readyz", g.readyz)
+	g.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path), "")
+	})
+	return g
+}
+
+// Handler returns the API's http.Handler.
+func (g *Gateway) Handler() http.Handler { return g.mux }
+
+// Start listens on the configured address.
+func (g *Gateway) Start(ctx context.Context) error {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", g.d.Config.Gateway.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway listen %s: %w", g.d.Config.Gateway.Listen, err)
+	}
+	g.ln = ln
+	g.srv = &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.log.Error().Err(err).Msg("serve")
+		}
+	}()
+	g.log.Info().Str("listen", ln.Addr().String()).Msg("gateway listening")
+	return nil
+}
+
+// Addr is the bound address (after Start).
+func (g *Gateway) Addr() string { return g.ln.Addr().String() }
+
+// Stop stops accepting requests and waits for in-flight ones.
+func (g *Gateway) Stop(ctx context.Context) error {
+	if g.srv == nil {
+		return nil
+	}
+	return g.srv.Shutdown(ctx)
+}
+
+func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	status, checks := http.StatusOK, map[string]string{}
+	for _, c := range g.d.Ready {
+		if err := c.Fn(ctx); err != nil {
+			status, checks[c.Name] = http.StatusServiceUnavailable, err.Error()
+			continue
+		}
+		checks[c.Name] = "ok"
+	}
+	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "checks": checks})
+}
+
+// SetWatcher sets the record watcher used by wait=scheduled (it needs a
+// live subscription, made at Start).
+func (g *Gateway) SetWatcher(w *record.Watcher) { g.d.Watcher = w }

@@ -1,0 +1,130 @@
+// Package config parses and validates jobgate's YAML configuration.
+//
+// Parse is strict: the document is first checked against
+// schemas/config.schema.json (unknown keys, wrong types and bad values are
+// reported with their key path), then decoded, defaulted and checked for
+// what a schema cannot express (duplicate names, image references, env
+// limits).
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Redis      Redis               `yaml:"redis"`
+	Containerd Containerd          `yaml:"containerd"`
+	Gateway    Gateway             `yaml:"gateway"`
+	Worker     Worker              `yaml:"worker"`
+	Region     string              `yaml:"region"`
+	AppID      string              `yaml:"appid"`
+	UIN        string              `yaml:"uin"`
+	Timezone   string              `yaml:"timezone"`
+	RetentionH int                 `yaml:"retention_h"`
+	Registries map[string]Registry `yaml:"registries"`
+	Functions  []Function          `yaml:"functions"`
+}
+
+// Redis says where the queue, records and logs live.
+type Redis struct {
+	Addr        string `yaml:"addr"`
+	URL         string `yaml:"url"`
+	DB          int    `yaml:"db"`
+	Username    string `yaml:"username"`
+	PasswordEnv string `yaml:"password_env"`
+	// Prefix namespaces jobgate's own keys (records, logs); asynq's keys
+	// are always "asynq:{queue}:...".
+	Prefix string `yaml:"prefix"`
+}
+
+// Containerd is the worker host's containerd.
+type Containerd struct {
+	Address     string `yaml:"address"`
+	Namespace   string `yaml:"namespace"`
+	Snapshotter string `yaml:"snapshotter"`
+}
+
+// Gateway is the HTTP API listener.
+type Gateway struct {
+	Listen string `yaml:"listen"`
+	// WaitTimeoutS bounds invoke?wait=scheduled; past it the answer is 202
+	// with the record as it stands (the event is queued all the same).
+	WaitTimeoutS int `yaml:"wait_timeout_s"`
+}
+
+// Worker tunes the worker role on this host.
+type Worker struct {
+	Node         string `yaml:"node"`
+	Concurrency  int    `yaml:"concurrency"`
+	StateDir     string `yaml:"state_dir"`
+	PullTimeoutS int    `yaml:"pull_timeout_s"`
+	StopGraceS   *int   `yaml:"stop_grace_s"`
+	LogMaxBytes  int64  `yaml:"log_max_bytes"`
+	// LoggerBinary is the program containerd's shim runs to capture a job's
+	// stdout/stderr; default: this jobgate binary.
+	LoggerBinary string `yaml:"logger_binary"`
+}
+
+// Registry holds per-registry pull settings, keyed by host[:port].
+type Registry struct {
+	Insecure     bool   `yaml:"insecure"`
+	Username     string `yaml:"username"`
+	PasswordEnv  string `yaml:"password_env"`
+	DockerConfig string `yaml:"docker_config"`
+}
+
+// Function is one job image function.
+type Function struct {
+	Name         string            `yaml:"name"`
+	Namespace    string            `yaml:"namespace"`
+	Image        string            `yaml:"image"`
+	Command      []string          `yaml:"command"`
+	Args         []string          `yaml:"args"`
+	Env          map[string]string `yaml:"env"`
+	MemoryMB     int               `yaml:"memory_mb"`
+	TimeoutS     int               `yaml:"timeout_s"`
+	Concurrency  int               `yaml:"concurrency"`
+	Retry        Retry             `yaml:"retry"`
+	MaxEventAgeS int               `yaml:"max_event_age_s"`
+	Acceleration bool              `yaml:"acceleration"`
+	Provisioned  int               `yaml:"provisioned"`
+	Network      string            `yaml:"network"`
+	Triggers     []Trigger         `yaml:"triggers"`
+}
+
+// Retry is SCF's RetryNum for failed exits.
+type Retry struct {
+	Max    *int `yaml:"max"`
+	DelayS int  `yaml:"delay_s"`
+}
+
+// Trigger is one event source of a function. Only the common keys are
+// typed here; each adapter decodes its own options.
+type Trigger struct {
+	Type    string         `yaml:"type"`
+	Name    string         `yaml:"name"`
+	Options map[string]any `yaml:",inline"`
+}
+
+// Timeout returns the function's execution limit.
+func (f *Function) Timeout() time.Duration { return time.Duration(f.TimeoutS) * time.Second }
+
+// Function returns the function with that name, or nil.
+func (c *Config) Function(name string) *Function {
+	for i := range c.Functions {
+		if c.Functions[i].Name == name {
+			return &c.Functions[i]
+		}
+	}
+	return nil
+}
+
+// Retention is how long records and logs are kept.
+func (c *Config) Retention() time.Duration { return time.Duration(c.RetentionH) * time.Hour }
+
+// PullTimeout bounds an image pull.
+func (w *Worker) PullTimeout() time.Duration { return time.Duration(w.PullTimeoutS) * time.Second }
+
+// StopGrace is the time between SIGTERM and SIGKILL.
+func (w *Worker) StopGrace() time.Duration { return time.Duration(*w.StopGraceS) * time.Second }

@@ -1,0 +1,161 @@
+// Package node assembles one jobgate process from its configuration: the
+// shared Redis client and stores, and the roles it runs (gateway, worker,
+// or both). cmd/jobgate's serve and the integration tests both use it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/gateway"
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/submit"
+	"github.com/jobgate/jobgate/worker"
+	"github.com/jobgate/jobgate/worker/logdriver"
+)
+
+// Roles a node can run.
+const (
+	RoleAll     = "all"
+	RoleGateway = "gateway"
+	RoleWorker  = "worker"
+)
+
+// Options for New.
+type Options struct {
+	Role   string
+	Tokens []string
+	Logger zerolog.Logger
+}
+
+// Node is a running jobgate process.
+type Node struct {
+	cfg     *config.Config
+	opts    Options
+	rdb     *redis.Client
+	watcher *record.Watcher
+	Gateway *gateway.Gateway
+	Worker  *worker.Worker
+}
+
+// RedisOptions turns the config into go-redis options.
+func RedisOptions(c config.Redis) (*redis.Options, error) {
+	var o *redis.Options
+	if c.URL != "" {
+		var err error
+		if o, err = redis.ParseURL(c.URL); err != nil {
+			return nil, fmt.Errorf("redis url: %w", err)
+		}
+	} else {
+		o = &redis.Options{Addr: c.Addr, DB: c.DB}
+	}
+	if c.Username != "" {
+		o.Username = c.Username
+	}
+	if c.PasswordEnv != "" {
+		o.Password = os.Getenv(c.PasswordEnv)
+	}
+	return o, nil
+}
+
+// TokensFromEnv reads JOBGATE_TOKENS (comma-separated).
+func TokensFromEnv() []string {
+	var out []string
+	for _, t := range strings.Split(os.Getenv("JOBGATE_TOKENS"), ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// New connects and builds the roles; Start starts them.
+func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
+	if o.Role == "" {
+		o.Role = RoleAll
+	}
+	if o.Role != RoleAll && o.Role != RoleGateway && o.Role != RoleWorker {
+		return nil, fmt.Errorf("unknown role %q (all, gateway or worker)", o.Role)
+	}
+	ro, err := RedisOptions(cfg.Redis)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, opts: o, rdb: redis.NewClient(ro)}
+	records := record.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention())
+	logs := logstore.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention(), cfg.Worker.LogMaxBytes)
+	ready := []gateway.Check{{Name: "redis", Fn: func(ctx context.Context) error { return n.rdb.Ping(ctx).Err() }}}
+
+	if o.Role != RoleGateway {
+		n.Worker, err = worker.New(ctx, worker.Deps{Config: cfg, Redis: n.rdb, Records: records, Logs: logs, Logger: o.Logger},
+			logdriver.Settings{RedisAddr: ro.Addr, RedisDB: ro.DB, Username: ro.Username, Password: ro.Password,
+				Prefix: cfg.Redis.Prefix, RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
+		if err != nil {
+			n.rdb.Close()
+			return nil, err
+		}
+		ready = append(ready, gateway.Check{Name: "containerd", Fn: n.Worker.Runtime().Ping})
+	}
+	if o.Role != RoleWorker {
+				n.Gateway = gateway.New(gateway.Deps{
+			Config: cfg, Submitter: submit.New(cfg, records, asynq.NewClientFromRedisClient(n.rdb)), Records: records, Logs: logs,
+			Ready: ready, Tokens: o.Tokens, Logger: o.Logger,
+		})
+	}
+	return n, nil
+}
+
+// Start starts the worker (re-attaching to running instances first), then
+// the gateway.
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis %s: %w", n.rdb.Options().Addr, err)
+	}
+	if n.Worker != nil {
+		if err := n.Worker.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if n.Gateway != nil {
+		w, err := record.NewStore(n.rdb, n.cfg.Redis.Prefix, n.cfg.Retention()).NewWatcher(ctx)
+		if err != nil {
+			return err
+		}
+		n.watcher = w
+		n.Gateway.SetWatcher(w)
+		if err := n.Gateway.Start(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop shuts down in order: the gateway stops taking requests, the worker
+// stops taking tasks (running instances keep running and are re-attached
+// by the next start), then the Redis connections close.
+func (n *Node) Stop(ctx context.Context) error {
+	var errs []error
+	if n.Gateway != nil {
+		errs = append(errs, n.Gateway.Stop(ctx))
+	}
+	if n.Worker != nil {
+		errs = append(errs, n.Worker.Stop(ctx))
+	}
+	if n.watcher != nil {
+		errs = append(errs, n.watcher.Close())
+	}
+	errs = append(errs, n.rdb.Close())
+	return errors.Join(errs...)
+}
+
+// Redis returns the node's Redis client.
+func (n *Node) Redis() redis.UniversalClient { return n.rdb }

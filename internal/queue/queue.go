@@ -1,0 +1,64 @@
+// Package queue defines jobgate's asynq task: one task per invocation, its
+// ID the RequestId, its payload only a reference (the event itself lives
+// beside the record, so large events never sit in asynq's retry or archive
+// sets).
+package queue
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// TypeInvoke is the task type of an invocation.
+const TypeInvoke = "jobgate:invoke"
+
+// Name is the asynq queue every invocation goes through.
+const Name = "jobgate"
+
+// Payload is the task body.
+type Payload struct {
+	RequestId string `json:"RequestId"`
+	Function  string `json:"Function"`
+}
+
+// Options are set explicitly on every task: asynq's defaults (25 retries,
+// 30 min timeout, no retention) fit nothing here.
+type Options struct {
+	// MaxRetry bounds re-deliveries after scheduling errors.
+	MaxRetry int
+	// Timeout covers dequeue → pull → create → start, not the job's run.
+	Timeout time.Duration
+	// Retention keeps the finished task so its ID keeps deduping.
+	Retention time.Duration
+}
+
+// NewInvokeTask builds the task and its enqueue options.
+func NewInvokeTask(p Payload, o Options) (*asynq.Task, []asynq.Option, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode task %s: %w", p.RequestId, err)
+	}
+	opts := []asynq.Option{
+		asynq.TaskID(p.RequestId),
+		asynq.Queue(Name),
+		asynq.MaxRetry(o.MaxRetry),
+		asynq.Timeout(o.Timeout),
+		asynq.Retention(o.Retention),
+	}
+	return asynq.NewTask(TypeInvoke, b), opts, nil
+}
+
+// DecodePayload reads a task body.
+func DecodePayload(t *asynq.Task) (Payload, error) {
+	var p Payload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("decode task payload: %w", err)
+	}
+	if p.RequestId == "" || p.Function == "" {
+		return p, fmt.Errorf("decode task payload: missing RequestId or Function")
+	}
+	return p, nil
+}

@@ -1,0 +1,152 @@
+// Package record stores invocation records in Redis: one hash per
+// invocation, a time-ordered index for listing, and a change channel that
+// lets callers wait for a status.
+package record
+
+import (
+	"strconv"
+	"time"
+)
+
+// Status is an invocation's lifecycle state (DESIGN §5).
+type Status string
+
+// Statuses, in lifecycle order. The last four are SCF's names.
+const (
+	Pending    Status = "PENDING"
+	Scheduling Status = "SCHEDULING"
+	Running    Status = "RUNNING"
+	Finished   Status = "FINISHED"
+	Failed     Status = "FAILED"
+	Aborted    Status = "ABORTED"
+)
+
+// Terminal reports whether no further transition is possible.
+func (s Status) Terminal() bool { return s == Finished || s == Failed || s == Aborted }
+
+// Started reports whether the instance has been started (or has ended).
+func (s Status) Started() bool { return s == Running || s.Terminal() }
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	switch s {
+	case Pending, Scheduling, Running, Finished, Failed, Aborted:
+		return true
+	}
+	return false
+}
+
+// Record is what GET /v1/invocations/{id} returns.
+type Record struct {
+	RequestId     string
+	FunctionName  string
+	Namespace     string
+	Qualifier     string
+	RequestSource string
+	TriggerName   string
+	Status        Status
+	StatusCode    int
+	ExitCode      *int
+	Message       string
+	Attempt       int
+	Node          string
+	ImageDigest   string
+	EnqueueTime   string
+	StartTime     string
+	EndTime       string
+	DurationMs    int64
+	MemUsageBytes int64
+}
+
+// TimeFormat is used for every timestamp in records.
+const TimeFormat = time.RFC3339Nano
+
+// fields flattens r for HSET.
+func (r *Record) fields() map[string]any {
+	m := map[string]any{
+		"RequestId": r.RequestId, "FunctionName": r.FunctionName, "Namespace": r.Namespace,
+		"Qualifier": r.Qualifier, "RequestSource": r.RequestSource, "TriggerName": r.TriggerName,
+		"Status": string(r.Status), "StatusCode": r.StatusCode, "Message": r.Message,
+		"Attempt": r.Attempt, "Node": r.Node, "ImageDigest": r.ImageDigest,
+		"EnqueueTime": r.EnqueueTime, "StartTime": r.StartTime, "EndTime": r.EndTime,
+		"DurationMs": r.DurationMs, "MemUsageBytes": r.MemUsageBytes,
+	}
+	if r.ExitCode != nil {
+		m["ExitCode"] = *r.ExitCode
+	}
+	return m
+}
+
+func fromFields(m map[string]string) *Record {
+	atoi := func(k string) int { n, _ := strconv.Atoi(m[k]); return n }
+	atoi64 := func(k string) int64 { n, _ := strconv.ParseInt(m[k], 10, 64); return n }
+	r := &Record{
+		RequestId: m["RequestId"], FunctionName: m["FunctionName"], Namespace: m["Namespace"],
+		Qualifier: m["Qualifier"], RequestSource: m["RequestSource"], TriggerName: m["TriggerName"],
+		Status: Status(m["Status"]), StatusCode: atoi("StatusCode"), Message: m["Message"],
+		Attempt: atoi("Attempt"), Node: m["Node"], ImageDigest: m["ImageDigest"],
+		EnqueueTime: m["EnqueueTime"], StartTime: m["StartTime"], EndTime: m["EndTime"],
+		DurationMs: atoi64("DurationMs"), MemUsageBytes: atoi64("MemUsageBytes"),
+	}
+	if v, ok := m["ExitCode"]; ok {
+		n, _ := strconv.Atoi(v)
+		r.ExitCode = &n
+	}
+	return r
+}
+
+// Update is a partial change of a record; nil fields are left alone.
+type Update struct {
+	Status        Status
+	StatusCode    *int
+	ExitCode      *int
+	Message       *string
+	Attempt       *int
+	Node          *string
+	ImageDigest   *string
+	StartTime     *time.Time
+	EndTime       *time.Time
+	DurationMs    *int64
+	MemUsageBytes *int64
+}
+
+func (u *Update) fields() []any {
+	var f []any
+	if u.Status != "" {
+		f = append(f, "Status", string(u.Status))
+	}
+	if u.StatusCode != nil {
+		f = append(f, "StatusCode", *u.StatusCode)
+	}
+	if u.ExitCode != nil {
+		f = append(f, "ExitCode", *u.ExitCode)
+	}
+	if u.Message != nil {
+		f = append(f, "Message", *u.Message)
+	}
+	if u.Attempt != nil {
+		f = append(f, "Attempt", *u.Attempt)
+	}
+	if u.Node != nil {
+		f = append(f, "Node", *u.Node)
+	}
+	if u.ImageDigest != nil {
+		f = append(f, "ImageDigest", *u.ImageDigest)
+	}
+	if u.StartTime != nil {
+		f = append(f, "StartTime", u.StartTime.UTC().Format(TimeFormat))
+	}
+	if u.EndTime != nil {
+		f = append(f, "EndTime", u.EndTime.UTC().Format(TimeFormat))
+	}
+	if u.DurationMs != nil {
+		f = append(f, "DurationMs", *u.DurationMs)
+	}
+	if u.MemUsageBytes != nil {
+		f = append(f, "MemUsageBytes", *u.MemUsageBytes)
+	}
+	return f
+}
+
+// Ptr returns a pointer to v, for building Updates.
+func Ptr[T any](v T) *T { return &v }

@@ -1,0 +1,290 @@
+// Package testenv starts the real services jobgate's integration tests
+// run against: redis-server (one per test), containerd + runc (one per
+// test process, a containerd namespace per test) and an OCI registry (one
+// per process, in-process). A missing service is a test failure, never a
+// skip: deploy/setup.sh installs everything.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/internal/config"
+	jgruntime "github.com/jobgate/jobgate/worker/runtime"
+)
+
+// Services are shared by all tests of one test binary.
+type Services struct {
+	Containerd string // socket path
+	Registry   string // host:port of a plain-HTTP registry
+	JobgateBin string // the jobgate binary (log driver, subprocess tests)
+	dir        string
+	ctd        *exec.Cmd
+	reg        *httptest.Server
+	mu         sync.Mutex
+	namespaces []string
+}
+
+var shared struct {
+	once sync.Once
+	s    *Services
+	err  error
+}
+
+// Main runs the package's tests, then stops the shared services.
+func Main(m *testing.M) {
+	code := m.Run()
+	if shared.s != nil {
+		shared.s.stop()
+	}
+	os.Exit(code)
+}
+
+// Shared returns the process's services, starting them on first use.
+func Shared(t testing.TB) *Services {
+	t.Helper()
+	shared.once.Do(func() { shared.s, shared.err = start() })
+	if shared.err != nil {
+		t.Fatalf("testenv: %v", shared.err)
+	}
+	return shared.s
+}
+
+func need(bin string) (string, error) {
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("%s not found on PATH: run `bash deploy/setup.sh` (installs redis-server, containerd, runc, docker-registry): %w", bin, err)
+	}
+	return p, nil
+}
+
+// ModuleRoot is the repository root.
+func ModuleRoot() string {
+	_, self, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(self), "..", ".."))
+}
+
+func start() (*Services, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("integration tests need root (containerd, runc, cgroups)")
+	}
+	ctdBin, err := need("containerd")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := need("runc"); err != nil {
+		return nil, err
+	}
+	if _, err := need("containerd-shim-runc-v2"); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "jgt-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Services{dir: dir, Containerd: filepath.Join(dir, "c.sock")}
+
+	// The jobgate binary doubles as the log driver that containerd's shim
+	// runs, so it must be a real file.
+	s.JobgateBin = filepath.Join(dir, "jobgate")
+	build := exec.Command("go", "build", "-o", s.JobgateBin, "./cmd/jobgate")
+	build.Dir = ModuleRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build jobgate: %v: %s", err, out)
+	}
+
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), s.Containerd, s.Containerd+".ttrpc")
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		return nil, err
+	}
+	s.ctd = exec.Command(ctdBin, "--config", filepath.Join(dir, "config.toml"))
+	s.ctd.Stdout, s.ctd.Stderr = logf, logf
+	s.ctd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := s.ctd.Start(); err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	if err := waitFor(10*time.Second, func() error {
+		rt, err := jgruntime.New(context.Background(), jgruntime.Options{Address: s.Containerd, Namespace: "probe"})
+		if err != nil {
+			return err
+		}
+		defer rt.Close()
+		return rt.Ping(context.Background())
+	}); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
+		s.stop()
+		return nil, fmt.Errorf("containerd did not come up: %v\n%s", err, log)
+	}
+	s.reg = httptest.NewServer(registry.New(registry.Logger(nopLogger())))
+	s.Registry = strings.TrimPrefix(s.reg.URL, "http://")
+	return s, nil
+}
+
+func (s *Services) stop() {
+	if s.reg != nil {
+		s.reg.Close()
+	}
+	// Shims outlive containerd by design; end ours.
+	_ = exec.Command("pkill", "-9", "-f", "containerd-shim-runc-v2 .*"+s.Containerd).Run()
+	if s.ctd != nil && s.ctd.Process != nil {
+		_ = s.ctd.Process.Kill()
+		_ = s.ctd.Wait()
+	}
+	unmountUnder(s.dir)
+	s.mu.Lock()
+	for _, ns := range s.namespaces {
+		matches, _ := filepath.Glob("/sys/fs/cgroup/*/" + ns)
+		for _, m := range matches {
+			_ = os.Remove(m)
+		}
+	}
+	s.mu.Unlock()
+	_ = os.RemoveAll(s.dir)
+}
+
+func unmountUnder(dir string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir) {
+			mounts = append(mounts, fields[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+	}
+}
+
+// Namespace returns a containerd namespace unique to t.
+func (s *Services) Namespace(t testing.TB) string {
+	ns := fmt.Sprintf("jgt-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
+	s.mu.Lock()
+	s.namespaces = append(s.namespaces, ns)
+	s.mu.Unlock()
+	return ns
+}
+
+// Redis starts a private redis-server for t and returns its address.
+func Redis(t testing.TB) string {
+	t.Helper()
+	bin, err := need("redis-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port := FreePort(t)
+	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--daemonize", "no")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := waitFor(10*time.Second, func() error {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		defer c.Close()
+		return c.Ping(context.Background()).Err()
+	}); err != nil {
+		t.Fatalf("redis-server on %s did not come up: %v", addr, err)
+	}
+	return addr
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Config returns a complete config for a test: its own Redis and
+// containerd namespace, the shared containerd, and fns.
+func (s *Services) Config(t testing.TB, redisAddr string, fns ...config.Function) *config.Config {
+	t.Helper()
+	grace := 2
+	c := &config.Config{
+		Redis:      config.Redis{Addr: redisAddr},
+		Containerd: config.Containerd{Address: s.Containerd, Namespace: s.Namespace(t)},
+		Gateway:    config.Gateway{Listen: "127.0.0.1:0", WaitTimeoutS: 30},
+		Worker:     config.Worker{Node: "test-node", StateDir: t.TempDir(), LoggerBinary: s.JobgateBin, PullTimeoutS: 60, StopGraceS: &grace},
+		Region:     "ap-guangzhou", AppID: "1250000000", UIN: "100000000001",
+		Functions: fns,
+	}
+	if err := config.Complete(c, "test"); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	return c
+}
+
+func waitFor(d time.Duration, f func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Logger returns a zerolog logger writing to t, silent once t is done
+// (supervisors may log after the test body returns).
+func Logger(t testing.TB) zerolog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	return zerolog.New(zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: "15:04:05.000"}).With().Timestamp().Logger()
+}
+
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}

@@ -1,0 +1,207 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/internal/queue"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/worker/runtime"
+)
+
+// errNotMine: another worker holds the start claim; try again later
+// without spending the retry budget.
+var errNotMine = errors.New("invocation claimed by another worker")
+
+var _ asynq.Handler = (*Worker)(nil)
+
+// ProcessTask schedules one invocation and returns nil (the asynq ack) as
+// soon as its container has started. Everything after that belongs to the
+// supervisor, on the worker's lifetime context.
+func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := queue.DecodePayload(t)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	log := w.log.With().Str("request_id", p.RequestId).Str("function", p.Function).Logger()
+	err = w.schedule(ctx, p, log)
+	if err != nil {
+		log.Warn().Err(err).Msg("scheduling failed")
+	}
+	return err
+}
+
+// failure is a scheduling error with its SCF code and whether a retry
+// could help.
+type failure struct {
+	code      int
+	permanent bool
+	err       error
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+func permanent(code int, err error) error { return &failure{code: code, permanent: true, err: err} }
+
+func (w *Worker) schedule(ctx context.Context, p queue.Payload, log zerolog.Logger) error {
+	rec, err := w.records.Get(ctx, p.RequestId)
+	if errors.Is(err, record.ErrNotFound) {
+		log.Warn().Msg("no record for task (expired or deleted); dropping it")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Status.Started() {
+		log.Info().Str("status", string(rec.Status)).Msg("already started; redelivery acknowledged")
+		return nil
+	}
+	fn := w.cfg.Function(p.Function)
+	if fn == nil {
+		return w.fail(ctx, rec, &failure{code: record.CodeInternalError, permanent: true, err: fmt.Errorf("function %q is not in this worker's config", p.Function)})
+	}
+
+	// At most one start per RequestId across hosts.
+	mine, err := w.claim(ctx, p.RequestId)
+	if err != nil {
+		return err
+	}
+	if !mine {
+		return errNotMine
+	}
+	// A container of ours with this id means an earlier delivery started
+	// it before crashing: adopt it instead of starting another.
+	if adopted, err := w.adopt(ctx, p.RequestId, log); err != nil || adopted {
+		return err
+	}
+
+	if err := w.records.Update(ctx, rec.RequestId, record.Update{Status: record.Scheduling, Node: &w.cfg.Worker.Node}); err != nil {
+		return err
+	}
+	err = w.start(ctx, rec, fn, log)
+	var f *failure
+	if errors.As(err, &f) && f.permanent {
+		return w.fail(ctx, rec, f)
+	}
+	if err != nil {
+		// Transient: back to PENDING with the reason; asynq retries.
+		msg := "retrying after: " + err.Error()
+		if uerr := w.records.Update(context.WithoutCancel(ctx), rec.RequestId, record.Update{Status: record.Pending, Message: &msg}); uerr != nil {
+			log.Warn().Err(uerr).Msg("record retry state")
+		}
+		w.unclaim(context.WithoutCancel(ctx), rec.RequestId)
+	}
+	return err
+}
+
+// start pulls, creates and starts the instance, then hands it to a
+// supervisor.
+func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Function, log zerolog.Logger) error {
+	event, err := w.records.Event(ctx, rec.RequestId)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, w.cfg.Worker.PullTimeout())
+	img, err := w.rt.EnsureImage(pctx, fn.Image)
+	cancel()
+	switch {
+	case err != nil && runtime.IsPermanent(err):
+		return permanent(record.CodePullImageFailed, err)
+	case err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return permanent(record.CodePullImageTimeOut, fmt.Errorf("image pull exceeded %s: %w", w.cfg.Worker.PullTimeout(), err))
+	case err != nil:
+		return err
+	}
+
+	env := jobenv.Build(img.Env, fn.Env, jobenv.Builtins{
+		FunctionName: fn.Name, Qualifier: rec.Qualifier, Region: w.cfg.Region, AppID: w.cfg.AppID, UIN: w.cfg.UIN,
+		RequestID: rec.RequestId, Attempt: rec.Attempt,
+	}, event)
+	if err := jobenv.CheckEnv(env); err != nil {
+		return permanent(record.CodeEventTooLarge, err)
+	}
+	for _, a := range append(append([]string{}, fn.Command...), fn.Args...) {
+		if err := jobenv.CheckArg(a); err != nil {
+			return permanent(record.CodeContainerInitError, err)
+		}
+	}
+	deadline := w.now().Add(fn.Timeout())
+	in, err := w.rt.Create(ctx, runtime.Spec{
+		ID: rec.RequestId, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
+		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host",
+		Labels: map[string]string{
+			runtime.LabelRequestID: rec.RequestId, runtime.LabelFunction: fn.Name,
+			runtime.LabelAttempt: strconv.Itoa(rec.Attempt), runtime.LabelDeadline: deadline.UTC().Format(time.RFC3339Nano),
+			runtime.LabelNode: w.cfg.Worker.Node,
+		},
+	})
+	if errors.Is(err, runtime.ErrInit) {
+		return permanent(record.CodeContainerInitError, err)
+	}
+	if err != nil {
+		return err
+	}
+	cleanup := func() {
+		if rerr := in.Remove(context.WithoutCancel(ctx)); rerr != nil {
+			log.Warn().Err(rerr).Msg("remove instance after failed start")
+		}
+	}
+	exitC, err := in.Wait(w.life) // before Start, or a fast exit is missed
+	if err != nil {
+		cleanup()
+		return err
+	}
+	if err := w.logs.AppendPlatform(ctx, rec.RequestId, false, "START RequestId:"+rec.RequestId); err != nil {
+		cleanup()
+		return err
+	}
+	if err := in.Start(ctx); err != nil {
+		cleanup()
+		return permanent(record.CodeContainerInitError, err)
+	}
+	started := w.now()
+	w.supervise(in, exitC, sup{id: rec.RequestId, function: fn.Name, deadline: deadline, started: started, memoryMB: fn.MemoryMB, timeoutS: fn.TimeoutS})
+
+	// Bookkeeping after Start must not be lost to a cancelled handler.
+	bctx := context.WithoutCancel(ctx)
+	if err := w.keepClaim(bctx, rec.RequestId); err != nil {
+		log.Warn().Err(err).Msg("persist start claim")
+	}
+	code := record.CodeRunning
+	err = w.records.Update(bctx, rec.RequestId, record.Update{
+		Status: record.Running, StatusCode: &code, StartTime: &started, ImageDigest: &img.Digest, Node: &w.cfg.Worker.Node,
+	})
+	if err != nil && !errors.Is(err, record.ErrTerminal) { // a very fast job may have ended already
+		log.Warn().Err(err).Msg("record RUNNING")
+	}
+	log.Info().Str("image", fn.Image).Str("digest", img.Digest).Dur("schedule", started.Sub(parseTime(rec.EnqueueTime))).Msg("instance started")
+	return nil
+}
+
+// fail records a permanent scheduling failure and tells asynq not to
+// retry.
+func (w *Worker) fail(ctx context.Context, rec *record.Record, f *failure) error {
+	ctx = context.WithoutCancel(ctx)
+	now := w.now()
+	msg := f.err.Error()
+	err := w.records.Update(ctx, rec.RequestId, record.Update{Status: record.Failed, StatusCode: &f.code, Message: &msg, EndTime: &now})
+	if err != nil && !errors.Is(err, record.ErrTerminal) {
+		return err // Redis trouble: let asynq retry the whole thing
+	}
+	_ = w.logs.AppendPlatform(ctx, rec.RequestId, true, fmt.Sprintf("ERROR RequestId:%s %s: %s", rec.RequestId, record.CodeName(f.code), msg))
+	return fmt.Errorf("%w: %w", f, asynq.SkipRetry)
+}
+
+func parseTime(s string) time.Time {
+	t, _ := time.Parse(record.TimeFormat, s)
+	return t
+}

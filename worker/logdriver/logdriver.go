@@ -1,0 +1,170 @@
+// Package logdriver is the program containerd's shim runs beside each job
+// (cio.BinaryIO) to copy its stdout and stderr, line by line, into the log
+// store. It is the jobgate binary itself, re-executed with Arg; because
+// the shim owns it, a job's output is captured even while the worker is
+// down, and the job never blocks on a full pipe.
+package logdriver
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/runtime/v2/logging"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobgate/jobgate/internal/logstore"
+)
+
+// Arg is the hidden first argument that makes jobgate act as the driver.
+const Arg = "_jobgate_logger"
+
+// maxLine splits longer lines so one line cannot exhaust memory.
+const maxLine = 64 << 10
+
+// Settings tell the driver where to write. They are passed by file, not on
+// the command line, so the Redis password is not visible in ps.
+type Settings struct {
+	RedisAddr   string `json:"redis_addr,omitempty"`
+	RedisURL    string `json:"redis_url,omitempty"`
+	RedisDB     int    `json:"redis_db,omitempty"`
+	Username    string `json:"username,omitempty"`
+	Password    string `json:"password,omitempty"`
+	Prefix      string `json:"prefix"`
+	RetentionMs int64  `json:"retention_ms"`
+	MaxBytes    int64  `json:"max_bytes"`
+}
+
+// WriteSettings stores s at path, readable by root only.
+func WriteSettings(path string, s Settings) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write logger settings: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// Args returns the cio.BinaryIO arguments for a settings file.
+func Args(settingsPath string) map[string]string { return map[string]string{Arg: settingsPath} }
+
+// Main runs the driver; args are os.Args[2:] (the settings path). It
+// never returns.
+func Main(args []string) {
+	logging.Run(func(ctx context.Context, cfg *logging.Config, ready func() error) error {
+		if len(args) < 1 {
+			return errors.New("jobgate logger: missing settings path")
+		}
+		return run(ctx, args[0], cfg, ready)
+	})
+}
+
+func run(ctx context.Context, settingsPath string, cfg *logging.Config, ready func() error) error {
+	raw, err := os.ReadFile(settingsPath)
+	if err != nil {
+		return fmt.Errorf("jobgate logger: %w", err)
+	}
+	var s Settings
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return fmt.Errorf("jobgate logger: settings: %w", err)
+	}
+	var opt *redis.Options
+	if s.RedisURL != "" {
+		if opt, err = redis.ParseURL(s.RedisURL); err != nil {
+			return fmt.Errorf("jobgate logger: %w", err)
+		}
+	} else {
+		opt = &redis.Options{Addr: s.RedisAddr, DB: s.RedisDB, Username: s.Username, Password: s.Password}
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	store := logstore.NewStore(rdb, s.Prefix, time.Duration(s.RetentionMs)*time.Millisecond, s.MaxBytes)
+
+	lines := make(chan logstore.Line, 1024)
+	var readers sync.WaitGroup
+	for _, src := range []struct {
+		r      io.Reader
+		stream string
+	}{{cfg.Stdout, logstore.Stdout}, {cfg.Stderr, logstore.Stderr}} {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			scan(src.r, src.stream, lines)
+		}()
+	}
+	if err := ready(); err != nil {
+		return fmt.Errorf("jobgate logger: ready: %w", err)
+	}
+	go func() { readers.Wait(); close(lines) }()
+	return ship(ctx, store, cfg.ID, lines)
+}
+
+// scan reads one stream into lines until EOF. The pipes reach EOF when
+// the shim closes them (task delete), after the process has exited.
+func scan(r io.Reader, stream string, out chan<- logstore.Line) {
+	br := bufio.NewReaderSize(r, maxLine)
+	for {
+		b, err := br.ReadSlice('\n')
+		if len(b) > 0 {
+			text := string(b)
+			if text[len(text)-1] == '\n' {
+				text = text[:len(text)-1]
+			}
+			out <- logstore.Line{TS: time.Now().UTC(), Stream: stream, Line: text}
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// ship writes lines in batches. Redis errors are retried: the pipe fills
+// and the job waits rather than losing output. After SIGTERM (ctx done)
+// the remaining lines get a bounded time to land.
+func ship(ctx context.Context, store *logstore.Store, id string, lines <-chan logstore.Line) error {
+	const maxBatch = 256
+	batch := make([]logstore.Line, 0, maxBatch)
+	flush := func() {
+		for attempt := 0; len(batch) > 0; attempt++ {
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err := store.Append(wctx, id, batch)
+			cancel()
+			if err == nil {
+				batch = batch[:0]
+				return
+			}
+			if ctx.Err() != nil && attempt >= 3 {
+				fmt.Fprintf(os.Stderr, "jobgate logger %s: dropping %d lines: %v\n", id, len(batch), err)
+				batch = batch[:0]
+				return
+			}
+			time.Sleep(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
+		}
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				flush()
+				return nil
+			}
+			batch = append(batch, l)
+			if len(batch) == maxBatch {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/worker/runtime"
+)
+
+// reconcile runs at start: every jobgate container in the namespace is
+// either re-attached (its task exists: supervise it to the end, timeout
+// re-armed from its deadline label) or removed (never started, or already
+// recorded as ended).
+func (w *Worker) reconcile(ctx context.Context) error {
+	ids, err := w.rt.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		log := w.log.With().Str("request_id", id).Logger()
+		if _, err := w.attach(ctx, id, log); err != nil {
+			log.Warn().Err(err).Msg("reconcile instance")
+		}
+	}
+	if len(ids) > 0 {
+		w.log.Info().Int("containers", len(ids)).Msg("reconciled leftover instances")
+	}
+	return nil
+}
+
+// adopt is reconcile for one id, from the task handler: true when an
+// instance with this id was already started here.
+func (w *Worker) adopt(ctx context.Context, id string, log zerolog.Logger) (bool, error) {
+	adopted, err := w.attach(ctx, id, log)
+	if runtime.IsNotFound(err) {
+		return false, nil
+	}
+	return adopted, err
+}
+
+// attach supervises an existing instance, or removes it if it has no
+// task. It reports whether the instance is (now) supervised.
+func (w *Worker) attach(ctx context.Context, id string, log zerolog.Logger) (bool, error) {
+	in, err := w.rt.Load(ctx, id)
+	if errors.Is(err, runtime.ErrNoTask) {
+		// Created but never started, or ended and mid-cleanup.
+		rec, gerr := w.records.Get(ctx, id)
+		if gerr == nil && rec.Status == record.Running {
+			msg := "instance lost: its task was gone when the worker restarted"
+			now := w.now()
+			_ = w.records.Update(ctx, id, record.Update{Status: record.Failed, StatusCode: record.Ptr(record.CodeInternalError), Message: &msg, EndTime: &now})
+		}
+		log.Info().Msg("removing instance without a task")
+		return false, in.Remove(ctx)
+	}
+	if err != nil {
+		return false, err
+	}
+	deadline, err := time.Parse(time.RFC3339Nano, in.Labels[runtime.LabelDeadline])
+	if err != nil {
+		deadline = w.now() // no usable deadline: stop it now rather than never
+	}
+	rec, err := w.records.Get(ctx, id)
+	if err != nil {
+		return false, fmt.Errorf("record of instance %s: %w", id, err)
+	}
+	fn := w.cfg.Function(rec.FunctionName)
+	memMB, timeoutS := 0, 0
+	if fn != nil {
+		memMB, timeoutS = fn.MemoryMB, fn.TimeoutS
+	}
+	started := parseTime(rec.StartTime)
+	if started.IsZero() {
+		started = w.now()
+	}
+	exitC, err := in.Wait(w.life)
+	if err != nil {
+		return false, err
+	}
+	if !rec.Status.Started() {
+		code := record.CodeRunning
+		_ = w.records.Update(ctx, id, record.Update{Status: record.Running, StatusCode: &code, StartTime: &started, Node: &w.cfg.Worker.Node})
+	}
+	attempt, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
+	log.Info().Int("attempt", attempt).Time("deadline", deadline).Msg("re-attached to running instance")
+	w.supervise(in, exitC, sup{id: id, function: rec.FunctionName, deadline: deadline, started: started, memoryMB: memMB, timeoutS: timeoutS})
+	return true, nil
+}

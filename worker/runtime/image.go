@@ -1,0 +1,232 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/images"
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Image policy errors. They are permanent: retrying cannot help.
+var (
+	ErrImageNotFound = errors.New("image not found")
+	ErrPlatform      = errors.New("no linux/amd64 image")
+	ErrSchema1       = errors.New("manifest schema 1 not supported: use Docker v2 schema 2 or OCI")
+	ErrImageTooLarge = errors.New("image too large")
+	ErrMediaType     = errors.New("unsupported manifest media type")
+)
+
+// IsPermanent reports whether a pull error will not pass on retry.
+func IsPermanent(err error) bool {
+	for _, e := range []error{ErrImageNotFound, ErrPlatform, ErrSchema1, ErrImageTooLarge, ErrMediaType} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+var amd64 = ocispec.Platform{OS: "linux", Architecture: "amd64"}
+
+// maxManifestBytes bounds manifests and configs read during preflight.
+const maxManifestBytes = 4 << 20
+
+// Image is a pulled, unpacked image.
+type Image struct {
+	Ref    string
+	Digest string // the reference's target: index or manifest digest
+	Env    []string
+	img    containerd.Image
+}
+
+func (r *Runtime) hosts(host string) ([]docker.RegistryHost, error) {
+	reg := r.opts.Registries[host]
+	plain := docker.MatchLocalhost
+	if reg.Insecure {
+		plain = func(string) (bool, error) { return true, nil }
+	}
+	auth := docker.NewDockerAuthorizer(docker.WithAuthCreds(func(string) (string, string, error) {
+		if reg.Username == "" {
+			return "", "", nil
+		}
+		return reg.Username, os.Getenv(reg.PasswordEnv), nil
+	}))
+	return docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(plain), docker.WithAuthorizer(auth))(host)
+}
+
+func (r *Runtime) resolver() remotes.Resolver {
+	return docker.NewResolver(docker.ResolverOptions{Hosts: r.hosts})
+}
+
+// EnsureImage returns ref pulled and unpacked, pulling it if the registry's
+// digest is not here yet. Concurrent callers share one pull per digest.
+// When the registry cannot be reached, a local copy of ref is used.
+func (r *Runtime) EnsureImage(ctx context.Context, ref string) (*Image, error) {
+	ctx = r.ctx(ctx)
+	res := r.resolver()
+	_, desc, err := res.Resolve(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("pull %s: %w: %v", ref, ErrImageNotFound, err)
+		}
+		if local, lerr := r.localImage(ctx, ref, ""); lerr == nil {
+			return local, nil
+		}
+		return nil, fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	if local, err := r.localImage(ctx, ref, desc.Digest.String()); err == nil {
+		return local, nil
+	}
+	v, err, _ := r.pulls.Do(ref+"@"+desc.Digest.String(), func() (any, error) {
+		// The pull belongs to every waiter, not to the first caller.
+		pctx := context.WithoutCancel(ctx)
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			pctx, cancel = context.WithDeadline(pctx, dl)
+			defer cancel()
+		}
+		if err := r.preflight(pctx, res, ref, desc); err != nil {
+			return nil, err
+		}
+		img, err := r.client.Pull(pctx, ref,
+			containerd.WithResolver(res),
+			containerd.WithPullUnpack,
+			containerd.WithPullSnapshotter(r.opts.Snapshotter),
+			containerd.WithPlatformMatcher(platforms.OnlyStrict(amd64)),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("pull %s: %w", ref, err)
+		}
+		return r.describe(pctx, ref, img)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Image), nil
+}
+
+// localImage returns ref if it is here and unpacked (and, when digest is
+// set, still points at digest).
+func (r *Runtime) localImage(ctx context.Context, ref, digest string) (*Image, error) {
+	img, err := r.client.GetImage(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if digest != "" && img.Target().Digest.String() != digest {
+		return nil, fmt.Errorf("%s: local copy is outdated", ref)
+	}
+	ok, err := img.IsUnpacked(ctx, r.opts.Snapshotter)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("%s: not unpacked", ref)
+	}
+	return r.describe(ctx, ref, img)
+}
+
+func (r *Runtime) describe(ctx context.Context, ref string, img containerd.Image) (*Image, error) {
+	d := img.Target().Digest.String()
+	if env, ok := r.envCache.Load(d); ok {
+		return &Image{Ref: ref, Digest: d, Env: env.([]string), img: img}, nil
+	}
+	spec, err := img.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("image config %s: %w", ref, err)
+	}
+	r.envCache.Store(d, spec.Config.Env)
+	return &Image{Ref: ref, Digest: d, Env: spec.Config.Env, img: img}, nil
+}
+
+// preflight applies the image policy from the manifests alone, before any
+// layer is downloaded: no schema 1, linux/amd64 only (also for
+// single-manifest images, whose config is read), compressed size below the
+// limit.
+func (r *Runtime) preflight(ctx context.Context, res remotes.Resolver, ref string, desc ocispec.Descriptor) error {
+	f, err := res.Fetcher(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("fetcher %s: %w", ref, err)
+	}
+	manifest := desc
+	single := true
+	switch desc.MediaType {
+	case images.MediaTypeDockerSchema1Manifest:
+		return fmt.Errorf("pull %s: %w", ref, ErrSchema1)
+	case ocispec.MediaTypeImageIndex, images.MediaTypeDockerSchema2ManifestList:
+		var idx ocispec.Index
+		if err := fetchJSON(ctx, f, desc, &idx); err != nil {
+			return fmt.Errorf("read index of %s: %w", ref, err)
+		}
+		match := platforms.OnlyStrict(amd64)
+		var found []string
+		ok := false
+		for _, m := range idx.Manifests {
+			if m.Platform == nil {
+				continue
+			}
+			found = append(found, platforms.Format(*m.Platform))
+			if match.Match(*m.Platform) {
+				manifest, ok = m, true
+				break
+			}
+		}
+		if !ok {
+			sort.Strings(found)
+			return fmt.Errorf("pull %s: %w (platforms found: %s)", ref, ErrPlatform, strings.Join(found, ", "))
+		}
+		single = false
+	case ocispec.MediaTypeImageManifest, images.MediaTypeDockerSchema2Manifest:
+	default:
+		return fmt.Errorf("pull %s: %w: %s", ref, ErrMediaType, desc.MediaType)
+	}
+	if manifest.MediaType == images.MediaTypeDockerSchema1Manifest {
+		return fmt.Errorf("pull %s: %w", ref, ErrSchema1)
+	}
+	var m ocispec.Manifest
+	if err := fetchJSON(ctx, f, manifest, &m); err != nil {
+		return fmt.Errorf("read manifest of %s: %w", ref, err)
+	}
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	if size >= r.opts.MaxImageBytes {
+		return fmt.Errorf("pull %s: %w: compressed size %d bytes, limit %d", ref, ErrImageTooLarge, size, r.opts.MaxImageBytes)
+	}
+	if single {
+		var cfg ocispec.Image
+		if err := fetchJSON(ctx, f, m.Config, &cfg); err != nil {
+			return fmt.Errorf("read config of %s: %w", ref, err)
+		}
+		p := ocispec.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		if !platforms.OnlyStrict(amd64).Match(p) {
+			return fmt.Errorf("pull %s: %w (platform found: %s)", ref, ErrPlatform, platforms.Format(p))
+		}
+	}
+	return nil
+}
+
+func fetchJSON(ctx context.Context, f remotes.Fetcher, desc ocispec.Descriptor, v any) error {
+	if desc.Size > maxManifestBytes {
+		return fmt.Errorf("%s is %d bytes, over %d", desc.Digest, desc.Size, maxManifestBytes)
+	}
+	rc, err := f.Fetch(ctx, desc)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}

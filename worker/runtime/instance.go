@@ -1,0 +1,292 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// ErrNoTask means the container exists but was never started (or its
+// task is gone).
+var ErrNoTask = errors.New("container has no task")
+
+// ErrInit means the container could not be created or its process not
+// started (bad command, missing binary): SCF's 445.
+var ErrInit = errors.New("container init failed")
+
+// Spec describes one job instance.
+type Spec struct {
+	ID          string
+	Image       *Image
+	Command     []string // overrides the image ENTRYPOINT
+	Args        []string // overrides the image CMD
+	Env         []string // the complete environment (see jobenv.Build)
+	MemoryMB    int
+	PidsLimit   int64
+	HostNetwork bool
+	Labels      map[string]string
+}
+
+// Instance is a created container and its task.
+type Instance struct {
+	ID     string
+	Labels map[string]string
+	ctr    containerd.Container
+	task   containerd.Task
+}
+
+// ExitStatus is how an instance's process ended.
+type ExitStatus struct {
+	Code     uint32
+	ExitedAt time.Time
+	Err      error // the wait itself failed; the process may still run
+}
+
+// stackLimit lets a full 2 MiB environment through execve (args+env must
+// fit in a quarter of RLIMIT_STACK; the usual 8 MiB allows only 2 MiB
+// including pointers and the image's own env).
+const stackLimit = 16 << 20
+
+// ProcessArgs applies SCF's Command/Args override with Kubernetes
+// semantics: Command replaces ENTRYPOINT (and drops the image CMD), Args
+// replaces CMD.
+func ProcessArgs(entrypoint, cmd, command, args []string) []string {
+	switch {
+	case len(command) > 0 && len(args) > 0:
+		return append(append([]string{}, command...), args...)
+	case len(command) > 0:
+		return append([]string{}, command...)
+	case len(args) > 0:
+		return append(append([]string{}, entrypoint...), args...)
+	}
+	return append(append([]string{}, entrypoint...), cmd...)
+}
+
+// Create makes the container and its (not yet started) task. On error
+// nothing is left behind.
+func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
+	ctx = r.ctx(ctx)
+	imgSpec, err := s.Image.img.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: image spec: %w", s.ID, err)
+	}
+	argv := ProcessArgs(imgSpec.Config.Entrypoint, imgSpec.Config.Cmd, s.Command, s.Args)
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("create %s: %w: no command (the image has no ENTRYPOINT/CMD and the function sets none)", s.ID, ErrInit)
+	}
+	env := s.Env
+	opts := []oci.SpecOpts{
+		oci.WithImageConfig(s.Image.img),
+		oci.WithProcessArgs(argv...),
+		func(_ context.Context, _ oci.Client, _ *containers.Container, sp *oci.Spec) error {
+			sp.Process.Env = env
+			sp.Process.Rlimits = append(sp.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_STACK", Soft: stackLimit, Hard: stackLimit})
+			return nil
+		},
+		oci.WithHostname("jobgate"),
+		oci.WithNoNewPrivileges,
+	}
+	if s.MemoryMB > 0 {
+		opts = append(opts, oci.WithMemoryLimit(uint64(s.MemoryMB)<<20))
+	}
+	if s.PidsLimit > 0 {
+		opts = append(opts, oci.WithPidsLimit(s.PidsLimit))
+	}
+	if s.HostNetwork {
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostResolvconf, oci.WithHostHostsFile)
+	}
+	// Last: the default profile depends on the final capability set.
+	opts = append(opts, seccomp.WithDefaultProfile())
+
+	ctr, err := r.client.NewContainer(ctx, s.ID,
+		containerd.WithImage(s.Image.img),
+		containerd.WithSnapshotter(r.opts.Snapshotter),
+		containerd.WithNewSnapshot(s.ID, s.Image.img),
+		containerd.WithNewSpec(opts...),
+		containerd.WithContainerLabels(s.Labels),
+	)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create %s: %w", s.ID, err)
+		}
+		// A failed create may still have made the snapshot.
+		_ = r.client.SnapshotService(r.opts.Snapshotter).Remove(context.WithoutCancel(ctx), s.ID)
+		return nil, fmt.Errorf("create container %s: %w", s.ID, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+		}
+	}()
+	task, err := ctr.NewTask(ctx, cio.BinaryIO(r.opts.LoggerBinary, r.opts.LoggerArgs))
+	if err != nil {
+		return nil, fmt.Errorf("create task %s: %w: %v", s.ID, ErrInit, err)
+	}
+	return &Instance{ID: s.ID, Labels: s.Labels, ctr: ctr, task: task}, nil
+}
+
+// Wait subscribes to the task's exit. Call it before Start; ctx should
+// live as long as the instance is supervised.
+func (in *Instance) Wait(ctx context.Context) (<-chan ExitStatus, error) {
+	ch, err := in.task.Wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("wait %s: %w", in.ID, err)
+	}
+	out := make(chan ExitStatus, 1)
+	go func() {
+		st := <-ch
+		code, at, err := st.Result()
+		out <- ExitStatus{Code: code, ExitedAt: at, Err: err}
+	}()
+	return out, nil
+}
+
+// Start starts the process.
+func (in *Instance) Start(ctx context.Context) error {
+	if err := in.task.Start(ctx); err != nil {
+		return fmt.Errorf("start %s: %w: %v", in.ID, ErrInit, err)
+	}
+	return nil
+}
+
+// Pid returns the process id on the host.
+func (in *Instance) Pid() uint32 { return in.task.Pid() }
+
+// Running reports whether the task's process is still alive.
+func (in *Instance) Running(ctx context.Context) (bool, error) {
+	st, err := in.task.Status(ctx)
+	if err != nil {
+		return false, fmt.Errorf("status %s: %w", in.ID, err)
+	}
+	return st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing, nil
+}
+
+// Signal sends sig to the process, or to every process of the instance.
+func (in *Instance) Signal(ctx context.Context, sig syscall.Signal, all bool) error {
+	var opts []containerd.KillOpts
+	if all {
+		opts = append(opts, containerd.WithKillAll)
+	}
+	if err := in.task.Kill(ctx, sig, opts...); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("signal %s %v: %w", in.ID, sig, err)
+	}
+	return nil
+}
+
+// PeakMemory returns the cgroup's peak memory use in bytes (0 when the
+// kernel does not report one).
+func (in *Instance) PeakMemory(ctx context.Context) (int64, error) {
+	m, err := in.task.Metrics(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("metrics %s: %w", in.ID, err)
+	}
+	v, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return 0, fmt.Errorf("metrics %s: %w", in.ID, err)
+	}
+	switch s := v.(type) {
+	case *cgroupsv1.Metrics:
+		if s.Memory != nil && s.Memory.Usage != nil {
+			return int64(s.Memory.Usage.Max), nil
+		}
+	case *cgroupsv2.Metrics:
+		if s.Memory != nil {
+			return int64(s.Memory.Usage), nil // cgroup v2 stats carry no peak here
+		}
+	}
+	return 0, nil
+}
+
+// DeleteTask removes the exited task. The shim then closes the log pipes
+// and waits for the log driver to flush, so the log is complete after it.
+func (in *Instance) DeleteTask(ctx context.Context) error {
+	if in.task == nil {
+		return nil
+	}
+	if _, err := in.task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete task %s: %w", in.ID, err)
+	}
+	in.task = nil
+	return nil
+}
+
+// Remove deletes the task (killing it if it still runs), the container
+// and its snapshot.
+func (in *Instance) Remove(ctx context.Context) error {
+	var errs []error
+	if in.task != nil {
+		if _, err := in.task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete task %s: %w", in.ID, err))
+		}
+		in.task = nil
+	}
+	if err := in.ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		errs = append(errs, fmt.Errorf("delete container %s: %w", in.ID, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Load finds an existing instance (after a worker restart). It returns
+// ErrNoTask (with the instance, so it can be deleted) when the container
+// was never started.
+func (r *Runtime) Load(ctx context.Context, id string) (*Instance, error) {
+	ctx = r.ctx(ctx)
+	ctr, err := r.client.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", id, err)
+	}
+	labels, err := ctr.Labels(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("labels %s: %w", id, err)
+	}
+	in := &Instance{ID: id, Labels: labels, ctr: ctr}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return in, fmt.Errorf("load %s: %w", id, ErrNoTask)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load task %s: %w", id, err)
+	}
+	in.task = task
+	return in, nil
+}
+
+// IsNotFound reports whether err means the container does not exist.
+func IsNotFound(err error) bool { return errdefs.IsNotFound(err) }
+
+// List returns the ids of jobgate's containers in the namespace.
+func (r *Runtime) List(ctx context.Context) ([]string, error) {
+	ctx = r.ctx(ctx)
+	cs, err := r.client.Containers(ctx, fmt.Sprintf("labels.%q", LabelRequestID))
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID()
+	}
+	return ids, nil
+}
+
+// SnapshotExists reports whether an instance's snapshot is still there
+// (for tests and leak checks).
+func (r *Runtime) SnapshotExists(ctx context.Context, id string) (bool, error) {
+	_, err := r.client.SnapshotService(r.opts.Snapshotter).Stat(r.ctx(ctx), id)
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}

@@ -1,0 +1,79 @@
+// Package runtime is jobgate's only door to containerd: it pulls images
+// under jobgate's image policy and creates, starts, watches and deletes job
+// instances. Everything else in jobgate talks to containerd through it.
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/jobgate/jobgate/internal/config"
+)
+
+// Labels set on every jobgate container.
+const (
+	LabelRequestID = "jobgate.request-id"
+	LabelFunction  = "jobgate.function"
+	LabelAttempt   = "jobgate.attempt"
+	LabelDeadline  = "jobgate.deadline" // RFC 3339; the timeout survives a worker restart
+	LabelNode      = "jobgate.node"
+)
+
+// Options configure a Runtime.
+type Options struct {
+	Address     string
+	Namespace   string
+	Snapshotter string
+	Registries  map[string]config.Registry
+	// MaxImageBytes refuses images whose compressed size is at least this.
+	MaxImageBytes int64
+	// LoggerBinary and LoggerArgs are run by containerd's shim to capture
+	// a job's stdout and stderr (cio.BinaryIO), so logs outlive the worker.
+	LoggerBinary string
+	LoggerArgs   map[string]string
+}
+
+// Runtime wraps one containerd client in one namespace.
+type Runtime struct {
+	client *containerd.Client
+	opts   Options
+	pulls  singleflight.Group
+	// envCache maps image digest → config env; image configs are immutable.
+	envCache sync.Map
+}
+
+// New connects to containerd.
+func New(ctx context.Context, o Options) (*Runtime, error) {
+	if o.Snapshotter == "" {
+		o.Snapshotter = "overlayfs"
+	}
+	if o.MaxImageBytes == 0 {
+		o.MaxImageBytes = 1 << 30
+	}
+	c, err := containerd.New(o.Address, containerd.WithDefaultNamespace(o.Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect containerd %s: %w", o.Address, err)
+	}
+	return &Runtime{client: c, opts: o}, nil
+}
+
+// Close closes the client connection (running jobs are unaffected).
+func (r *Runtime) Close() error { return r.client.Close() }
+
+func (r *Runtime) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, r.opts.Namespace)
+}
+
+// Ping checks that containerd answers.
+func (r *Runtime) Ping(ctx context.Context) error {
+	if _, err := r.client.Version(r.ctx(ctx)); err != nil {
+		return fmt.Errorf("containerd %s: %w", r.opts.Address, err)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+// Package worker runs invocations: it takes tasks from asynq, starts each
+// one as a container (acknowledging once it has started), and supervises
+// it to a final status.
+//
+// A newcomer's path through it: handler.go (ProcessTask: claim → image →
+// container → start → RUNNING → ack), supervisor.go (exit, timeout, logs,
+// final status, cleanup), reconcile.go (re-attach after a restart).
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/queue"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/worker/logdriver"
+	"github.com/jobgate/jobgate/worker/runtime"
+)
+
+// pidsLimit bounds the processes of one instance (fork bombs).
+const pidsLimit = 1024
+
+// Worker is the worker role on one host.
+type Worker struct {
+	cfg     *config.Config
+	rdb     redis.UniversalClient
+	rt      *runtime.Runtime
+	records *record.Store
+	logs    *logstore.Store
+	log     zerolog.Logger
+	now     func() time.Time
+
+	srv *asynq.Server
+	// life outlives every handler call: supervisors run on it.
+	life     context.Context
+	stopLife context.CancelFunc
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	watching map[string]bool // ids with a live supervisor
+}
+
+// Deps are a worker's collaborators.
+type Deps struct {
+	Config  *config.Config
+	Redis   redis.UniversalClient
+	Records *record.Store
+	Logs    *logstore.Store
+	Logger  zerolog.Logger
+}
+
+// New connects to containerd and prepares the log driver settings.
+func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, error) {
+	cfg := d.Config
+	if err := os.MkdirAll(cfg.Worker.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("worker state dir: %w", err)
+	}
+	settings := filepath.Join(cfg.Worker.StateDir, "logger.json")
+	if err := logdriver.WriteSettings(settings, logSettings); err != nil {
+		return nil, err
+	}
+	bin := cfg.Worker.LoggerBinary
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("locate jobgate binary for the log driver: %w", err)
+		}
+		bin = exe
+	}
+	rt, err := runtime.New(ctx, runtime.Options{
+		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
+		Registries: cfg.Registries, LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{
+		cfg: cfg, rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs,
+		log: d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
+		now: time.Now, watching: map[string]bool{},
+	}, nil
+}
+
+// Runtime exposes the containerd runtime (readiness checks, tests).
+func (w *Worker) Runtime() *runtime.Runtime { return w.rt }
+
+// Start re-attaches to instances left running, then starts taking tasks.
+func (w *Worker) Start(ctx context.Context) error {
+	w.life, w.stopLife = context.WithCancel(context.WithoutCancel(ctx))
+	if err := w.rt.Ping(ctx); err != nil {
+		return err
+	}
+	if err := w.reconcile(ctx); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+		Concurrency: w.cfg.Worker.Concurrency,
+		Queues:      map[string]int{queue.Name: 1},
+		// The default 1 s idle poll would add up to a second to every
+		// invoke→RUNNING; 50 ms costs a few Redis calls per second.
+		TaskCheckInterval: 50 * time.Millisecond,
+		// In-flight pulls get this long to finish before being re-queued.
+		ShutdownTimeout: 30 * time.Second,
+		RetryDelayFunc:  retryDelay,
+		IsFailure:       func(err error) bool { return !errors.Is(err, errNotMine) },
+		Logger:          asynqLogger{w.log.With().Str("component", "asynq").Logger()},
+		LogLevel:        asynq.WarnLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(queue.TypeInvoke, w)
+	if err := w.srv.Start(mux); err != nil {
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+	w.log.Info().Str("containerd", w.cfg.Containerd.Address).Str("namespace", w.cfg.Containerd.Namespace).Msg("worker started")
+	return nil
+}
+
+// Stop stops taking tasks and lets in-flight scheduling finish (or
+// re-queues it). Running instances are left running: their log driver
+// belongs to containerd, and the next Start re-attaches to them.
+func (w *Worker) Stop(ctx context.Context) error {
+	if w.srv != nil {
+		w.srv.Shutdown()
+	}
+	if w.stopLife != nil {
+		w.stopLife()
+	}
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return w.rt.Close()
+}
+
+// retryDelay backs off scheduling retries exponentially, capped at 5 min
+// (SCF's cap for system errors).
+func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	if errors.Is(err, errNotMine) {
+		return 10 * time.Second
+	}
+	d := time.Second << min(n, 9)
+	return min(d, 5*time.Minute)
+}
+
+type asynqLogger struct{ l zerolog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Fatal().Msg(fmt.Sprint(args...)) }
