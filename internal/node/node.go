@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 		ready = append(ready, gateway.Check{Name: "containerd", Fn: n.Worker.Runtime().Ping})
 	}
 	if o.Role != RoleWorker {
-				n.Gateway = gateway.New(gateway.Deps{
+		n.Gateway = gateway.New(gateway.Deps{
 			Config: cfg, Submitter: submit.New(cfg, records, asynq.NewClientFromRedisClient(n.rdb)), Records: records, Logs: logs,
 			Ready: ready, Tokens: o.Tokens, Logger: o.Logger,
 		})
