@@ -1,7 +1,11 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -82,4 +86,53 @@ func (st *Stack) Lines(t testing.TB, id string) []logstore.Line {
 		t.Fatal(err)
 	}
 	return ls
+}
+
+// Do sends an HTTP request to the gateway and returns status and body.
+func (st *Stack) Do(t testing.TB, method, path string, body []byte, hdr map[string]string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, st.URL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// Invoke posts event to fn and decodes the record answer; it fails the
+// test unless the status is want.
+func (st *Stack) Invoke(t testing.TB, fn, query string, event []byte, want int) *record.Record {
+	t.Helper()
+	code, body := st.Do(t, http.MethodPost, "/v1/functions/"+fn+"/invoke"+query, event, nil)
+	if code != want {
+		t.Fatalf("invoke %s%s: status %d, want %d: %s", fn, query, code, want, body)
+	}
+	var rec record.Record
+	if err := json.Unmarshal(body, &rec); err != nil {
+		t.Fatalf("invoke answer %s: %v", body, err)
+	}
+	return &rec
+}
+
+// Stdout returns the stdout lines of id's log.
+func (st *Stack) Stdout(t testing.TB, id string) []string {
+	t.Helper()
+	var out []string
+	for _, l := range st.Lines(t, id) {
+		if l.Stream == logstore.Stdout {
+			out = append(out, l.Line)
+		}
+	}
+	return out
 }

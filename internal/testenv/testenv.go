@@ -201,6 +201,21 @@ func (s *Services) Namespace(t testing.TB) string {
 // Redis starts a private redis-server for t and returns its address.
 func Redis(t testing.TB) string {
 	t.Helper()
+	return StartRedis(t).Addr
+}
+
+// RedisServer is a private redis-server.
+type RedisServer struct {
+	Addr string
+	cmd  *exec.Cmd
+}
+
+// Kill stops the server abruptly (for "Redis down" tests).
+func (r *RedisServer) Kill() { _ = r.cmd.Process.Kill(); _ = r.cmd.Wait() }
+
+// StartRedis starts a private redis-server, stopped at t's cleanup.
+func StartRedis(t testing.TB) *RedisServer {
+	t.Helper()
 	bin, err := need("redis-server")
 	if err != nil {
 		t.Fatal(err)
@@ -213,8 +228,11 @@ func Redis(t testing.TB) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	srv := &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+	var once sync.Once
+	srv.cmd = cmd
+	t.Cleanup(func() { once.Do(srv.Kill) })
+	addr := srv.Addr
 	if err := waitFor(10*time.Second, func() error {
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		defer c.Close()
@@ -222,7 +240,7 @@ func Redis(t testing.TB) string {
 	}); err != nil {
 		t.Fatalf("redis-server on %s did not come up: %v", addr, err)
 	}
-	return addr
+	return srv
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
