@@ -1,0 +1,275 @@
+package worker_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/hibiken/asynq"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/imagebuild"
+	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/queue"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/worker/runtime"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func jobImage(t *testing.T) string {
+	t.Helper()
+	ref := testenv.Shared(t).Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// run invokes fn with event and waits for the end.
+func run(t *testing.T, st *testenv.Stack, fn string, event []byte) *record.Record {
+	t.Helper()
+	rec := st.Invoke(t, fn, "?wait=none", event, 202)
+	return st.WaitEnd(t, rec.RequestId, 60*time.Second)
+}
+
+func TestEventReachesContainerByteForByte(t *testing.T) {
+	img := jobImage(t)
+	st := testenv.StartStack(t,
+		config.Function{Name: "echo", Image: img, Args: []string{"event"}},
+		config.Function{Name: "sum", Image: img, Args: []string{"eventsum"}})
+
+	small := []byte(`{"q":"she said \"hi\"","bs":"C:\\path\\n","u":"événement 事件 ✓ 🚀","ctl":"\u0001\t","n":1.50,"nested":{"a":[1,2,{"b":null}]}}`)
+	end := run(t, st, "echo", small)
+	if end.Status != record.Finished {
+		t.Fatalf("%+v", end)
+	}
+	if out := st.Stdout(t, end.RequestId); len(out) != 1 || out[0] != string(small) {
+		t.Fatalf("container saw\n%q\nwant\n%q", out, small)
+	}
+
+	big := []byte(`{"blob":"` + strings.Repeat(`é\"\\x`, 100<<10/6) + `"}`) // ~100 KiB
+	end = run(t, st, "sum", big)
+	want := fmt.Sprintf("len=%d sha256=%x", len(big), sha256.Sum256(big))
+	if out := st.Stdout(t, end.RequestId); len(out) != 1 || out[0] != want {
+		t.Fatalf("100 KiB event: got %v want %s", out, want)
+	}
+}
+
+func TestBuiltinEnvAndOverrides(t *testing.T) {
+	img := jobImage(t)
+	names := []string{"TENCENTCLOUD_RUNENV", "USER_CODE_ROOT", "USER", "SCF_FUNCTIONNAME", "SCF_FUNCTIONVERSION",
+		"TENCENTCLOUD_REGION", "TENCENTCLOUD_APPID", "TENCENTCLOUD_UIN", "JOBGATE_REQUEST_ID", "JOBGATE_ATTEMPT",
+		"IMAGE_ONLY", "OVERRIDE_ME", "FN_ONLY", "PATH"}
+	var args []string
+	for _, n := range names {
+		args = append(args, "env", n)
+	}
+	args = append(args, "args")
+	st := testenv.StartStack(t,
+		config.Function{Name: "envfn", Image: img, Args: args, Env: map[string]string{"OVERRIDE_ME": "function", "FN_ONLY": "yes"}},
+		// Command replaces ENTRYPOINT (and the image CMD); Args follow it.
+		config.Function{Name: "cmdfn", Image: img, Command: []string{"/bin/job", "echo", "from-command"}, Args: []string{"args"}})
+
+	end := run(t, st, "envfn", []byte(`{}`))
+	got := st.Stdout(t, end.RequestId)
+	want := []string{
+		"TENCENTCLOUD_RUNENV=SCF", "USER_CODE_ROOT=/var/user/", "USER=qcloud", "SCF_FUNCTIONNAME=envfn",
+		"SCF_FUNCTIONVERSION=$LATEST", "TENCENTCLOUD_REGION=ap-guangzhou", "TENCENTCLOUD_APPID=1250000000",
+		"TENCENTCLOUD_UIN=100000000001", "JOBGATE_REQUEST_ID=" + end.RequestId, "JOBGATE_ATTEMPT=1",
+		"IMAGE_ONLY=from-image", "OVERRIDE_ME=function", "FN_ONLY=yes", "PATH=/bin",
+		`["env","TENCENTCLOUD_RUNENV","env","USER_CODE_ROOT","env","USER","env","SCF_FUNCTIONNAME","env","SCF_FUNCTIONVERSION","env","TENCENTCLOUD_REGION","env","TENCENTCLOUD_APPID","env","TENCENTCLOUD_UIN","env","JOBGATE_REQUEST_ID","env","JOBGATE_ATTEMPT","env","IMAGE_ONLY","env","OVERRIDE_ME","env","FN_ONLY","env","PATH","args"]`,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("env (-want +got):\n%s", d)
+	}
+
+	end = run(t, st, "cmdfn", []byte(`{}`))
+	if d := cmp.Diff([]string{"from-command", `["echo","from-command","args"]`}, st.Stdout(t, end.RequestId)); d != "" {
+		t.Fatalf("command/args (-want +got):\n%s", d)
+	}
+}
+
+func TestExitCodesStderrAndCleanup(t *testing.T) {
+	img := jobImage(t)
+	st := testenv.StartStack(t,
+		config.Function{Name: "fails", Image: img, Args: []string{"echo", "out", "stderr", "err line", "exit", "3"}},
+		config.Function{Name: "badcmd", Image: img, Command: []string{"/no/such/binary"}},
+		config.Function{Name: "slow", Image: img, Args: []string{"echo", "started", "sleep", "1h"}, TimeoutS: 1})
+
+	end := run(t, st, "fails", []byte(`{}`))
+	if end.Status != record.Failed || end.StatusCode != 439 || end.ExitCode == nil || *end.ExitCode != 3 ||
+		!strings.Contains(end.Message, "code 3") || end.EndTime == "" {
+		t.Fatalf("exit 3: %+v", end)
+	}
+	var streams []string
+	for _, l := range st.Lines(t, end.RequestId) {
+		streams = append(streams, l.Stream+":"+strings.Fields(l.Line)[0])
+	}
+	if d := cmp.Diff([]string{"platform:START", "stdout:out", "stderr:err", "platform:END", "platform:Report"}, streams); d != "" {
+		t.Fatalf("log streams (-want +got):\n%s", d)
+	}
+
+	end = run(t, st, "badcmd", []byte(`{}`))
+	if end.Status != record.Failed || end.StatusCode != 445 || end.Message == "" {
+		t.Fatalf("bad command: %+v", end)
+	}
+
+	// timeout_s 1; the Go body is PID 1 and ignores SIGTERM, so this also
+	// proves the SIGKILL after the grace period.
+	end = run(t, st, "slow", []byte(`{}`))
+	if end.Status != record.Failed || end.StatusCode != 433 || !strings.Contains(end.Message, "1 s") {
+		t.Fatalf("timeout: %+v", end)
+	}
+	if end.DurationMs > 10_000 {
+		t.Fatalf("timeout took %d ms", end.DurationMs)
+	}
+
+	// Nothing is left behind: no container, no snapshot.
+	rt, err := runtime.New(t.Context(), runtime.Options{Address: st.Config.Containerd.Address, Namespace: st.Config.Containerd.Namespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ids, err := rt.List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containers left: %v", ids)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, body := st.Do(t, "GET", "/v1/invocations?limit=100", nil, nil)
+	if code != 200 {
+		t.Fatal(code)
+	}
+	var page struct{ Invocations []record.Record }
+	_ = json.Unmarshal(body, &page)
+	for _, r := range page.Invocations {
+		if ok, err := rt.SnapshotExists(t.Context(), r.RequestId); err != nil || ok {
+			t.Fatalf("snapshot of %s left (%v)", r.RequestId, err)
+		}
+	}
+}
+
+func TestImagePolicyFailsWithoutRetry(t *testing.T) {
+	s := testenv.Shared(t)
+	arm, err := imagebuild.RandomImage(1024, "linux", "arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := imagebuild.PushIndex(s.Registry+"/policy/armonly:1", map[string]v1.Image{"linux/arm64": arm}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imagebuild.Push(s.Registry+"/policy/armsingle:1", arm); err != nil {
+		t.Fatal(err)
+	}
+	if err := imagebuild.PushSchema1(s.Registry, "policy/legacy", "1"); err != nil {
+		t.Fatal(err)
+	}
+	st := testenv.StartStack(t,
+		config.Function{Name: "armidx", Image: s.Registry + "/policy/armonly:1"},
+		config.Function{Name: "armsingle", Image: s.Registry + "/policy/armsingle:1"},
+		config.Function{Name: "legacy", Image: s.Registry + "/policy/legacy:1"},
+		config.Function{Name: "notag", Image: s.Registry + "/policy/armonly:missing"})
+	cases := map[string]string{
+		"armidx":    "linux/arm64",
+		"armsingle": "linux/arm64",
+		"legacy":    "schema 1 not supported",
+		"notag":     "not found",
+	}
+	for fn, msg := range cases {
+		t.Run(fn, func(t *testing.T) {
+			// wait=scheduled answers with the scheduling error itself.
+			code, body := st.Do(t, "POST", "/v1/functions/"+fn+"/invoke", []byte(`{}`), nil)
+			if code != 502 || !strings.Contains(string(body), "PullImageFailed") || !strings.Contains(string(body), msg) {
+				t.Fatalf("status %d body %s", code, body)
+			}
+			var e struct{ RequestId string }
+			_ = json.Unmarshal(body, &e)
+			rec, err := st.Records.Get(t.Context(), e.RequestId)
+			if err != nil || rec.Status != record.Failed || rec.StatusCode != 444 || rec.StartTime != "" {
+				t.Fatalf("record %+v %v", rec, err)
+			}
+			// Permanent: archived by asynq at once, not retried. (The
+			// record is written just before the handler returns.)
+			insp := asynq.NewInspectorFromRedisClient(st.Node.Redis())
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				info, err := insp.GetTaskInfo(queue.Name, e.RequestId)
+				if err == nil && info.State == asynq.TaskStateArchived && info.Retried == 0 {
+					break
+				}
+				if time.Now().After(deadline) || (err == nil && info.State == asynq.TaskStateRetry) {
+					t.Fatalf("task %+v %v", info, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func TestUnreachableRegistryIsRetried(t *testing.T) {
+	port := testenv.FreePort(t) // nothing listens there
+	st := testenv.StartStack(t, config.Function{Name: "fn", Image: fmt.Sprintf("127.0.0.1:%d/none/x:1", port)})
+	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
+	insp := asynq.NewInspectorFromRedisClient(st.Node.Redis())
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r, err := st.Records.Get(t.Context(), rec.RequestId)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, ierr := insp.GetTaskInfo(queue.Name, rec.RequestId)
+		if r.Status == record.Pending && strings.Contains(r.Message, "retrying after") && ierr == nil && info.State == asynq.TaskStateRetry {
+			break // transient: kept and retried, not failed
+		}
+		if r.Status.Terminal() || time.Now().After(deadline) {
+			t.Fatalf("record %+v task %+v %v", r, info, ierr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestRedeliveryDoesNotStartTwice(t *testing.T) {
+	st := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "once", "sleep", "2s"}})
+	rec := st.Invoke(t, "fn", "", []byte(`{}`), 200)
+	// Deliver the same task again, as asynq would after a lost ack.
+	task, _, err := queue.NewInvokeTask(queue.Payload{RequestId: rec.RequestId, Function: "fn"}, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Node.Worker.ProcessTask(context.Background(), task); err != nil {
+		t.Fatalf("redelivery: %v", err)
+	}
+	end := st.WaitEnd(t, rec.RequestId, 30*time.Second)
+	if end.Status != record.Finished {
+		t.Fatalf("%+v", end)
+	}
+	var starts, onces int
+	for _, l := range st.Lines(t, rec.RequestId) {
+		if strings.HasPrefix(l.Line, "START ") {
+			starts++
+		}
+		if l.Stream == logstore.Stdout && l.Line == "once" {
+			onces++
+		}
+	}
+	if starts != 1 || onces != 1 {
+		t.Fatalf("started %d times, ran %d times", starts, onces)
+	}
+}
