@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 )
@@ -68,6 +69,16 @@ func Validate(sch *jsonschema.Schema, instance any) ([]Violation, error) {
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
 		if len(e.Causes) == 0 {
+			// Name each unknown key at its own location.
+			if ap, ok := e.ErrorKind.(*kind.AdditionalProperties); ok {
+				for _, p := range ap.Properties {
+					out = append(out, Violation{
+						Pointer: "/" + strings.Join(append(append([]string{}, e.InstanceLocation...), p), "/"),
+						Message: "unknown key (not allowed here)",
+					})
+				}
+				return
+			}
 			out = append(out, Violation{
 				Pointer: "/" + strings.Join(e.InstanceLocation, "/"),
 				Message: e.ErrorKind.LocalizedString(printer),

@@ -20,6 +20,7 @@ func newLogger(level string) zerolog.Logger {
 	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	var l zerolog.Logger
 	if isatty.IsTerminal(os.Stderr.Fd()) {
 		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})

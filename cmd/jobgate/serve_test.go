@@ -1,0 +1,194 @@
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/redis/go-redis/v9"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// serveEnv is a config file for `jobgate serve` subprocesses.
+type serveEnv struct {
+	s       *testenv.Services
+	cfgPath string
+	url     string
+	redis   string
+	prefix  string
+	ns      string
+}
+
+func newServeEnv(t *testing.T, args string) *serveEnv {
+	t.Helper()
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	e := &serveEnv{s: s, redis: testenv.Redis(t), prefix: "jobgate", ns: s.Namespace(t)}
+	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	e.url = "http://" + gw
+	dir := t.TempDir()
+	e.cfgPath = filepath.Join(dir, "jobgate.yaml")
+	cfg := fmt.Sprintf(`redis: {addr: %q}
+containerd: {address: %q, namespace: %q}
+gateway: {listen: %q}
+worker: {node: crash-node, state_dir: %q, logger_binary: %q, stop_grace_s: 1}
+appid: "1250000000"
+uin: "100000000001"
+functions:
+  - name: job
+    image: %q
+    args: [%s]
+`, e.redis, s.Containerd, e.ns, gw, filepath.Join(dir, "state"), s.JobgateBin, ref, args)
+	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// start runs `jobgate serve` and waits until it is ready.
+func (e *serveEnv) start(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(e.s.JobgateBin, "serve", "--config", e.cfgPath)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("jobgate serve output:\n%s", out.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(e.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return cmd
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobgate serve not ready: %v\n%s", err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *serveEnv) cli(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(e.s.JobgateBin, args...)
+	cmd.Env = append(os.Environ(), "JOBGATE_URL="+e.url)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("jobgate %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func (e *serveEnv) stores() (*record.Store, *logstore.Store) {
+	rdb := redis.NewClient(&redis.Options{Addr: e.redis})
+	return record.NewStore(rdb, e.prefix, 72*time.Hour), logstore.NewStore(rdb, e.prefix, 72*time.Hour, 1<<20)
+}
+
+// A SIGKILL of `jobgate serve` while a job runs loses nothing: the job
+// keeps running, its output is captured while no worker exists, and the
+// restarted worker carries it to FINISHED exactly once.
+func TestSIGKILLMidRunFinishesOnce(t *testing.T) {
+	e := newServeEnv(t, `echo, a, sleep, 1500ms, echo, b, sleep, 1500ms, echo, c`)
+	serve := e.start(t)
+	var rec record.Record
+	if err := json.Unmarshal([]byte(e.cli(t, `{"crash":"test"}`, "invoke", "job", "--event", "-")), &rec); err != nil || rec.Status != record.Running {
+		t.Fatalf("invoke: %+v %v", rec, err)
+	}
+	if err := serve.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = serve.Wait()
+	time.Sleep(2 * time.Second) // "b" is printed while no jobgate runs
+	e.start(t)
+
+	records, logs := e.stores()
+	deadline := time.Now().Add(30 * time.Second)
+	var end *record.Record
+	for {
+		r, err := records.Get(t.Context(), rec.RequestId)
+		if err == nil && r.Status.Terminal() {
+			end = r
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not finished: %+v %v", r, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if end.Status != record.Finished || end.StatusCode != 200 || *end.ExitCode != 0 {
+		t.Fatalf("end: %+v", end)
+	}
+	lines, done, err := logs.Lines(t.Context(), rec.RequestId)
+	if err != nil || !done {
+		t.Fatalf("logs done=%v err=%v", done, err)
+	}
+	var got []string
+	for _, l := range lines {
+		got = append(got, strings.Fields(l.Line)[0])
+	}
+	if strings.Join(got, ",") != "START,a,b,c,END,Report" {
+		t.Fatalf("log after crash: %v", got)
+	}
+	// The CLI shows the same log.
+	out := e.cli(t, "", "logs", rec.RequestId)
+	for _, w := range []string{"stdout   a", "stdout   b", "stdout   c", "END RequestId:" + rec.RequestId} {
+		if !strings.Contains(out, w) {
+			t.Fatalf("jobgate logs lacks %q:\n%s", w, out)
+		}
+	}
+	st := e.cli(t, "", "status", rec.RequestId)
+	if !strings.Contains(st, `"Status": "FINISHED"`) {
+		t.Fatalf("jobgate status: %s", st)
+	}
+	if ls := e.cli(t, "", "ls", "--status", "FINISHED"); !strings.Contains(ls, rec.RequestId) {
+		t.Fatalf("jobgate ls: %s", ls)
+	}
+}
+
+func TestValidateCommand(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("functions:\n  - name: x\n    image: a/b:1\n    memroy_mb: 5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := testenv.Shared(t).JobgateBin
+	out, err := exec.Command(bin, "validate", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), bad+":4: functions[0].memroy_mb: unknown key") || !strings.Contains(string(out), "memroy_mb") {
+		t.Fatalf("validate bad: %v\n%s", err, out)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("functions:\n  - name: x\n    image: a/b:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "validate", good).CombinedOutput(); err != nil {
+		t.Fatalf("validate good: %v\n%s", err, out)
+	}
+	_ = config.Config{}
+}
