@@ -1,0 +1,85 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestSampleConfigParses(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "deploy", "sample", "jobgate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filled := strings.NewReplacer("@REDIS@", "127.0.0.1:6399", "@CONTAINERD@", "/run/c.sock", "@GATEWAY@", "127.0.0.1:9100",
+		"@STATE@", "/var/lib/x", "@REGISTRY@", "127.0.0.1:5000").Replace(string(raw))
+	cfg, err := Parse(strings.NewReader(filled), "sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := cfg.Function("hello")
+	if f == nil || f.Namespace != "default" || *f.Retry.Max != 2 || f.Retry.DelayS != 60 || f.MaxEventAgeS != 21600 || f.Network != "none" {
+		t.Fatalf("defaults: %+v", f)
+	}
+	if cfg.Timezone != "Asia/Shanghai" || cfg.RetentionH != 72 || cfg.Worker.StopGrace().Seconds() != 10 {
+		t.Fatalf("global defaults: %+v", cfg)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       []string // each must appear in the error
+	}{
+		{"unknown top-level key", "redis: {addr: x}\nfunctoins: []\n", []string{"t.yaml:2: functoins: unknown key"}},
+		{"unknown nested key", "functions:\n  - name: a\n    image: r/a:1\n    memroy_mb: 5\n", []string{"t.yaml:4: functions[0].memroy_mb: unknown key"}},
+		{"wrong type", "functions:\n  - name: a\n    image: r/a:1\n    memory_mb: lots\n", []string{"functions[0].memory_mb", "integer"}},
+		{"missing image", "functions:\n  - name: a\n", []string{"functions[0]", "image"}},
+		{"bad name", "functions:\n  - name: 9a\n    image: r/a:1\n", []string{"functions[0].name", "does not match pattern"}},
+		{"timeout over 24h", "functions:\n  - name: a\n    image: r/a:1\n    timeout_s: 86401\n", []string{"functions[0].timeout_s", "maximum"}},
+		{"duplicate", "functions:\n  - {name: a, image: r/a:1}\n  - {name: a, image: r/a:2}\n", []string{"t.yaml:3: functions[1].name", "already defined"}},
+		{"bad image ref", "functions:\n  - {name: a, image: 'UPPER/Case:1'}\n", []string{"functions[0].image", "not an image reference"}},
+		{"reserved env", "functions:\n  - name: a\n    image: r/a:1\n    env: {SCF_FUNCTIONNAME: x}\n", []string{"functions[0].env.SCF_FUNCTIONNAME", "reserved"}},
+		{"env too large", "functions:\n  - name: a\n    image: r/a:1\n    env: {BIG: " + strings.Repeat("x", 131068) + "}\n", []string{"functions[0].env", "131071"}},
+		{"bad zone", "timezone: Mars/Olympus\n", []string{"timezone", "unknown time zone"}},
+		{"addr and url", "redis: {addr: 'a:1', url: 'redis://b:2'}\n", []string{"redis", "not both"}},
+		{"trigger not built yet", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: timer, name: t, cron: '* * * * * * *'}]\n", []string{"functions[0].triggers[0].type", "not supported by this build yet"}},
+		{"not yaml", "functions: [\n", []string{"not valid YAML"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(c.yaml), "t.yaml")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestEmptyConfigGetsDefaults(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(""), "empty.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{cfg.Redis.Addr, cfg.Containerd.Address, cfg.Containerd.Namespace, cfg.Gateway.Listen, cfg.Region}
+	want := []string{"127.0.0.1:6379", "/run/containerd/containerd.sock", "jobgate", "127.0.0.1:9100", "ap-guangzhou"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("(-want +got)\n%s", d)
+	}
+}
+
+func TestPointerToPath(t *testing.T) {
+	for in, want := range map[string]string{"/": "", "/functions/0/image": "functions[0].image", "/registries/a~1b": "registries.a/b"} {
+		if got := pointerToPath(in); got != want {
+			t.Errorf("%s → %q, want %q", in, got, want)
+		}
+	}
+}
