@@ -110,6 +110,7 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	if err != nil {
 		return err
 	}
+	t0 := w.now()
 	pctx, cancel := context.WithTimeout(ctx, w.cfg.Worker.PullTimeout())
 	img, err := w.rt.EnsureImage(pctx, fn.Image)
 	cancel()
@@ -134,6 +135,7 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 			return permanent(record.CodeContainerInitError, err)
 		}
 	}
+	tImage := w.now()
 	deadline := w.now().Add(fn.Timeout())
 	in, err := w.rt.Create(ctx, runtime.Spec{
 		ID: rec.RequestId, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
@@ -150,6 +152,7 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	if err != nil {
 		return err
 	}
+	tCreate := w.now()
 	cleanup := func() {
 		if rerr := in.Remove(context.WithoutCancel(ctx)); rerr != nil {
 			log.Warn().Err(rerr).Msg("remove instance after failed start")
@@ -183,7 +186,9 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	if err != nil && !errors.Is(err, record.ErrTerminal) { // a very fast job may have ended already
 		log.Warn().Err(err).Msg("record RUNNING")
 	}
-	log.Info().Str("image", fn.Image).Str("digest", img.Digest).Dur("schedule", started.Sub(parseTime(rec.EnqueueTime))).Msg("instance started")
+	log.Info().Str("image", fn.Image).Str("digest", img.Digest).
+		Dur("queued_ms", t0.Sub(parseTime(rec.EnqueueTime))).Dur("image_ms", tImage.Sub(t0)).
+		Dur("create_ms", tCreate.Sub(tImage)).Dur("start_ms", started.Sub(tCreate)).Msg("instance started")
 	return nil
 }
 

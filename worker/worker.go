@@ -107,8 +107,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		Concurrency: w.cfg.Worker.Concurrency,
 		Queues:      map[string]int{queue.Name: 1},
 		// The default 1 s idle poll would add up to a second to every
-		// invoke→RUNNING; 50 ms costs a few Redis calls per second.
-		TaskCheckInterval: 50 * time.Millisecond,
+		// invoke→RUNNING; 10 ms costs ~100 cheap Redis calls per second
+		// per idle worker (measured: 17 ms off the median invoke→RUNNING).
+		TaskCheckInterval: 10 * time.Millisecond,
 		// In-flight pulls get this long to finish before being re-queued.
 		ShutdownTimeout: 30 * time.Second,
 		RetryDelayFunc:  retryDelay,

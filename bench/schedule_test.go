@@ -1,0 +1,111 @@
+// Package bench measures jobgate against baselines run in the same
+// process on the same machine (this machine is noisy: ratios, not absolute
+// times, are what count). Run with `task bench` or:
+//
+//	go test -run '^$' -bench . -benchtime 1x ./bench
+//
+// The baselines talk to containerd directly; that is the point of them,
+// and the only place outside worker/runtime that imports containerd.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testjob"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// BenchmarkSchedule: invoke?wait=scheduled → RUNNING answer with a cached
+// image, against a bare containerd create + snapshot + task + start of the
+// same image, interleaved, 20 runs each.
+func BenchmarkSchedule(b *testing.B) {
+	const runs = 20
+	s := testenv.Shared(b)
+	ref := s.Registry + "/bench/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		b.Fatal(err)
+	}
+	st := testenv.StartStack(b, config.Function{Name: "fn", Image: ref, Args: []string{"exit", "0"}})
+	// Warm: pull the image once.
+	warm := st.Invoke(b, "fn", "", []byte(`{}`), 200)
+	st.WaitEnd(b, warm.RequestId, time.Minute)
+
+	client, err := containerd.New(s.Containerd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	ctx := namespaces.WithNamespace(context.Background(), st.Config.Containerd.Namespace)
+	img, err := client.GetImage(ctx, ref)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	var ours, bare []time.Duration
+	for b.Loop() {
+		ours, bare = ours[:0], bare[:0]
+		for i := 0; i < runs; i++ {
+			t0 := time.Now()
+			rec := st.Invoke(b, "fn", "", []byte(`{"i":1}`), http.StatusOK)
+			ours = append(ours, time.Since(t0))
+			if !rec.Status.Started() {
+				b.Fatalf("not started: %+v", rec)
+			}
+			if end := st.WaitEnd(b, rec.RequestId, time.Minute); end.Status != record.Finished {
+				b.Fatalf("%+v", end)
+			}
+
+			id := fmt.Sprintf("bare-%d-%d", time.Now().UnixNano(), i)
+			t0 = time.Now()
+			ctr, err := client.NewContainer(ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id, img),
+				containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/bin/job", "exit", "0")))
+			if err != nil {
+				b.Fatal(err)
+			}
+			task, err := ctr.NewTask(ctx, cio.NullIO)
+			if err != nil {
+				b.Fatal(err)
+			}
+			exitC, err := task.Wait(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := task.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			bare = append(bare, time.Since(t0))
+			<-exitC
+			if _, err := task.Delete(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	mo, mb := median(ours), median(bare)
+	b.ReportMetric(float64(mo.Microseconds())/1000, "jobgate-ms")
+	b.ReportMetric(float64(mb.Microseconds())/1000, "bare-ms")
+	b.ReportMetric(float64(mo)/float64(mb), "ratio")
+	b.Logf("invoke→RUNNING median of %d: jobgate %v, bare containerd create+start %v, ratio %.2f", runs, mo, mb, float64(mo)/float64(mb))
+}
