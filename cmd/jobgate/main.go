@@ -7,6 +7,8 @@ import (
 	"os"
 	_ "time/tzdata" // timers and config zones work in a minimal image
 
+	ctdlog "github.com/containerd/log"
+
 	"github.com/jobgate/jobgate/worker/logdriver"
 )
 
@@ -27,6 +29,8 @@ func main() {
 		logdriver.Main(os.Args[2:])
 		return
 	}
+	// containerd's client logs through logrus; only its warnings matter.
+	_ = ctdlog.SetLevel("warn")
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
