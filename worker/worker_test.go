@@ -276,3 +276,32 @@ func TestRedeliveryDoesNotStartTwice(t *testing.T) {
 		t.Fatalf("started %d times, ran %d times", starts, onces)
 	}
 }
+
+// The gateway cannot see the image's env; the worker adds it and checks
+// the total again: over 2 MiB is FAILED/406 before anything runs.
+func TestImageEnvPushesOverTheTotal(t *testing.T) {
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/bigenv:1"
+	var imgEnv []string
+	for i := 0; i < 3; i++ {
+		imgEnv = append(imgEnv, fmt.Sprintf("IMG_%d=%s", i, strings.Repeat("i", 120_000)))
+	}
+	if _, err := testjob.PushWithEnv(ref, imgEnv); err != nil {
+		t.Fatal(err)
+	}
+	fnEnv := map[string]string{}
+	for i := 0; i < 15; i++ {
+		fnEnv[fmt.Sprintf("FN_%02d", i)] = strings.Repeat("f", 120_000) // 1.8 MB: fits alone
+	}
+	st := testenv.StartStack(t, config.Function{Name: "fn", Image: ref, Env: fnEnv})
+	code, body := st.Do(t, "POST", "/v1/functions/fn/invoke", []byte(`{}`), nil)
+	if code != 413 || !strings.Contains(string(body), "RequestTooLarge") || !strings.Contains(string(body), "2097152") {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	var e struct{ RequestId string }
+	_ = json.Unmarshal(body, &e)
+	rec, err := st.Records.Get(t.Context(), e.RequestId)
+	if err != nil || rec.Status != record.Failed || rec.StatusCode != 406 {
+		t.Fatalf("%+v %v", rec, err)
+	}
+}

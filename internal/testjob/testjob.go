@@ -46,7 +46,10 @@ func Binary() ([]byte, error) {
 }
 
 // Push builds the body image (entrypoint /bin/job) and pushes it to ref.
-func Push(ref string) (digest string, err error) {
+func Push(ref string) (digest string, err error) { return PushWithEnv(ref, nil) }
+
+// PushWithEnv is Push with extra image env.
+func PushWithEnv(ref string, extraEnv []string) (digest string, err error) {
 	bin, err := Binary()
 	if err != nil {
 		return "", err
@@ -54,7 +57,7 @@ func Push(ref string) (digest string, err error) {
 	img, err := imagebuild.Build(imagebuild.Spec{
 		Files:      map[string]imagebuild.File{"bin/job": {Content: bin, Mode: 0o755}},
 		Entrypoint: []string{"/bin/job"},
-		Env:        ImageEnv,
+		Env:        append(append([]string{}, ImageEnv...), extraEnv...),
 	})
 	if err != nil {
 		return "", err
