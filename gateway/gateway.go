@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
@@ -31,9 +33,12 @@ type Deps struct {
 	Records   *record.Store
 	Watcher   *record.Watcher
 	Logs      *logstore.Store
-	Ready     []Check
-	Tokens    []string // bearer tokens for /v1; none = open
-	Logger    zerolog.Logger
+	// DeadLetters and Redis (for terminate requests to the workers).
+	DeadLetters *deadletter.Store
+	Redis       redis.UniversalClient
+	Ready       []Check
+	Tokens      []string // bearer tokens for /v1; none = open
+	Logger      zerolog.Logger
 }
 
 // Gateway is the HTTP API server.
@@ -52,6 +57,11 @@ func New(d Deps) *Gateway {
 	g.mux.Handle("GET /v1/invocations", g.auth(g.listInvocations))
 	g.mux.Handle("GET /v1/invocations/{id}", g.auth(g.getInvocation))
 	g.mux.Handle("GET /v1/invocations/{id}/logs", g.auth(g.getLogs))
+	g.mux.Handle("POST /v1/invocations/{id}/terminate", g.auth(g.terminate))
+	g.mux.Handle("GET /v1/deadletters", g.auth(g.listDeadLetters))
+	g.mux.Handle("GET /v1/deadletters/{id}", g.auth(g.getDeadLetter))
+	g.mux.Handle("POST /v1/deadletters/{id}/redrive", g.auth(g.redrive))
+	g.mux.Handle("DELETE /v1/deadletters/{id}", g.auth(g.deleteDeadLetter))
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {

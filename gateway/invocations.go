@@ -61,7 +61,8 @@ func (g *Gateway) listInvocations(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ctx := r.Context()
-	if _, err := g.d.Records.Get(ctx, id); err != nil {
+	rec, err := g.d.Records.Get(ctx, id)
+	if err != nil {
 		if errors.Is(err, record.ErrNotFound) {
 			writeError(w, http.StatusNotFound, "InvocationNotFound", fmt.Sprintf("no invocation %s", id), id)
 		} else {
@@ -69,13 +70,24 @@ func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// One log per attempt; the current one unless ?attempt=N.
+	attempt := rec.Attempt
+	if s := r.URL.Query().Get("attempt"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > rec.Attempt {
+			writeError(w, http.StatusBadRequest, "InvalidParameterValue", fmt.Sprintf("attempt must be 1..%d", rec.Attempt), id)
+			return
+		}
+		attempt = n
+	}
+	logID := record.InstanceID(id, attempt)
 	follow := r.URL.Query().Get("follow") == "1" || r.URL.Query().Get("follow") == "true"
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	var next int64
 	for {
-		lines, done, err := g.d.Logs.Range(ctx, id, next)
+		lines, done, err := g.d.Logs.Range(ctx, logID, next)
 		if err != nil {
 			g.log.Warn().Err(err).Str("request_id", id).Msg("read logs")
 			return

@@ -17,23 +17,19 @@ import (
 	"github.com/jobgate/jobgate/worker/runtime"
 )
 
-// errNotMine: another worker holds the start claim; try again later
-// without spending the retry budget.
-var errNotMine = errors.New("invocation claimed by another worker")
-
 var _ asynq.Handler = (*Worker)(nil)
 
-// ProcessTask schedules one invocation and returns nil (the asynq ack) as
-// soon as its container has started. Everything after that belongs to the
-// supervisor, on the worker's lifetime context.
+// ProcessTask schedules one attempt of an invocation and returns nil (the
+// asynq ack) as soon as its container has started. Everything after that
+// belongs to the supervisor, on the worker's lifetime context.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	p, err := queue.DecodePayload(t)
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
-	log := w.log.With().Str("request_id", p.RequestId).Str("function", p.Function).Logger()
+	log := w.log.With().Str("request_id", p.RequestId).Str("function", p.Function).Int("attempt", p.Attempt).Logger()
 	err = w.schedule(ctx, p, log)
-	if err != nil {
+	if err != nil && !isWait(err) {
 		log.Warn().Err(err).Msg("scheduling failed")
 	}
 	return err
@@ -61,17 +57,37 @@ func (w *Worker) schedule(ctx context.Context, p queue.Payload, log zerolog.Logg
 	if err != nil {
 		return err
 	}
-	if rec.Status.Started() {
-		log.Info().Str("status", string(rec.Status)).Msg("already started; redelivery acknowledged")
+	switch {
+	case rec.Status.Terminal():
+		log.Info().Str("status", string(rec.Status)).Msg("invocation already ended (terminated or redelivered); acknowledged")
+		return nil
+	case rec.Attempt != p.Attempt:
+		log.Info().Int("record_attempt", rec.Attempt).Msg("task of an earlier attempt; acknowledged")
+		return nil
+	case rec.Status.Started():
+		log.Info().Msg("already started; redelivery acknowledged")
 		return nil
 	}
 	fn := w.cfg.Function(p.Function)
 	if fn == nil {
 		return w.fail(ctx, rec, &failure{code: record.CodeInternalError, permanent: true, err: fmt.Errorf("function %q is not in this worker's config", p.Function)})
 	}
+	// SCF's MsgTTL: an event too old is not started, whatever kept it.
+	if age := w.now().Sub(parseTime(rec.EnqueueTime)); age > fn.MaxEventAge() {
+		why := "event expired: queued " + age.Round(time.Second).String() + " ago, over max_event_age_s=" + strconv.Itoa(fn.MaxEventAgeS)
+		if rec.Message != "" {
+			why += "; last: " + rec.Message
+		}
+		code := record.CodeInternalError
+		if rec.StatusCode != record.CodeRunning && rec.StatusCode != 0 {
+			code = rec.StatusCode
+		}
+		return w.fail(ctx, rec, &failure{code: code, permanent: true, err: errors.New(why)})
+	}
+	inst := record.InstanceID(rec.RequestId, rec.Attempt)
 
-	// At most one start per RequestId across hosts.
-	mine, err := w.claim(ctx, p.RequestId)
+	// At most one start per attempt across hosts.
+	mine, err := w.claim(ctx, inst)
 	if err != nil {
 		return err
 	}
@@ -80,32 +96,54 @@ func (w *Worker) schedule(ctx context.Context, p queue.Payload, log zerolog.Logg
 	}
 	// A container of ours with this id means an earlier delivery started
 	// it before crashing: adopt it instead of starting another.
-	if adopted, err := w.adopt(ctx, p.RequestId, log); err != nil || adopted {
+	if adopted, err := w.adopt(ctx, inst, log); err != nil || adopted {
 		return err
 	}
-
+	adm, err := w.admit(ctx, fn, inst)
+	if err != nil {
+		if isWait(err) {
+			code := record.CodeRunning
+			if errors.Is(err, errOverLimit) {
+				code = record.CodeConcurrencyLimit
+			}
+			msg := "waiting: " + err.Error()
+			_ = w.records.Update(ctx, rec.RequestId, record.Update{Status: record.Pending, StatusCode: &code, Message: &msg})
+			w.unclaim(context.WithoutCancel(ctx), inst)
+		}
+		return err
+	}
 	if err := w.records.Update(ctx, rec.RequestId, record.Update{Status: record.Scheduling, Node: &w.cfg.Worker.Node}); err != nil {
+		adm.release(context.WithoutCancel(ctx))
 		return err
 	}
-	err = w.start(ctx, rec, fn, log)
+	err = w.start(ctx, rec, fn, inst, adm, log)
+	if err == nil {
+		return nil
+	}
+	adm.release(context.WithoutCancel(ctx))
 	var f *failure
 	if errors.As(err, &f) && f.permanent {
 		return w.fail(ctx, rec, f)
 	}
-	if err != nil {
-		// Transient: back to PENDING with the reason; asynq retries.
-		msg := "retrying after: " + err.Error()
-		if uerr := w.records.Update(context.WithoutCancel(ctx), rec.RequestId, record.Update{Status: record.Pending, Message: &msg}); uerr != nil {
-			log.Warn().Err(uerr).Msg("record retry state")
-		}
-		w.unclaim(context.WithoutCancel(ctx), rec.RequestId)
+	if errors.Is(err, errTerminated) {
+		return nil
 	}
+	// Transient: back to PENDING with the reason; asynq retries.
+	msg := "retrying after: " + err.Error()
+	if uerr := w.records.Update(context.WithoutCancel(ctx), rec.RequestId, record.Update{Status: record.Pending, Message: &msg}); uerr != nil {
+		log.Warn().Err(uerr).Msg("record retry state")
+	}
+	w.unclaim(context.WithoutCancel(ctx), inst)
 	return err
 }
 
+// errTerminated: a user terminated the invocation while it was being
+// scheduled; it was not started.
+var errTerminated = errors.New("terminated before start")
+
 // start pulls, creates and starts the instance, then hands it to a
 // supervisor.
-func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Function, log zerolog.Logger) error {
+func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Function, inst string, adm *admission, log zerolog.Logger) error {
 	event, err := w.records.Event(ctx, rec.RequestId)
 	if err != nil {
 		return err
@@ -118,7 +156,7 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	case err != nil && runtime.IsPermanent(err):
 		return permanent(record.CodePullImageFailed, err)
 	case err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		return permanent(record.CodePullImageTimeOut, fmt.Errorf("image pull exceeded %s: %w", w.cfg.Worker.PullTimeout(), err))
+		return permanent(record.CodePullImageTimeOut, fmt.Errorf("image pull exceeded pull_timeout_s (%s): %w", w.cfg.Worker.PullTimeout(), err))
 	case err != nil:
 		return err
 	}
@@ -138,7 +176,7 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	tImage := w.now()
 	deadline := w.now().Add(fn.Timeout())
 	in, err := w.rt.Create(ctx, runtime.Spec{
-		ID: rec.RequestId, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
+		ID: inst, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
 		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host",
 		Labels: map[string]string{
 			runtime.LabelRequestID: rec.RequestId, runtime.LabelFunction: fn.Name,
@@ -163,7 +201,13 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 		cleanup()
 		return err
 	}
-	if err := w.logs.AppendPlatform(ctx, rec.RequestId, false, "START RequestId:"+rec.RequestId); err != nil {
+	// Last look before the point of no return: terminated meanwhile?
+	if w.terminateRequested(ctx, rec.RequestId) {
+		cleanup()
+		log.Info().Msg("terminated while scheduling; not started")
+		return errTerminated
+	}
+	if err := w.logs.AppendPlatform(ctx, inst, false, "START RequestId:"+rec.RequestId); err != nil {
 		cleanup()
 		return err
 	}
@@ -172,18 +216,24 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 		return permanent(record.CodeContainerInitError, err)
 	}
 	started := w.now()
-	w.supervise(in, exitC, sup{id: rec.RequestId, function: fn.Name, deadline: deadline, started: started, memoryMB: fn.MemoryMB, timeoutS: fn.TimeoutS})
+	w.supervise(in, exitC, sup{
+		id: rec.RequestId, inst: inst, function: fn.Name, attempt: rec.Attempt, deadline: deadline, started: started,
+		memoryMB: fn.MemoryMB, timeoutS: fn.TimeoutS, adm: adm,
+	})
 
 	// Bookkeeping after Start must not be lost to a cancelled handler.
 	bctx := context.WithoutCancel(ctx)
-	if err := w.keepClaim(bctx, rec.RequestId); err != nil {
+	if err := w.keepClaim(bctx, inst); err != nil {
 		log.Warn().Err(err).Msg("persist start claim")
 	}
 	code := record.CodeRunning
-	err = w.records.Update(bctx, rec.RequestId, record.Update{
+	err = w.records.UpdateFrom(bctx, rec.RequestId, []record.Status{record.Scheduling, record.Pending}, record.Update{
 		Status: record.Running, StatusCode: &code, StartTime: &started, ImageDigest: &img.Digest, Node: &w.cfg.Worker.Node,
 	})
-	if err != nil && !errors.Is(err, record.ErrTerminal) { // a very fast job may have ended already
+	if errors.Is(err, record.ErrStatus) {
+		// Terminated in the instant before Start: honour it now.
+		w.deliverStop(bctx, rec.RequestId)
+	} else if err != nil {
 		log.Warn().Err(err).Msg("record RUNNING")
 	}
 	log.Info().Str("image", fn.Image).Str("digest", img.Digest).
@@ -192,17 +242,22 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	return nil
 }
 
-// fail records a permanent scheduling failure and tells asynq not to
-// retry.
+// fail records a permanent failure, dead-letters the event and tells
+// asynq not to retry.
 func (w *Worker) fail(ctx context.Context, rec *record.Record, f *failure) error {
 	ctx = context.WithoutCancel(ctx)
 	now := w.now()
 	msg := f.err.Error()
 	err := w.records.Update(ctx, rec.RequestId, record.Update{Status: record.Failed, StatusCode: &f.code, Message: &msg, EndTime: &now})
-	if err != nil && !errors.Is(err, record.ErrTerminal) {
+	if errors.Is(err, record.ErrTerminal) {
+		return fmt.Errorf("%w: %w", f, asynq.SkipRetry)
+	}
+	if err != nil {
 		return err // Redis trouble: let asynq retry the whole thing
 	}
-	_ = w.logs.AppendPlatform(ctx, rec.RequestId, true, fmt.Sprintf("ERROR RequestId:%s %s: %s", rec.RequestId, record.CodeName(f.code), msg))
+	inst := record.InstanceID(rec.RequestId, rec.Attempt)
+	_ = w.logs.AppendPlatform(ctx, inst, true, fmt.Sprintf("ERROR RequestId:%s %s: %s", rec.RequestId, record.CodeName(f.code), msg))
+	w.deadLetter(ctx, rec.RequestId, f.code, msg)
 	return fmt.Errorf("%w: %w", f, asynq.SkipRetry)
 }
 

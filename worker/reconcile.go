@@ -44,17 +44,21 @@ func (w *Worker) adopt(ctx context.Context, id string, log zerolog.Logger) (bool
 	return adopted, err
 }
 
-// attach supervises an existing instance, or removes it if it has no
-// task. It reports whether the instance is (now) supervised.
-func (w *Worker) attach(ctx context.Context, id string, log zerolog.Logger) (bool, error) {
-	in, err := w.rt.Load(ctx, id)
+// attach supervises an existing instance (by instance id), or removes it
+// if it has no task. It reports whether the instance is (now) supervised.
+func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (bool, error) {
+	in, err := w.rt.Load(ctx, inst)
 	if errors.Is(err, runtime.ErrNoTask) {
 		// Created but never started, or ended and mid-cleanup.
+		id := in.Labels[runtime.LabelRequestID]
+		attempt, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
 		rec, gerr := w.records.Get(ctx, id)
-		if gerr == nil && rec.Status == record.Running {
+		if gerr == nil && rec.Status == record.Running && rec.Attempt == attempt {
 			msg := "instance lost: its task was gone when the worker restarted"
 			now := w.now()
-			_ = w.records.Update(ctx, id, record.Update{Status: record.Failed, StatusCode: record.Ptr(record.CodeInternalError), Message: &msg, EndTime: &now})
+			if w.records.Update(ctx, id, record.Update{Status: record.Failed, StatusCode: record.Ptr(record.CodeInternalError), Message: &msg, EndTime: &now}) == nil {
+				w.deadLetter(ctx, id, record.CodeInternalError, msg)
+			}
 		}
 		log.Info().Msg("removing instance without a task")
 		return false, in.Remove(ctx)
@@ -62,18 +66,22 @@ func (w *Worker) attach(ctx context.Context, id string, log zerolog.Logger) (boo
 	if err != nil {
 		return false, err
 	}
+	id := in.Labels[runtime.LabelRequestID]
+	attempt, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
 	deadline, err := time.Parse(time.RFC3339Nano, in.Labels[runtime.LabelDeadline])
 	if err != nil {
 		deadline = w.now() // no usable deadline: stop it now rather than never
 	}
 	rec, err := w.records.Get(ctx, id)
 	if err != nil {
-		return false, fmt.Errorf("record of instance %s: %w", id, err)
+		return false, fmt.Errorf("record of instance %s: %w", inst, err)
 	}
 	fn := w.cfg.Function(rec.FunctionName)
 	memMB, timeoutS := 0, 0
+	var adm *admission
 	if fn != nil {
 		memMB, timeoutS = fn.MemoryMB, fn.TimeoutS
+		adm = w.readmit(ctx, fn, inst)
 	}
 	started := parseTime(rec.StartTime)
 	if started.IsZero() {
@@ -81,14 +89,16 @@ func (w *Worker) attach(ctx context.Context, id string, log zerolog.Logger) (boo
 	}
 	exitC, err := in.Wait(w.life)
 	if err != nil {
+		adm.release(ctx)
 		return false, err
 	}
 	if !rec.Status.Started() {
 		code := record.CodeRunning
-		_ = w.records.Update(ctx, id, record.Update{Status: record.Running, StatusCode: &code, StartTime: &started, Node: &w.cfg.Worker.Node})
+		_ = w.records.UpdateFrom(ctx, id, []record.Status{record.Pending, record.Scheduling}, record.Update{
+			Status: record.Running, StatusCode: &code, StartTime: &started, Node: &w.cfg.Worker.Node})
 	}
-	attempt, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
 	log.Info().Int("attempt", attempt).Time("deadline", deadline).Msg("re-attached to running instance")
-	w.supervise(in, exitC, sup{id: id, function: rec.FunctionName, deadline: deadline, started: started, memoryMB: memMB, timeoutS: timeoutS})
+	w.supervise(in, exitC, sup{id: id, inst: inst, function: rec.FunctionName, attempt: attempt, deadline: deadline,
+		started: started, memoryMB: memMB, timeoutS: timeoutS, adm: adm})
 	return true, nil
 }

@@ -9,43 +9,68 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/worker/runtime"
 )
 
 // sup is what a supervisor needs to know about its instance.
 type sup struct {
-	id       string
+	id       string // RequestId
+	inst     string // instance (container and log) id of this attempt
 	function string
+	attempt  int
 	deadline time.Time
 	started  time.Time
 	memoryMB int
 	timeoutS int
+	adm      *admission
 }
 
-// supervise watches in until it exits (or its deadline passes), then
-// records the outcome and removes it. It returns at once.
+// Why a supervisor stopped its instance.
+const (
+	stopTimeout   = "timeout"
+	stopTerminate = "terminate"
+	stopDisk      = "disk"
+)
+
+// supervise watches in until it exits, then records the outcome and
+// removes it. It returns at once.
 func (w *Worker) supervise(in *runtime.Instance, exitC <-chan runtime.ExitStatus, s sup) {
+	stopC := make(chan stopRequest, 1)
 	w.mu.Lock()
-	if w.watching[s.id] {
+	if w.watching[s.id] != nil {
 		w.mu.Unlock()
 		return
 	}
-	w.watching[s.id] = true
+	w.watching[s.id] = stopC
 	w.mu.Unlock()
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		defer func() { w.mu.Lock(); delete(w.watching, s.id); w.mu.Unlock() }()
-		w.watch(in, exitC, s)
+		w.watch(in, exitC, stopC, s)
 	}()
+	// A terminate requested while no worker watched (or just before).
+	go w.deliverStop(w.life, s.id)
 }
 
-func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, s sup) {
-	log := w.log.With().Str("request_id", s.id).Str("function", s.function).Logger()
+func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, stopC <-chan stopRequest, s sup) {
+	log := w.log.With().Str("request_id", s.id).Str("function", s.function).Int("attempt", s.attempt).Logger()
 	timer := time.NewTimer(time.Until(s.deadline))
 	defer timer.Stop()
-	timedOut := false
+	disk := time.NewTicker(time.Duration(w.cfg.Worker.DiskPollMs) * time.Millisecond)
+	defer disk.Stop()
+	lease := time.NewTicker(leaseRenew)
+	defer lease.Stop()
+	reason, detail := "", ""
+	stopping := func(r, d string, grace bool) {
+		if reason != "" {
+			return
+		}
+		reason, detail = r, d
+		w.stop(in, grace, log.With().Str("reason", r).Logger())
+	}
 	var st runtime.ExitStatus
 	for {
 		select {
@@ -54,9 +79,22 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, s 
 			// re-attaches on the next start.
 			return
 		case <-timer.C:
-			timedOut = true
-			w.stop(in, log)
-			timer.Reset(time.Hour) // exitC fires soon after the kill
+			stopping(stopTimeout, fmt.Sprintf("execution time limit of %d s reached", s.timeoutS), true)
+			continue
+		case req := <-stopC:
+			stopping(stopTerminate, fmt.Sprintf("terminated by user (GraceShutdown=%t)", req.grace), req.grace)
+			continue
+		case <-disk.C:
+			if reason != "" {
+				continue
+			}
+			used, err := w.rt.WritableBytes(w.life, s.inst)
+			if err == nil && used > w.cfg.Worker.DiskLimitBytes() {
+				stopping(stopDisk, fmt.Sprintf("DiskQuotaExceeded: the writable layer holds %d bytes, over the limit of %d", used, w.cfg.Worker.DiskLimitBytes()), false)
+			}
+			continue
+		case <-lease.C:
+			s.adm.renew(w.life)
 			continue
 		case st = <-exitC:
 		}
@@ -66,21 +104,27 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, s 
 		// The wait broke (containerd restarted); the process may live on.
 		log.Warn().Err(st.Err).Msg("wait interrupted; re-attaching")
 		var err error
-		exitC, err = w.rewait(in.ID)
+		exitC, err = w.rewait(s.inst)
 		if err != nil {
 			log.Error().Err(err).Msg("cannot re-attach; leaving it to the next reconcile")
 			return
 		}
 	}
+	w.finish(in, st, s, reason, detail, log)
+}
 
-	// Bounded bookkeeping after the exit: it must finish even if the
-	// worker is shutting down.
+// finish records the outcome of an exited instance, retries or
+// dead-letters it, and removes it. Its work is bounded and runs even if
+// the worker is shutting down.
+func (w *Worker) finish(in *runtime.Instance, st runtime.ExitStatus, s sup, reason, detail string, log zerolog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	peak, err := in.PeakMemory(ctx)
+	defer s.adm.release(ctx)
+	usage, err := in.Usage(ctx)
 	if err != nil {
-		log.Debug().Err(err).Msg("peak memory")
+		log.Debug().Err(err).Msg("cgroup usage")
 	}
+	oom := w.takeOOM(s.inst) || usage.OOMKills > 0
 	// Deleting the task closes the log pipes; the shim waits for the log
 	// driver to flush, so the log is complete afterwards.
 	if err := in.DeleteTask(ctx); err != nil {
@@ -92,42 +136,130 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, s 
 	}
 	dur := end.Sub(s.started).Milliseconds()
 	exit := int(st.Code)
-	u := record.Update{ExitCode: &exit, EndTime: &end, DurationMs: &dur, MemUsageBytes: &peak}
+	u := record.Update{ExitCode: &exit, EndTime: &end, DurationMs: &dur, MemUsageBytes: &usage.PeakMemoryBytes}
 	switch {
-	case timedOut:
-		u.Status, u.StatusCode = record.Failed, record.Ptr(record.CodeTimeLimitReached)
-		u.Message = record.Ptr(fmt.Sprintf("execution time limit of %d s reached", s.timeoutS))
+	case reason == stopTerminate:
+		u.Status, u.StatusCode, u.Message = record.Aborted, record.Ptr(record.CodeRequestCanceled), &detail
+	case reason == stopTimeout:
+		u.Status, u.StatusCode, u.Message = record.Failed, record.Ptr(record.CodeTimeLimitReached), &detail
+	case reason == stopDisk:
+		u.Status, u.StatusCode, u.Message = record.Failed, record.Ptr(record.CodeDiskQuotaExceeded), &detail
+	case oom:
+		u.Status, u.StatusCode = record.Failed, record.Ptr(record.CodeMemoryLimitReached)
+		u.Message = record.Ptr(fmt.Sprintf("memory limit of %d MB reached: the kernel OOM-killed a process (exit code %d)", s.memoryMB, exit))
 	case exit == 0:
 		u.Status, u.StatusCode, u.Message = record.Finished, record.Ptr(record.CodeOK), record.Ptr("")
 	default:
 		u.Status, u.StatusCode = record.Failed, record.Ptr(record.CodeUserProcessExited)
 		u.Message = record.Ptr(fmt.Sprintf("process exited with code %d", exit))
 	}
-	report := fmt.Sprintf("Report RequestId:%s Duration:%dms Memory:%dMB MemUsage:%.2fMB", s.id, dur, s.memoryMB, float64(peak)/(1<<20))
-	if err := w.logs.AppendPlatform(ctx, s.id, true, "END RequestId:"+s.id, report); err != nil {
+	report := fmt.Sprintf("Report RequestId:%s Duration:%dms Memory:%dMB MemUsage:%.2fMB", s.id, dur, s.memoryMB, float64(usage.PeakMemoryBytes)/(1<<20))
+	if err := w.logs.AppendPlatform(ctx, s.inst, true, "END RequestId:"+s.id, report); err != nil {
 		log.Warn().Err(err).Msg("write END/Report")
 	}
-	if err := w.records.Update(ctx, s.id, u); err != nil && !errors.Is(err, record.ErrTerminal) {
-		log.Error().Err(err).Msg("record final status")
+	retried := false
+	if u.Status == record.Failed && *u.StatusCode != record.CodeDiskQuotaExceeded {
+		retried = w.retry(ctx, s, u, log)
+	}
+	if !retried {
+		err := w.records.Update(ctx, s.id, u)
+		switch {
+		case err == nil && u.Status == record.Failed:
+			w.deadLetter(ctx, s.id, *u.StatusCode, *u.Message)
+		case err != nil && !errors.Is(err, record.ErrTerminal):
+			log.Error().Err(err).Msg("record final status")
+		}
 	}
 	if err := in.Remove(ctx); err != nil {
 		log.Warn().Err(err).Msg("remove instance")
 	}
-	log.Info().Str("status", string(u.Status)).Int("status_code", *u.StatusCode).Int("exit_code", exit).Int64("duration_ms", dur).Msg("instance ended")
+	log.Info().Str("status", string(u.Status)).Int("status_code", *u.StatusCode).Int("exit_code", exit).
+		Int64("duration_ms", dur).Bool("retried", retried).Msg("instance ended")
 }
 
-// stop sends SIGTERM to the main process, then SIGKILL to every process
-// once the grace period has passed (a PID 1 without a handler ignores
-// SIGTERM).
-func (w *Worker) stop(in *runtime.Instance, log zerolog.Logger) {
+// retry re-runs a failed exit (439, 433, 434) as the next attempt of the
+// same RequestId, retry.delay_s later, while retry.max and the event's
+// age allow. It reports whether a retry was queued.
+func (w *Worker) retry(ctx context.Context, s sup, u record.Update, log zerolog.Logger) bool {
+	fn := w.cfg.Function(s.function)
+	if fn == nil || s.attempt > fn.RetryMax() {
+		return false
+	}
+	rec, err := w.records.Get(ctx, s.id)
+	if err != nil {
+		return false
+	}
+	delay := time.Duration(fn.Retry.DelayS) * time.Second
+	if w.now().Add(delay).Sub(parseTime(rec.EnqueueTime)) > fn.MaxEventAge() {
+		return false // the next attempt would start too late
+	}
+	this := rec.Summary()
+	this.Status, this.StatusCode, this.ExitCode, this.Message = u.Status, *u.StatusCode, u.ExitCode, *u.Message
+	this.EndTime = u.EndTime.UTC().Format(record.TimeFormat)
+	this.DurationMs, this.MemUsageBytes = *u.DurationMs, *u.MemUsageBytes
+	next := s.attempt + 1
+	msg := fmt.Sprintf("attempt %d failed (%s); attempt %d of %d in %s", s.attempt, *u.Message, next, fn.RetryMax()+1, delay)
+	err = w.records.UpdateFrom(ctx, s.id, []record.Status{record.Running}, record.Update{
+		Status: record.Pending, StatusCode: record.Ptr(record.CodeRunning), Attempt: &next, Message: &msg,
+		ClearRun: true, AppendAttempt: this,
+	})
+	if err != nil {
+		return false // terminated meanwhile, or Redis trouble: record it as final instead
+	}
+	if err := w.submit.Requeue(ctx, s.id, s.function, next, delay); err != nil {
+		log.Error().Err(err).Msg("queue the next attempt")
+		_ = w.records.UpdateFrom(ctx, s.id, []record.Status{record.Pending}, record.Update{
+			Status: u.Status, StatusCode: u.StatusCode, Message: record.Ptr(*u.Message + "; the retry could not be queued: " + err.Error()),
+		})
+		w.deadLetter(ctx, s.id, *u.StatusCode, *u.Message)
+		return true
+	}
+	log.Info().Int("next_attempt", next).Dur("delay", delay).Msg("failed attempt will be retried")
+	return true
+}
+
+// deadLetter keeps the event of a failed invocation in the dead-letter
+// list (SCF's DLQ message).
+func (w *Worker) deadLetter(ctx context.Context, id string, code int, msg string) {
+	rec, err := w.records.Get(ctx, id)
+	if err != nil {
+		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter: read record")
+		return
+	}
+	event, err := w.records.Event(ctx, id)
+	if err != nil {
+		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter: read event")
+		return
+	}
+	err = w.dlq.Add(ctx, deadletter.Entry{
+		RequestId: id, ErrorCode: code, ErrorMessage: msg, Attempt: rec.Attempt,
+		Body: deadletter.Body{
+			FunctionName: rec.FunctionName, Namespace: rec.Namespace, Qualifier: rec.Qualifier,
+			RequestSource: rec.RequestSource, ClientContext: string(event), PushTime: rec.EnqueueTime, RetryNum: rec.Attempt - 1,
+		},
+	})
+	if err != nil {
+		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter")
+	}
+}
+
+// stop ends an instance: with grace, SIGTERM to its main process, then
+// SIGKILL to every process after stop_grace_s (a PID 1 without a handler
+// ignores SIGTERM); without, SIGKILL to every process at once.
+func (w *Worker) stop(in *runtime.Instance, grace bool, log zerolog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	log.Info().Dur("grace", w.cfg.Worker.StopGrace()).Msg("time limit reached: SIGTERM, then SIGKILL after the grace period")
+	if !grace {
+		log.Info().Msg("stopping instance: SIGKILL")
+		_ = in.Signal(ctx, syscall.SIGKILL, true)
+		return
+	}
+	g := w.cfg.Worker.StopGrace()
+	log.Info().Dur("grace", g).Msg("stopping instance: SIGTERM, then SIGKILL after the grace period")
 	_ = in.Signal(ctx, syscall.SIGTERM, false)
-	grace := w.cfg.Worker.StopGrace()
 	go func() {
 		select {
-		case <-time.After(grace):
+		case <-time.After(g):
 			kctx, kcancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer kcancel()
 			_ = in.Signal(kctx, syscall.SIGKILL, true)

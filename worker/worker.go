@@ -21,9 +21,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/worker/logdriver"
 	"github.com/jobgate/jobgate/worker/runtime"
 )
@@ -38,6 +40,8 @@ type Worker struct {
 	rt      *runtime.Runtime
 	records *record.Store
 	logs    *logstore.Store
+	dlq     *deadletter.Store
+	submit  *submit.Submitter
 	log     zerolog.Logger
 	now     func() time.Time
 
@@ -47,16 +51,20 @@ type Worker struct {
 	stopLife context.CancelFunc
 	wg       sync.WaitGroup
 	mu       sync.Mutex
-	watching map[string]bool // ids with a live supervisor
+	watching map[string]chan stopRequest // RequestId → its supervisor's stop requests
+	oomed    map[string]bool             // instance ids the kernel OOM-killed in
+	usedMB   int                         // memory_mb of admitted instances (capacity_mb)
 }
 
 // Deps are a worker's collaborators.
 type Deps struct {
-	Config  *config.Config
-	Redis   redis.UniversalClient
-	Records *record.Store
-	Logs    *logstore.Store
-	Logger  zerolog.Logger
+	Config      *config.Config
+	Redis       redis.UniversalClient
+	Records     *record.Store
+	Logs        *logstore.Store
+	DeadLetters *deadletter.Store
+	Submitter   *submit.Submitter
+	Logger      zerolog.Logger
 }
 
 // New connects to containerd and prepares the log driver settings.
@@ -79,15 +87,16 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	}
 	rt, err := runtime.New(ctx, runtime.Options{
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
-		Registries: cfg.Registries, LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
+		Registries: cfg.Registries, DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
+		LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &Worker{
-		cfg: cfg, rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs,
+		cfg: cfg, rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter,
 		log: d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
-		now: time.Now, watching: map[string]bool{},
+		now: time.Now, watching: map[string]chan stopRequest{}, oomed: map[string]bool{},
 	}, nil
 }
 
@@ -100,6 +109,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.rt.Ping(ctx); err != nil {
 		return err
 	}
+	w.watchOOM()
+	if err := w.listenControl(ctx); err != nil {
+		return err
+	}
 	if err := w.reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
@@ -110,12 +123,16 @@ func (w *Worker) Start(ctx context.Context) error {
 		// invoke→RUNNING; 10 ms costs ~100 cheap Redis calls per second
 		// per idle worker (measured: 17 ms off the median invoke→RUNNING).
 		TaskCheckInterval: 10 * time.Millisecond,
+		// Retries and delayed attempts become due within a second.
+		DelayedTaskCheckInterval: time.Second,
 		// In-flight pulls get this long to finish before being re-queued.
 		ShutdownTimeout: 30 * time.Second,
-		RetryDelayFunc:  retryDelay,
-		IsFailure:       func(err error) bool { return !errors.Is(err, errNotMine) },
-		Logger:          asynqLogger{w.log.With().Str("component", "asynq").Logger()},
-		LogLevel:        asynq.WarnLevel,
+		RetryDelayFunc:  w.retryDelay,
+		// Waiting for a slot is not a failure: it spends no retry budget
+		// (SCF's 432 semantics); the event's age bounds the wait.
+		IsFailure: func(err error) bool { return !isWait(err) },
+		Logger:    asynqLogger{w.log.With().Str("component", "asynq").Logger()},
+		LogLevel:  asynq.WarnLevel,
 	})
 	mux := asynq.NewServeMux()
 	mux.Handle(queue.TypeInvoke, w)
@@ -145,14 +162,19 @@ func (w *Worker) Stop(ctx context.Context) error {
 	return w.rt.Close()
 }
 
-// retryDelay backs off scheduling retries exponentially, capped at 5 min
-// (SCF's cap for system errors).
-func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
-	if errors.Is(err, errNotMine) {
+// retryDelay: over the function's concurrency, about a minute (SCF);
+// node full, a couple of seconds; otherwise exponential backoff capped at
+// 5 min (SCF's cap for system errors).
+func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	switch {
+	case errors.Is(err, errOverLimit):
+		return time.Duration(w.cfg.Worker.LimitRetryS) * time.Second
+	case errors.Is(err, errNodeFull):
+		return 2 * time.Second
+	case errors.Is(err, errNotMine):
 		return 10 * time.Second
 	}
-	d := time.Second << min(n, 9)
-	return min(d, 5*time.Minute)
+	return min(time.Second<<min(n, 9), 5*time.Minute)
 }
 
 type asynqLogger struct{ l zerolog.Logger }

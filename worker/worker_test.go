@@ -25,6 +25,8 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
+var noRetry = config.Retry{Max: new(int)}
+
 func jobImage(t *testing.T) string {
 	t.Helper()
 	ref := testenv.Shared(t).Registry + "/test/job:1"
@@ -101,9 +103,9 @@ func TestBuiltinEnvAndOverrides(t *testing.T) {
 func TestExitCodesStderrAndCleanup(t *testing.T) {
 	img := jobImage(t)
 	st := testenv.StartStack(t,
-		config.Function{Name: "fails", Image: img, Args: []string{"echo", "out", "stderr", "err line", "exit", "3"}},
+		config.Function{Name: "fails", Image: img, Args: []string{"echo", "out", "stderr", "err line", "exit", "3"}, Retry: noRetry},
 		config.Function{Name: "badcmd", Image: img, Command: []string{"/no/such/binary"}},
-		config.Function{Name: "slow", Image: img, Args: []string{"echo", "started", "sleep", "1h"}, TimeoutS: 1})
+		config.Function{Name: "slow", Image: img, Args: []string{"echo", "started", "sleep", "1h"}, TimeoutS: 1, Retry: noRetry})
 
 	end := run(t, st, "fails", []byte(`{}`))
 	if end.Status != record.Failed || end.StatusCode != 439 || end.ExitCode == nil || *end.ExitCode != 3 ||

@@ -61,6 +61,19 @@ type Worker struct {
 	PullTimeoutS int    `yaml:"pull_timeout_s"`
 	StopGraceS   *int   `yaml:"stop_grace_s"`
 	LogMaxBytes  int64  `yaml:"log_max_bytes"`
+	// CapacityMB bounds the sum of memory_mb of the instances running on
+	// this worker (0 = no bound).
+	CapacityMB int `yaml:"capacity_mb"`
+	// DiskLimitMB is the writable layer's limit, checked every DiskPollMs.
+	DiskLimitMB int `yaml:"disk_limit_mb"`
+	DiskPollMs  int `yaml:"disk_poll_ms"`
+	// LimitRetryS is how soon an event over its function's concurrency is
+	// tried again (SCF: about a minute).
+	LimitRetryS int `yaml:"limit_retry_s"`
+	// MaxImageMB refuses images whose compressed size is at least this.
+	MaxImageMB int `yaml:"max_image_mb"`
+	// DockerConfig is a docker config.json with registry credentials.
+	DockerConfig string `yaml:"docker_config"`
 	// LoggerBinary is the program containerd's shim runs to capture a job's
 	// stdout/stderr; default: this jobgate binary.
 	LoggerBinary string `yaml:"logger_binary"`
@@ -107,6 +120,12 @@ type Trigger struct {
 	Options map[string]any `yaml:",inline"`
 }
 
+// MaxEventAge is SCF's MsgTTL: older events are not started.
+func (f *Function) MaxEventAge() time.Duration { return time.Duration(f.MaxEventAgeS) * time.Second }
+
+// RetryMax is how many times a failed exit is re-run.
+func (f *Function) RetryMax() int { return *f.Retry.Max }
+
 // Timeout returns the function's execution limit.
 func (f *Function) Timeout() time.Duration { return time.Duration(f.TimeoutS) * time.Second }
 
@@ -125,6 +144,9 @@ func (c *Config) Retention() time.Duration { return time.Duration(c.RetentionH) 
 
 // PullTimeout bounds an image pull.
 func (w *Worker) PullTimeout() time.Duration { return time.Duration(w.PullTimeoutS) * time.Second }
+
+// DiskLimitBytes is the writable layer's limit.
+func (w *Worker) DiskLimitBytes() int64 { return int64(w.DiskLimitMB) << 20 }
 
 // StopGrace is the time between SIGTERM and SIGKILL.
 func (w *Worker) StopGrace() time.Duration { return time.Duration(*w.StopGraceS) * time.Second }

@@ -238,6 +238,18 @@ func (c *Config) applyDefaults() {
 		g := 10
 		c.Worker.StopGraceS = &g
 	}
+	if c.Worker.DiskLimitMB == 0 {
+		c.Worker.DiskLimitMB = 512
+	}
+	if c.Worker.DiskPollMs == 0 {
+		c.Worker.DiskPollMs = 1000
+	}
+	if c.Worker.LimitRetryS == 0 {
+		c.Worker.LimitRetryS = 60
+	}
+	if c.Worker.MaxImageMB == 0 {
+		c.Worker.MaxImageMB = 1024
+	}
 	if c.Worker.LogMaxBytes == 0 {
 		c.Worker.LogMaxBytes = 16 << 20
 	}
@@ -292,6 +304,11 @@ func (c *Config) validate() []Problem {
 	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		add("timezone", "unknown time zone %q", c.Timezone)
+	}
+	if c.Worker.DockerConfig != "" {
+		if _, err := os.Stat(c.Worker.DockerConfig); err != nil {
+			add("worker.docker_config", "%v", err)
+		}
 	}
 	if c.Redis.PasswordEnv != "" {
 		if _, ok := os.LookupEnv(c.Redis.PasswordEnv); !ok {

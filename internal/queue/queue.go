@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/jobgate/jobgate/internal/record"
 )
 
 // TypeInvoke is the task type of an invocation.
@@ -22,6 +24,7 @@ const Name = "jobgate"
 type Payload struct {
 	RequestId string `json:"RequestId"`
 	Function  string `json:"Function"`
+	Attempt   int    `json:"Attempt"`
 }
 
 // Options are set explicitly on every task: asynq's defaults (25 retries,
@@ -33,6 +36,8 @@ type Options struct {
 	Timeout time.Duration
 	// Retention keeps the finished task so its ID keeps deduping.
 	Retention time.Duration
+	// Delay postpones the task (retries of failed exits).
+	Delay time.Duration
 }
 
 // NewInvokeTask builds the task and its enqueue options.
@@ -41,12 +46,22 @@ func NewInvokeTask(p Payload, o Options) (*asynq.Task, []asynq.Option, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode task %s: %w", p.RequestId, err)
 	}
+	if p.Attempt == 0 {
+		p.Attempt = 1
+	}
+	b, err = json.Marshal(p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode task %s: %w", p.RequestId, err)
+	}
 	opts := []asynq.Option{
-		asynq.TaskID(p.RequestId),
+		asynq.TaskID(record.InstanceID(p.RequestId, p.Attempt)), // asynq keeps finished IDs
 		asynq.Queue(Name),
 		asynq.MaxRetry(o.MaxRetry),
 		asynq.Timeout(o.Timeout),
 		asynq.Retention(o.Retention),
+	}
+	if o.Delay > 0 {
+		opts = append(opts, asynq.ProcessIn(o.Delay))
 	}
 	return asynq.NewTask(TypeInvoke, b), opts, nil
 }
@@ -56,6 +71,9 @@ func DecodePayload(t *asynq.Task) (Payload, error) {
 	var p Payload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
 		return p, fmt.Errorf("decode task payload: %w", err)
+	}
+	if p.Attempt == 0 {
+		p.Attempt = 1
 	}
 	if p.RequestId == "" || p.Function == "" {
 		return p, fmt.Errorf("decode task payload: missing RequestId or Function")

@@ -4,6 +4,7 @@ package record
 const (
 	CodeOK                 = 200 // process exited 0
 	CodeRunning            = 202 // queued or running
+	CodeDiskQuotaExceeded  = 405 // writable layer over its limit (SCF: the instance broke its disk contract)
 	CodeEventTooLarge      = 406 // event does not fit the environment limits
 	CodeConcurrencyLimit   = 432 // over the function's concurrency (retried)
 	CodeTimeLimitReached   = 433 // timeout_s reached
@@ -23,6 +24,8 @@ func CodeName(code int) string {
 		return "Success"
 	case CodeRunning:
 		return "Running"
+	case CodeDiskQuotaExceeded:
+		return "DiskQuotaExceeded"
 	case CodeEventTooLarge:
 		return "RequestTooLarge"
 	case CodeConcurrencyLimit:

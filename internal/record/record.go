@@ -56,6 +56,33 @@ type Record struct {
 	EndTime       string
 	DurationMs    int64
 	MemUsageBytes int64
+	// Attempts are the earlier attempts of a retried invocation, oldest
+	// first; the current one is the record itself.
+	Attempts []AttemptSummary `json:",omitempty"`
+}
+
+// AttemptSummary is how one attempt ended.
+type AttemptSummary struct {
+	Attempt       int
+	Status        Status
+	StatusCode    int
+	ExitCode      *int `json:",omitempty"`
+	Message       string
+	Node          string
+	StartTime     string
+	EndTime       string
+	DurationMs    int64
+	MemUsageBytes int64
+}
+
+// InstanceID is the container (and log) id of one attempt: the RequestId
+// for the first, "<RequestId>-<n>" for retries, so a retry never collides
+// with its predecessor's leftovers.
+func InstanceID(requestID string, attempt int) string {
+	if attempt <= 1 {
+		return requestID
+	}
+	return requestID + "-" + strconv.Itoa(attempt)
 }
 
 // TimeFormat is used for every timestamp in records.
@@ -108,7 +135,15 @@ type Update struct {
 	EndTime       *time.Time
 	DurationMs    *int64
 	MemUsageBytes *int64
+	// ClearRun forgets the previous attempt's run fields (start, end,
+	// exit code, duration, memory) when a new attempt begins.
+	ClearRun bool
+	// AppendAttempt adds a finished attempt to the record's history.
+	AppendAttempt *AttemptSummary
 }
+
+// runFields are cleared by Update.ClearRun.
+var runFields = []string{"StartTime", "EndTime", "ExitCode", "DurationMs", "MemUsageBytes"}
 
 func (u *Update) fields() []any {
 	var f []any
@@ -150,3 +185,11 @@ func (u *Update) fields() []any {
 
 // Ptr returns a pointer to v, for building Updates.
 func Ptr[T any](v T) *T { return &v }
+
+// Summary captures how the record's current attempt ended.
+func (r *Record) Summary() *AttemptSummary {
+	return &AttemptSummary{
+		Attempt: r.Attempt, Status: r.Status, StatusCode: r.StatusCode, ExitCode: r.ExitCode, Message: r.Message,
+		Node: r.Node, StartTime: r.StartTime, EndTime: r.EndTime, DurationMs: r.DurationMs, MemUsageBytes: r.MemUsageBytes,
+	}
+}

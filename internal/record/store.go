@@ -2,6 +2,7 @@ package record
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,6 +18,8 @@ var (
 	// ErrTerminal means the record already has a final status, which is
 	// never overwritten: an invocation ends exactly once.
 	ErrTerminal = errors.New("invocation already ended")
+	// ErrStatus means UpdateFrom found the record in another status.
+	ErrStatus = errors.New("invocation is not in the expected status")
 )
 
 // Store keeps records in Redis under a key prefix.
@@ -34,6 +37,9 @@ func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration)
 
 func (s *Store) recKey(id string) string   { return s.prefix + ":inv:" + id }
 func (s *Store) eventKey(id string) string { return s.prefix + ":inv:" + id + ":event" }
+func (s *Store) attemptsKey(id string) string {
+	return s.prefix + ":inv:" + id + ":attempts"
+}
 func (s *Store) idxKey(fn string) string {
 	if fn == "" {
 		return s.prefix + ":idx"
@@ -90,7 +96,7 @@ func (s *Store) Delete(ctx context.Context, r *Record) error {
 	enq, _ := time.Parse(TimeFormat, r.EnqueueTime)
 	m := indexMember(enq, r.RequestId)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.recKey(r.RequestId), s.eventKey(r.RequestId))
+		p.Del(ctx, s.recKey(r.RequestId), s.eventKey(r.RequestId), s.attemptsKey(r.RequestId))
 		p.ZRem(ctx, s.idxKey(""), m)
 		p.ZRem(ctx, s.idxKey(r.FunctionName), m)
 		return nil
@@ -103,14 +109,30 @@ func (s *Store) Delete(ctx context.Context, r *Record) error {
 
 // Get returns one record.
 func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
-	m, err := s.rdb.HGetAll(ctx, s.recKey(id)).Result()
+	var h *redis.MapStringStringCmd
+	var a *redis.StringSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		h = p.HGetAll(ctx, s.recKey(id))
+		a = p.LRange(ctx, s.attemptsKey(id), 0, -1)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("get record %s: %w", id, err)
 	}
-	if len(m) == 0 {
+	if len(h.Val()) == 0 {
 		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
 	}
-	return fromFields(m), nil
+	return withAttempts(fromFields(h.Val()), a.Val()), nil
+}
+
+func withAttempts(r *Record, raw []string) *Record {
+	for _, js := range raw {
+		var a AttemptSummary
+		if json.Unmarshal([]byte(js), &a) == nil {
+			r.Attempts = append(r.Attempts, a)
+		}
+	}
+	return r
 }
 
 // Event returns the event stored with the record, byte for byte.
@@ -125,37 +147,73 @@ func (s *Store) Event(ctx context.Context, id string) ([]byte, error) {
 	return b, nil
 }
 
+// updateScript: KEYS = record, attempts list. ARGV = channel, id, mode,
+// attempt JSON or "", number of fields to delete, those fields, then
+// field/value pairs. mode: "" = any non-final status, "*" = any status,
+// else a comma-separated list of allowed current statuses.
 var updateScript = redis.NewScript(`
 local s = redis.call('HGET', KEYS[1], 'Status')
 if not s then return -1 end
-if ARGV[3] == '0' and (s == 'FINISHED' or s == 'FAILED' or s == 'ABORTED') then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local mode = ARGV[3]
+if mode == '' then
+  if s == 'FINISHED' or s == 'FAILED' or s == 'ABORTED' then return 0 end
+elseif mode ~= '*' then
+  if not string.find(',' .. mode .. ',', ',' .. s .. ',', 1, true) then return 0 end
+end
+local ndel = tonumber(ARGV[5])
+for i = 1, ndel do redis.call('HDEL', KEYS[1], ARGV[5 + i]) end
+if #ARGV > 5 + ndel then redis.call('HSET', KEYS[1], unpack(ARGV, 6 + ndel)) end
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1`)
 
 // Update applies u unless the record has already ended (ErrTerminal).
 func (s *Store) Update(ctx context.Context, id string, u Update) error {
-	return s.update(ctx, id, u, false)
+	return s.update(ctx, id, u, "")
 }
 
-func (s *Store) update(ctx context.Context, id string, u Update, allowTerminal bool) error {
+// UpdateFrom applies u only if the record's status is one of from
+// (ErrStatus otherwise): compare-and-set for terminate and redrive.
+func (s *Store) UpdateFrom(ctx context.Context, id string, from []Status, u Update) error {
+	mode := make([]string, len(from))
+	for i, st := range from {
+		mode[i] = string(st)
+	}
+	return s.update(ctx, id, u, strings.Join(mode, ","))
+}
+
+func (s *Store) update(ctx context.Context, id string, u Update, mode string) error {
 	f := u.fields()
-	if len(f) == 0 {
-		return nil
+	attempt := ""
+	if u.AppendAttempt != nil {
+		b, err := json.Marshal(u.AppendAttempt)
+		if err != nil {
+			return fmt.Errorf("update %s: %w", id, err)
+		}
+		attempt = string(b)
 	}
-	flag := "0"
-	if allowTerminal {
-		flag = "1"
+	var del []any
+	if u.ClearRun {
+		for _, k := range runFields {
+			del = append(del, k)
+		}
 	}
-	args := append([]any{s.channel(), id, flag}, f...)
-	n, err := updateScript.Run(ctx, s.rdb, []string{s.recKey(id)}, args...).Int()
+	args := append([]any{s.channel(), id, mode, attempt, len(del)}, del...)
+	args = append(args, f...)
+	n, err := updateScript.Run(ctx, s.rdb, []string{s.recKey(id), s.attemptsKey(id)}, args...).Int()
 	switch {
 	case err != nil:
 		return fmt.Errorf("update record %s: %w", id, err)
 	case n == -1:
 		return fmt.Errorf("update %s: %w", id, ErrNotFound)
-	case n == 0:
+	case n == 0 && mode == "":
 		return fmt.Errorf("update %s: %w", id, ErrTerminal)
+	case n == 0:
+		return fmt.Errorf("update %s (expected %s): %w", id, mode, ErrStatus)
 	}
 	return nil
 }
@@ -187,10 +245,12 @@ func (s *Store) List(ctx context.Context, f Filter, limit int, cursor string) ([
 			return out, "", nil
 		}
 		cmds := make([]*redis.MapStringStringCmd, len(members))
+		atts := make([]*redis.StringSliceCmd, len(members))
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, m := range members {
 				_, id, _ := strings.Cut(m, ":")
 				cmds[i] = p.HGetAll(ctx, s.recKey(id))
+				atts[i] = p.LRange(ctx, s.attemptsKey(id), 0, -1)
 			}
 			return nil
 		})
@@ -204,7 +264,7 @@ func (s *Store) List(ctx context.Context, f Filter, limit int, cursor string) ([
 			if len(r) == 0 { // expired
 				continue
 			}
-			rec := fromFields(r)
+			rec := withAttempts(fromFields(r), atts[i].Val())
 			if f.Status != "" && rec.Status != f.Status {
 				continue
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/jobenv"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
@@ -72,6 +73,22 @@ func DeriveRequestID(parts ...string) string {
 // TaskTimeout bounds one scheduling attempt (pull + create + start).
 func TaskTimeout(cfg *config.Config) time.Duration { return cfg.Worker.PullTimeout() + 2*time.Minute }
 
+// Requeue enqueues attempt n of an existing invocation after delay.
+func (s *Submitter) Requeue(ctx context.Context, id, function string, attempt int, delay time.Duration) error {
+	task, opts, err := queue.NewInvokeTask(queue.Payload{RequestId: id, Function: function, Attempt: attempt}, queue.Options{
+		// Transient scheduling errors retry until max_event_age_s runs
+		// out (checked by the worker), not until a count does.
+		MaxRetry: 1 << 20, Timeout: TaskTimeout(s.cfg), Retention: s.cfg.Retention(), Delay: delay,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := s.queue.EnqueueContext(ctx, task, opts...); err != nil {
+		return fmt.Errorf("enqueue %s attempt %d: %w", id, attempt, err)
+	}
+	return nil
+}
+
 // Submit records and enqueues one event.
 func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 	fn := s.cfg.Function(req.Function)
@@ -100,13 +117,7 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 	if !created {
 		return Result{Record: existing, Duplicate: true}, nil
 	}
-	task, opts, err := queue.NewInvokeTask(queue.Payload{RequestId: id, Function: fn.Name}, queue.Options{
-		MaxRetry: 10, Timeout: TaskTimeout(s.cfg), Retention: s.cfg.Retention(),
-	})
-	if err != nil {
-		return Result{}, err
-	}
-	_, err = s.queue.EnqueueContext(ctx, task, opts...)
+	err = s.Requeue(ctx, id, fn.Name, 1, 0)
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		// The task outlived its record (retention): still one run per id.
@@ -119,4 +130,36 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 		return Result{}, fmt.Errorf("%w: enqueue %s: %w", ErrUnavailable, id, err)
 	}
 	return Result{Record: rec}, nil
+}
+
+// Redrive runs a dead-lettered invocation again: as its next attempt while
+// its record exists, else as a new invocation of the same event.
+func (s *Submitter) Redrive(ctx context.Context, e *deadletter.Entry) (*record.Record, error) {
+	rec, err := s.records.Get(ctx, e.RequestId)
+	if errors.Is(err, record.ErrNotFound) {
+		res, err := s.Submit(ctx, Request{
+			Function: e.Body.FunctionName, Event: []byte(e.Body.ClientContext), Source: e.Body.RequestSource,
+			RequestID: DeriveRequestID("redrive", e.RequestId, e.DeadTime),
+		})
+		return res.Record, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	next := rec.Attempt + 1
+	err = s.records.UpdateFrom(ctx, rec.RequestId, []record.Status{record.Failed}, record.Update{
+		Status: record.Pending, StatusCode: record.Ptr(record.CodeRunning), Attempt: &next, ClearRun: true,
+		Message: record.Ptr("redriven from the dead-letter list"), AppendAttempt: rec.Summary(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redrive %s: %w", rec.RequestId, err)
+	}
+	if err := s.Requeue(ctx, rec.RequestId, rec.FunctionName, next, 0); err != nil {
+		// Not queued: put the record back as it was.
+		_ = s.records.UpdateFrom(context.WithoutCancel(ctx), rec.RequestId, []record.Status{record.Pending}, record.Update{
+			Status: record.Failed, StatusCode: &rec.StatusCode, Message: &rec.Message, Attempt: &rec.Attempt,
+		})
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return s.records.Get(ctx, rec.RequestId)
 }

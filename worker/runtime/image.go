@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/platforms"
+	dockerconfig "github.com/docker/cli/cli/config"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -26,11 +27,12 @@ var (
 	ErrSchema1       = errors.New("manifest schema 1 not supported: use Docker v2 schema 2 or OCI")
 	ErrImageTooLarge = errors.New("image too large")
 	ErrMediaType     = errors.New("unsupported manifest media type")
+	ErrUnauthorized  = errors.New("registry refused the credentials")
 )
 
 // IsPermanent reports whether a pull error will not pass on retry.
 func IsPermanent(err error) bool {
-	for _, e := range []error{ErrImageNotFound, ErrPlatform, ErrSchema1, ErrImageTooLarge, ErrMediaType} {
+	for _, e := range []error{ErrImageNotFound, ErrPlatform, ErrSchema1, ErrImageTooLarge, ErrMediaType, ErrUnauthorized} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -58,12 +60,37 @@ func (r *Runtime) hosts(host string) ([]docker.RegistryHost, error) {
 		plain = func(string) (bool, error) { return true, nil }
 	}
 	auth := docker.NewDockerAuthorizer(docker.WithAuthCreds(func(string) (string, string, error) {
-		if reg.Username == "" {
-			return "", "", nil
+		if reg.Username != "" {
+			return reg.Username, os.Getenv(reg.PasswordEnv), nil
 		}
-		return reg.Username, os.Getenv(reg.PasswordEnv), nil
+		return r.dockerConfigCreds(host)
 	}))
 	return docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(plain), docker.WithAuthorizer(auth))(host)
+}
+
+// dockerConfigCreds reads host's credentials from the docker config.json
+// (re-read each time, so rotated credentials apply without a restart).
+func (r *Runtime) dockerConfigCreds(host string) (string, string, error) {
+	if r.opts.DockerConfig == "" {
+		return "", "", nil
+	}
+	f, err := os.Open(r.opts.DockerConfig)
+	if err != nil {
+		return "", "", fmt.Errorf("docker config: %w", err)
+	}
+	defer f.Close()
+	cf, err := dockerconfig.LoadFromReader(f)
+	if err != nil {
+		return "", "", fmt.Errorf("docker config %s: %w", r.opts.DockerConfig, err)
+	}
+	ac, err := cf.GetAuthConfig(host)
+	if err != nil {
+		return "", "", fmt.Errorf("docker config %s: %w", r.opts.DockerConfig, err)
+	}
+	if ac.IdentityToken != "" {
+		return "", ac.IdentityToken, nil
+	}
+	return ac.Username, ac.Password, nil
 }
 
 func (r *Runtime) resolver() remotes.Resolver {
@@ -80,6 +107,9 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) (*Image, error) {
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("pull %s: %w: %v", ref, ErrImageNotFound, err)
+		}
+		if strings.Contains(err.Error(), "401 Unauthorized") || strings.Contains(err.Error(), "403 Forbidden") {
+			return nil, fmt.Errorf("pull %s: %w: %v", ref, ErrUnauthorized, err)
 		}
 		if local, lerr := r.localImage(ctx, ref, ""); lerr == nil {
 			return local, nil

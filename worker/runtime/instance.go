@@ -186,28 +186,41 @@ func (in *Instance) Signal(ctx context.Context, sig syscall.Signal, all bool) er
 	return nil
 }
 
-// PeakMemory returns the cgroup's peak memory use in bytes (0 when the
-// kernel does not report one).
-func (in *Instance) PeakMemory(ctx context.Context) (int64, error) {
+// Usage is what the cgroup says about an instance.
+type Usage struct {
+	PeakMemoryBytes int64  // 0 when the kernel does not report a peak
+	OOMKills        uint64 // processes killed by the OOM killer
+}
+
+// Usage reads the instance's cgroup; call it after the exit and before
+// DeleteTask (which removes the cgroup).
+func (in *Instance) Usage(ctx context.Context) (Usage, error) {
 	m, err := in.task.Metrics(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("metrics %s: %w", in.ID, err)
+		return Usage{}, fmt.Errorf("metrics %s: %w", in.ID, err)
 	}
 	v, err := typeurl.UnmarshalAny(m.Data)
 	if err != nil {
-		return 0, fmt.Errorf("metrics %s: %w", in.ID, err)
+		return Usage{}, fmt.Errorf("metrics %s: %w", in.ID, err)
 	}
+	var u Usage
 	switch s := v.(type) {
 	case *cgroupsv1.Metrics:
 		if s.Memory != nil && s.Memory.Usage != nil {
-			return int64(s.Memory.Usage.Max), nil
+			u.PeakMemoryBytes = int64(s.Memory.Usage.Max)
+		}
+		if s.MemoryOomControl != nil {
+			u.OOMKills = s.MemoryOomControl.OomKill
 		}
 	case *cgroupsv2.Metrics:
 		if s.Memory != nil {
-			return int64(s.Memory.Usage), nil // cgroup v2 stats carry no peak here
+			u.PeakMemoryBytes = int64(s.Memory.Usage) // cgroup v2 stats carry no peak here
+		}
+		if s.MemoryEvents != nil {
+			u.OOMKills = s.MemoryEvents.OomKill
 		}
 	}
-	return 0, nil
+	return u, nil
 }
 
 // DeleteTask removes the exited task. The shim then closes the log pipes
@@ -279,6 +292,16 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 		ids[i] = c.ID()
 	}
 	return ids, nil
+}
+
+// WritableBytes is the size of an instance's writable layer (a walk of
+// its upper directory: O(files)).
+func (r *Runtime) WritableBytes(ctx context.Context, id string) (int64, error) {
+	u, err := r.client.SnapshotService(r.opts.Snapshotter).Usage(r.ctx(ctx), id)
+	if err != nil {
+		return 0, fmt.Errorf("snapshot usage %s: %w", id, err)
+	}
+	return u.Size, nil
 }
 
 // SnapshotExists reports whether an instance's snapshot is still there

@@ -31,6 +31,9 @@ type Options struct {
 	Namespace   string
 	Snapshotter string
 	Registries  map[string]config.Registry
+	// DockerConfig is a docker config.json consulted for registries
+	// without username/password_env.
+	DockerConfig string
 	// MaxImageBytes refuses images whose compressed size is at least this.
 	MaxImageBytes int64
 	// LoggerBinary and LoggerArgs are run by containerd's shim to capture
