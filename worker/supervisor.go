@@ -64,12 +64,18 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, st
 	lease := time.NewTicker(leaseRenew)
 	defer lease.Stop()
 	reason, detail := "", ""
+	exited := make(chan struct{}) // ends a pending SIGKILL escalation
+	defer func() {
+		if exited != nil {
+			close(exited)
+		}
+	}()
 	stopping := func(r, d string, grace bool) {
 		if reason != "" {
 			return
 		}
 		reason, detail = r, d
-		w.stop(in, grace, log.With().Str("reason", r).Logger())
+		w.stop(in, grace, exited, log.With().Str("reason", r).Logger())
 	}
 	var st runtime.ExitStatus
 	for {
@@ -110,6 +116,8 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, st
 			return
 		}
 	}
+	close(exited)
+	exited = nil
 	w.finish(in, st, s, reason, detail, log)
 }
 
@@ -246,7 +254,7 @@ func (w *Worker) deadLetter(ctx context.Context, id string, code int, msg string
 // stop ends an instance: with grace, SIGTERM to its main process, then
 // SIGKILL to every process after stop_grace_s (a PID 1 without a handler
 // ignores SIGTERM); without, SIGKILL to every process at once.
-func (w *Worker) stop(in *runtime.Instance, grace bool, log zerolog.Logger) {
+func (w *Worker) stop(in *runtime.Instance, grace bool, exited <-chan struct{}, log zerolog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if !grace {
@@ -263,6 +271,7 @@ func (w *Worker) stop(in *runtime.Instance, grace bool, log zerolog.Logger) {
 			kctx, kcancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer kcancel()
 			_ = in.Signal(kctx, syscall.SIGKILL, true)
+		case <-exited:
 		case <-w.life.Done():
 		}
 	}()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -307,3 +308,5 @@ func TestImageEnvPushesOverTheTotal(t *testing.T) {
 		t.Fatalf("%+v %v", rec, err)
 	}
 }
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }

@@ -185,6 +185,7 @@ func logs(args []string) error {
 	connect := clientFlags(fs)
 	follow := fs.Bool("f", false, "follow until the instance ends")
 	raw := fs.Bool("json", false, "print the NDJSON lines as they are")
+	attempt := fs.Int("attempt", 0, "the attempt's log (default: the latest)")
 	pos := parseInterspersed(fs, args)
 	if len(pos) != 1 {
 		return fmt.Errorf("usage: jobgate logs [-f] ID")
@@ -193,10 +194,14 @@ func logs(args []string) error {
 	if err != nil {
 		return err
 	}
-	path := "/v1/invocations/" + url.PathEscape(pos[0]) + "/logs"
+	q := url.Values{}
 	if *follow {
-		path += "?follow=1"
+		q.Set("follow", "1")
 	}
+	if *attempt > 0 {
+		q.Set("attempt", strconv.Itoa(*attempt))
+	}
+	path := "/v1/invocations/" + url.PathEscape(pos[0]) + "/logs?" + q.Encode()
 	resp, err := c.do("GET", path, nil, nil)
 	if err != nil {
 		return err
@@ -224,4 +229,67 @@ func logs(args []string) error {
 		fmt.Printf("%s %-8s %s\n", l.TS.Local().Format("15:04:05.000"), l.Stream, l.Line)
 	}
 	return sc.Err()
+}
+
+func terminate(args []string) error {
+	fs := flag.NewFlagSet("terminate", flag.ExitOnError)
+	connect := clientFlags(fs)
+	grace := fs.Bool("grace", false, "SIGTERM first, SIGKILL after the grace period (default: SIGKILL)")
+	pos := parseInterspersed(fs, args)
+	if len(pos) != 1 {
+		return fmt.Errorf("usage: jobgate terminate ID [--grace]")
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	body := fmt.Sprintf(`{"GraceShutdown":%t}`, *grace)
+	resp, err := c.do("POST", "/v1/invocations/"+url.PathEscape(pos[0])+"/terminate", strings.NewReader(body),
+		map[string]string{"Content-Type": "application/json"})
+	if err != nil {
+		return err
+	}
+	return printJSON(resp)
+}
+
+func deadletters(args []string) error {
+	fs := flag.NewFlagSet("deadletters", flag.ExitOnError)
+	connect := clientFlags(fs)
+	limit := fs.Int("limit", 20, "page size (1..100)")
+	cursor := fs.String("cursor", "", "NextCursor of the previous page")
+	pos := parseInterspersed(fs, args)
+	usage := fmt.Errorf("usage: jobgate deadletters ls | show ID | redrive ID | purge ID")
+	if len(pos) == 0 {
+		return usage
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	var resp *http.Response
+	switch {
+	case pos[0] == "ls" && len(pos) == 1:
+		q := url.Values{"limit": {strconv.Itoa(*limit)}}
+		if *cursor != "" {
+			q.Set("cursor", *cursor)
+		}
+		resp, err = c.do("GET", "/v1/deadletters?"+q.Encode(), nil, nil)
+	case pos[0] == "show" && len(pos) == 2:
+		resp, err = c.do("GET", "/v1/deadletters/"+url.PathEscape(pos[1]), nil, nil)
+	case pos[0] == "redrive" && len(pos) == 2:
+		resp, err = c.do("POST", "/v1/deadletters/"+url.PathEscape(pos[1])+"/redrive", nil, nil)
+	case pos[0] == "purge" && len(pos) == 2:
+		resp, err = c.do("DELETE", "/v1/deadletters/"+url.PathEscape(pos[1]), nil, nil)
+	default:
+		return usage
+	}
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusNoContent {
+		resp.Body.Close()
+		fmt.Println("purged", pos[1])
+		return nil
+	}
+	return printJSON(resp)
 }

@@ -20,7 +20,9 @@ commands:
   invoke     invoke a function: invoke FN [--event FILE|-] [--wait none|scheduled]
   status     show an invocation record: status ID
   ls         list invocations, newest first
-  logs       print an invocation's log: logs [-f] ID
+  logs       print an invocation's log: logs [-f] [--attempt N] ID
+  terminate  stop an invocation: terminate ID [--grace]
+  deadletters  the dead-letter list: deadletters ls|show ID|redrive ID|purge ID
 `
 
 func main() {
@@ -37,6 +39,7 @@ func main() {
 	}
 	cmds := map[string]func([]string) error{
 		"serve": serve, "validate": validate, "invoke": invoke, "status": status, "ls": list, "logs": logs,
+		"terminate": terminate, "deadletters": deadletters,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

@@ -163,19 +163,25 @@ func RandomImage(size int64, osName, arch string) (v1.Image, error) {
 // that such images are refused (registries still serve them).
 func PushSchema1(host, repo, tag string) error {
 	body := fmt.Sprintf(`{"schemaVersion":1,"name":%q,"tag":%q,"architecture":"amd64","fsLayers":[],"history":[]}`, repo, tag)
-	req, err := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/v2/%s/manifests/%s", host, repo, tag), strings.NewReader(body))
+	return PushRawManifest(host, repo, tag, "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(body))
+}
+
+// PushRawManifest PUTs a manifest as given (fixtures that no builder
+// would make, e.g. layer sizes that do not match any blob).
+func PushRawManifest(host, repo, tag, mediaType string, body []byte) error {
+	req, err := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/v2/%s/manifests/%s", host, repo, tag), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+	req.Header.Set("Content-Type", mediaType)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("push schema1 %s/%s:%s: %w", host, repo, tag, err)
+		return fmt.Errorf("push manifest %s/%s:%s: %w", host, repo, tag, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("push schema1: %s: %s", resp.Status, b)
+		return fmt.Errorf("push manifest: %s: %s", resp.Status, b)
 	}
 	return nil
 }

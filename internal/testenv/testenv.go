@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -39,6 +40,42 @@ type Services struct {
 	reg        *httptest.Server
 	mu         sync.Mutex
 	namespaces []string
+	blobGets   map[string]int           // repo → blob GETs served
+	slowBlobs  map[string]time.Duration // repo → delay before serving a blob
+}
+
+// BlobGets returns how many blob downloads the registry served for repo.
+func (s *Services) BlobGets(repo string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.blobGets[repo]
+}
+
+// SlowBlobs delays every blob download of repo by d (pull timeouts).
+func (s *Services) SlowBlobs(repo string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.slowBlobs[repo] = d
+}
+
+// observe wraps the registry to count (and optionally slow) blob GETs.
+func (s *Services) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if repo, _, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v2/"), "/blobs/"); ok && r.Method == http.MethodGet {
+			s.mu.Lock()
+			s.blobGets[repo]++
+			d := s.slowBlobs[repo]
+			s.mu.Unlock()
+			if d > 0 {
+				select {
+				case <-time.After(d):
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 var shared struct {
@@ -98,7 +135,7 @@ func start() (*Services, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Services{dir: dir, Containerd: filepath.Join(dir, "c.sock")}
+	s := &Services{dir: dir, Containerd: filepath.Join(dir, "c.sock"), blobGets: map[string]int{}, slowBlobs: map[string]time.Duration{}}
 
 	// The jobgate binary doubles as the log driver that containerd's shim
 	// runs, so it must be a real file.
@@ -143,7 +180,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		s.stop()
 		return nil, fmt.Errorf("containerd did not come up: %v\n%s", err, log)
 	}
-	s.reg = httptest.NewServer(registry.New(registry.Logger(nopLogger())))
+	s.reg = httptest.NewServer(s.observe(registry.New(registry.Logger(nopLogger()))))
 	s.Registry = strings.TrimPrefix(s.reg.URL, "http://")
 	return s, nil
 }

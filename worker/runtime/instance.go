@@ -232,7 +232,6 @@ func (in *Instance) DeleteTask(ctx context.Context) error {
 	if _, err := in.task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete task %s: %w", in.ID, err)
 	}
-	in.task = nil
 	return nil
 }
 
@@ -244,7 +243,6 @@ func (in *Instance) Remove(ctx context.Context) error {
 		if _, err := in.task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete task %s: %w", in.ID, err))
 		}
-		in.task = nil
 	}
 	if err := in.ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		errs = append(errs, fmt.Errorf("delete container %s: %w", in.ID, err))

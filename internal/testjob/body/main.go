@@ -11,6 +11,13 @@
 //	lines N        print N numbered lines
 //	sleep DUR      sleep (Go duration)
 //	exit N         exit with code N
+//	alloc MB       allocate and touch MB MiB of memory
+//	spawn OP...    run the rest of the arguments as a child process of this
+//	               body, wait for it and ignore how it ended
+//	write MB PATH  write MB MiB to PATH, 1 MiB at a time, slowly enough to be seen
+//	status         print NoNewPrivs, Seccomp and CapEff from /proc/self/status
+//	netifs         print the network interfaces
+//	onterm CODE    on SIGTERM print "got SIGTERM" and exit CODE
 //
 // With no arguments it prints the event.
 package main
@@ -19,8 +26,13 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"os/signal"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -79,6 +91,63 @@ func main() {
 		case "exit":
 			n, _ := strconv.Atoi(next(&i))
 			os.Exit(n)
+		case "alloc":
+			mb, _ := strconv.Atoi(next(&i))
+			keep := make([][]byte, 0, mb)
+			for j := 0; j < mb; j++ {
+				b := make([]byte, 1<<20)
+				for k := range b {
+					b[k] = byte(k)
+				}
+				keep = append(keep, b)
+			}
+			fmt.Printf("allocated %d MiB\n", len(keep))
+		case "spawn":
+			cmd := exec.Command(os.Args[0], args[i+1:]...)
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			err := cmd.Run()
+			fmt.Printf("child ended: %v\n", err)
+			return
+		case "write":
+			mb, _ := strconv.Atoi(next(&i))
+			f, err := os.Create(next(&i))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "body:", err)
+				os.Exit(2)
+			}
+			chunk := make([]byte, 1<<20)
+			for j := 0; j < mb; j++ {
+				if _, err := f.Write(chunk); err != nil {
+					fmt.Fprintln(os.Stderr, "body:", err)
+					os.Exit(2)
+				}
+				if j%64 == 63 {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			f.Close()
+			fmt.Printf("wrote %d MiB\n", mb)
+		case "status":
+			b, _ := os.ReadFile("/proc/self/status")
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "NoNewPrivs:") || strings.HasPrefix(l, "Seccomp:") || strings.HasPrefix(l, "CapEff:") {
+					fmt.Println(strings.Join(strings.Fields(l), " "))
+				}
+			}
+		case "netifs":
+			ifs, _ := net.Interfaces()
+			for _, ifc := range ifs {
+				fmt.Println("if", ifc.Name)
+			}
+		case "onterm":
+			code, _ := strconv.Atoi(next(&i))
+			c := make(chan os.Signal, 1)
+			signal.Notify(c, syscall.SIGTERM)
+			go func() {
+				<-c
+				fmt.Println("got SIGTERM")
+				os.Exit(code)
+			}()
 		default:
 			fmt.Fprintf(os.Stderr, "body: unknown op %q\n", args[i])
 			os.Exit(2)

@@ -1,0 +1,444 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/deadletter"
+	"github.com/jobgate/jobgate/internal/imagebuild"
+	"github.com/jobgate/jobgate/internal/node"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testjob"
+)
+
+func intp(n int) *int { return &n }
+
+// A child is OOM-killed while PID 1 exits 0: still 434, from the kernel's
+// OOM report, not the exit code.
+func TestOOMKillIs434EvenWhenPID1ExitsZero(t *testing.T) {
+	st := testenv.StartStack(t, config.Function{Name: "hog", Image: jobImage(t), MemoryMB: 64, Retry: noRetry,
+		Args: []string{"spawn", "alloc", "256"}})
+	end := run(t, st, "hog", []byte(`{}`))
+	if end.Status != record.Failed || end.StatusCode != 434 || *end.ExitCode != 0 || !strings.Contains(end.Message, "64 MB") {
+		t.Fatalf("%+v", end)
+	}
+	if end.MemUsageBytes < 32<<20 || end.MemUsageBytes > 64<<20 {
+		t.Fatalf("peak memory %d, want near the 64 MiB limit", end.MemUsageBytes)
+	}
+	report := st.Lines(t, end.RequestId)
+	if last := report[len(report)-1].Line; !strings.Contains(last, "Memory:64MB") || !strings.Contains(last, "MemUsage:") {
+		t.Fatalf("report line %q", last)
+	}
+}
+
+func terminate(t *testing.T, st *testenv.Stack, id string, grace bool, want int) (*record.Record, time.Duration) {
+	t.Helper()
+	t0 := time.Now()
+	code, body := st.Do(t, "POST", "/v1/invocations/"+id+"/terminate", []byte(fmt.Sprintf(`{"GraceShutdown":%t}`, grace)), nil)
+	took := time.Since(t0)
+	if code != want {
+		t.Fatalf("terminate: %d %s", code, body)
+	}
+	var r record.Record
+	_ = json.Unmarshal(body, &r)
+	return &r, took
+}
+
+func TestTerminate(t *testing.T) {
+	img := jobImage(t)
+	deadRegistry := fmt.Sprintf("127.0.0.1:%d/none/x:1", testenv.FreePort(t))
+	st := testenv.StartStack(t,
+		config.Function{Name: "sleeper", Image: img, Args: []string{"echo", "started", "sleep", "1h"}},
+		config.Function{Name: "polite", Image: img, Args: []string{"onterm", "0", "echo", "started", "sleep", "1h"}},
+		config.Function{Name: "stuck", Image: deadRegistry})
+
+	t.Run("running, SIGKILL", func(t *testing.T) {
+		rec := st.Invoke(t, "sleeper", "", []byte(`{}`), 200)
+		end, took := terminate(t, st, rec.RequestId, false, 200)
+		if end.Status != record.Aborted || end.StatusCode != 499 || end.Attempt != 1 {
+			t.Fatalf("%+v", end)
+		}
+		t.Logf("terminate → ABORTED in %v", took)
+	})
+	t.Run("running, grace", func(t *testing.T) {
+		rec := st.Invoke(t, "polite", "", []byte(`{}`), 200)
+		time.Sleep(300 * time.Millisecond) // let it install its handler
+		end, took := terminate(t, st, rec.RequestId, true, 200)
+		if end.Status != record.Aborted || end.StatusCode != 499 || *end.ExitCode != 0 || !strings.Contains(end.Message, "GraceShutdown=true") {
+			t.Fatalf("%+v", end)
+		}
+		if out := st.Stdout(t, rec.RequestId); len(out) != 2 || out[1] != "got SIGTERM" {
+			t.Fatalf("job output %v", out)
+		}
+		t.Logf("graceful terminate → ABORTED in %v", took)
+	})
+	t.Run("pending", func(t *testing.T) {
+		rec := st.Invoke(t, "stuck", "?wait=none", []byte(`{}`), 202)
+		end, _ := terminate(t, st, rec.RequestId, false, 200)
+		if end.Status != record.Aborted || end.StatusCode != 499 || end.StartTime != "" {
+			t.Fatalf("%+v", end)
+		}
+		time.Sleep(2 * time.Second) // its retry comes due and must not start it
+		if r, _ := st.Records.Get(t.Context(), rec.RequestId); r.Status != record.Aborted {
+			t.Fatalf("after the retry: %+v", r)
+		}
+	})
+	t.Run("ended", func(t *testing.T) {
+		rec := st.Invoke(t, "sleeper", "", []byte(`{}`), 200)
+		terminate(t, st, rec.RequestId, false, 200)
+		terminate(t, st, rec.RequestId, false, 409)
+	})
+}
+
+func TestDiskQuotaExceeded(t *testing.T) {
+	st := testenv.StartStack(t, config.Function{Name: "filler", Image: jobImage(t), Retry: noRetry,
+		Args: []string{"write", "600", "/tmp/big", "sleep", "1h"}})
+	end := run(t, st, "filler", []byte(`{}`))
+	if end.Status != record.Failed || end.StatusCode != 405 || !strings.HasPrefix(end.Message, "DiskQuotaExceeded") {
+		t.Fatalf("%+v", end)
+	}
+	t.Logf("%s after %d ms", end.Message, end.DurationMs)
+}
+
+func TestRetriesDeadLetterAndRedrive(t *testing.T) {
+	st := testenv.StartStack(t, config.Function{Name: "flaky", Image: jobImage(t), Retry: config.Retry{Max: intp(2), DelayS: 1},
+		Args: []string{"env", "JOBGATE_ATTEMPT", "exit", "1"}})
+	rec := st.Invoke(t, "flaky", "?wait=none", []byte(`{"order":7}`), 202)
+	end := st.WaitEnd(t, rec.RequestId, 60*time.Second)
+	if end.Status != record.Failed || end.StatusCode != 439 || end.Attempt != 3 || len(end.Attempts) != 2 {
+		t.Fatalf("%+v", end)
+	}
+	for i, a := range end.Attempts {
+		if a.Attempt != i+1 || a.StatusCode != 439 || *a.ExitCode != 1 || a.StartTime == "" {
+			t.Fatalf("attempt %d: %+v", i+1, a)
+		}
+	}
+	// One log per attempt, each with its own JOBGATE_ATTEMPT.
+	for n := 1; n <= 3; n++ {
+		code, body := st.Do(t, "GET", fmt.Sprintf("/v1/invocations/%s/logs?attempt=%d", rec.RequestId, n), nil, nil)
+		if code != 200 || !strings.Contains(string(body), fmt.Sprintf("JOBGATE_ATTEMPT=%d", n)) || strings.Count(string(body), "START ") != 1 {
+			t.Fatalf("log of attempt %d: %d %s", n, code, body)
+		}
+	}
+	dl := getDeadLetter(t, st, rec.RequestId)
+	if dl.ErrorCode != 439 || dl.Body.RetryNum != 2 || dl.Body.ClientContext != `{"order":7}` || dl.Body.FunctionName != "flaky" {
+		t.Fatalf("dead letter %+v", dl)
+	}
+	// Redrive: the same RequestId runs again as attempt 4.
+	code, body := st.Do(t, "POST", "/v1/deadletters/"+rec.RequestId+"/redrive", nil, nil)
+	if code != 202 {
+		t.Fatalf("redrive: %d %s", code, body)
+	}
+	if code, _ := st.Do(t, "GET", "/v1/deadletters/"+rec.RequestId, nil, nil); code != 404 {
+		t.Fatalf("still dead-lettered after redrive: %d", code)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, _ := st.Records.Get(t.Context(), rec.RequestId)
+		if r != nil && r.Attempt == 4 && r.Status.Terminal() {
+			if r.Status != record.Failed || len(r.Attempts) != 3 {
+				t.Fatalf("after redrive %+v", r)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redrive did not run: %+v", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out := st.Stdout(t, record.InstanceID(rec.RequestId, 4)); len(out) != 1 || out[0] != "JOBGATE_ATTEMPT=4" {
+		t.Fatalf("attempt 4 output %v", out)
+	}
+	getDeadLetter(t, st, rec.RequestId) // back in the list
+	if code, _ := st.Do(t, "DELETE", "/v1/deadletters/"+rec.RequestId, nil, nil); code != 204 {
+		t.Fatalf("purge: %d", code)
+	}
+}
+
+func getDeadLetter(t *testing.T, st *testenv.Stack, id string) *deadletter.Entry {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := st.Do(t, "GET", "/v1/deadletters/"+id, nil, nil)
+		if code == 200 {
+			var e deadletter.Entry
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatal(err)
+			}
+			return &e
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter %s: %d %s", id, code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// maxOverlap is the most invocations whose [StartTime, EndTime] overlap.
+func maxOverlap(t *testing.T, recs []*record.Record) int {
+	best := 0
+	for _, a := range recs {
+		n := 0
+		at := parse(t, a.StartTime)
+		for _, b := range recs {
+			if !parse(t, b.StartTime).After(at) && parse(t, b.EndTime).After(at) {
+				n++
+			}
+		}
+		best = max(best, n)
+	}
+	return best
+}
+
+func parse(t *testing.T, s string) time.Time {
+	v, err := time.Parse(record.TimeFormat, s)
+	if err != nil {
+		t.Fatalf("time %q: %v", s, err)
+	}
+	return v
+}
+
+func runAll(t *testing.T, st *testenv.Stack, fn string, n int) []*record.Record {
+	var ids []string
+	for i := 0; i < n; i++ {
+		ids = append(ids, st.Invoke(t, fn, "?wait=none", []byte(`{}`), 202).RequestId)
+	}
+	var out []*record.Record
+	for _, id := range ids {
+		end := st.WaitEnd(t, id, 60*time.Second)
+		if end.Status != record.Finished {
+			t.Fatalf("%+v", end)
+		}
+		out = append(out, end)
+	}
+	return out
+}
+
+func TestFunctionConcurrencyLimit(t *testing.T) {
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "one", Image: jobImage(t), Concurrency: 1, Args: []string{"sleep", "1s"}})
+	cfg.Worker.LimitRetryS = 1
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	recs := runAll(t, st, "one", 3)
+	if n := maxOverlap(t, recs); n != 1 {
+		t.Fatalf("%d ran at once with concurrency 1", n)
+	}
+}
+
+func TestNodeCapacity(t *testing.T) {
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "m", Image: jobImage(t), MemoryMB: 128, Args: []string{"sleep", "1s"}})
+	cfg.Worker.CapacityMB = 256
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	recs := runAll(t, st, "m", 5)
+	if n := maxOverlap(t, recs); n > 2 {
+		t.Fatalf("%d × 128 MB ran at once with capacity_mb 256", n)
+	}
+}
+
+func TestEventOlderThanMaxAgeIsNotStarted(t *testing.T) {
+	port := testenv.FreePort(t)
+	st := testenv.StartStack(t, config.Function{Name: "fn", Image: fmt.Sprintf("127.0.0.1:%d/x/y:1", port), MaxEventAgeS: 3600})
+	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
+	// Age the event: it was queued two hours ago, and has been retrying.
+	old := time.Now().Add(-2 * time.Hour).UTC().Format(record.TimeFormat)
+	if err := st.Node.Redis().HSet(context.Background(), st.Config.Redis.Prefix+":inv:"+rec.RequestId, "EnqueueTime", old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	end := st.WaitEnd(t, rec.RequestId, 30*time.Second)
+	if end.Status != record.Failed || !strings.Contains(end.Message, "event expired") || end.StartTime != "" {
+		t.Fatalf("%+v", end)
+	}
+	dl := getDeadLetter(t, st, rec.RequestId)
+	if !strings.Contains(dl.ErrorMessage, "max_event_age_s=3600") {
+		t.Fatalf("%+v", dl)
+	}
+}
+
+// Every policy refusal happens from the manifests: the registry serves no
+// blob at all.
+func TestImagePolicyDownloadsNoBlob(t *testing.T) {
+	s := testenv.Shared(t)
+	big := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+"config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"sha256:%s"},
+"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":1073741824,"digest":"sha256:%s"}]}`,
+		strings.Repeat("a", 64), strings.Repeat("b", 64))
+	if err := imagebuild.PushRawManifest(s.Registry, "nb/huge", "1", "application/vnd.oci.image.manifest.v1+json", []byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	arm, err := imagebuild.RandomImage(1024, "linux", "arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imagebuild.Push(s.Registry+"/nb/arm:1", arm); err != nil {
+		t.Fatal(err)
+	}
+	if err := imagebuild.PushSchema1(s.Registry, "nb/legacy", "1"); err != nil {
+		t.Fatal(err)
+	}
+	st := testenv.StartStack(t,
+		config.Function{Name: "huge", Image: s.Registry + "/nb/huge:1"},
+		config.Function{Name: "arm", Image: s.Registry + "/nb/arm:1"},
+		config.Function{Name: "legacy", Image: s.Registry + "/nb/legacy:1"},
+		config.Function{Name: "missing", Image: s.Registry + "/nb/missing:1"})
+	before := map[string]int{}
+	for _, repo := range []string{"nb/huge", "nb/arm", "nb/legacy", "nb/missing"} {
+		before[repo] = s.BlobGets(repo)
+	}
+	for fn, want := range map[string]string{"huge": "compressed size 1073741826 bytes, limit 1073741824", "arm": "linux/arm64",
+		"legacy": "schema 1", "missing": "not found"} {
+		code, body := st.Do(t, "POST", "/v1/functions/"+fn+"/invoke", []byte(`{}`), nil)
+		if code != 502 || !strings.Contains(string(body), want) {
+			t.Fatalf("%s: %d %s", fn, code, body)
+		}
+	}
+	for repo, n := range before {
+		// arm's config blob is read (a single manifest names its platform
+		// only there); no layer of any of them is.
+		allowed := 0
+		if repo == "nb/arm" {
+			allowed = 1
+		}
+		if got := s.BlobGets(repo) - n; got > allowed {
+			t.Fatalf("%s: %d blob downloads", repo, got)
+		}
+	}
+}
+
+func TestPullTimeoutIs447(t *testing.T) {
+	s := testenv.Shared(t)
+	ref := s.Registry + "/slow/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	s.SlowBlobs("slow/job", 5*time.Second)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: ref})
+	cfg.Worker.PullTimeoutS = 1
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	code, body := st.Do(t, "POST", "/v1/functions/fn/invoke", []byte(`{}`), nil)
+	if code != 504 || !strings.Contains(string(body), "PullImageTimeOut") {
+		t.Fatalf("%d %s", code, body)
+	}
+}
+
+// The registry is down when the event arrives and comes back 20 s later:
+// the event is retried (not failed) and runs.
+func TestRegistryComingBackRunsTheEvent(t *testing.T) {
+	port := testenv.FreePort(t)
+	host := fmt.Sprintf("127.0.0.1:%d", port)
+	st := testenv.StartStack(t, config.Function{Name: "fn", Image: host + "/late/job:1", Args: []string{"echo", "ran"}})
+	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
+	time.Sleep(20 * time.Second)
+	if r, _ := st.Records.Get(t.Context(), rec.RequestId); r.Status != record.Pending || !strings.Contains(r.Message, "retrying after") {
+		t.Fatalf("while the registry is down: %+v", r)
+	}
+	ln, err := net.Listen("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(registry.New())
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	defer srv.Close()
+	if _, err := testjob.Push(host + "/late/job:1"); err != nil {
+		t.Fatal(err)
+	}
+	end := st.WaitEnd(t, rec.RequestId, 60*time.Second)
+	if end.Status != record.Finished || len(st.Stdout(t, rec.RequestId)) != 1 {
+		t.Fatalf("%+v", end)
+	}
+}
+
+// Registry credentials: username + password from the environment, or a
+// docker config.json; wrong ones are a permanent 444.
+func TestRegistryAuth(t *testing.T) {
+	var mu sync.Mutex
+	inner := registry.New()
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		mu.Lock()
+		defer mu.Unlock()
+		if !ok || u != "robot" || p != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer auth.Close()
+	host := strings.TrimPrefix(auth.URL, "http://")
+	bin, err := testjob.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagebuild.Build(imagebuild.Spec{Files: map[string]imagebuild.File{"bin/job": {Content: bin, Mode: 0o755}}, Entrypoint: []string{"/bin/job", "echo", "authed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Push straight to the inner registry (no auth) through a plain server.
+	plain := httptest.NewServer(inner)
+	defer plain.Close()
+	if _, err := imagebuild.Push(strings.TrimPrefix(plain.URL, "http://")+"/priv/job:1", img); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("JG_TEST_REG_PASSWORD", "s3cret")
+	t.Setenv("JG_TEST_BAD_PASSWORD", "nope")
+	s := testenv.Shared(t)
+	dir := t.TempDir()
+	dockerCfg := dir + "/config.json"
+	if err := writeFile(dockerCfg, fmt.Sprintf(`{"auths":{%q:{"auth":"cm9ib3Q6czNjcmV0"}}}`, host)); err != nil { // robot:s3cret
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		reg    config.Registry
+		docker string
+		ok     bool
+	}{
+		"password_env": {reg: config.Registry{Username: "robot", PasswordEnv: "JG_TEST_REG_PASSWORD"}, ok: true},
+		"docker config": {docker: dockerCfg, ok: true},
+		"wrong":         {reg: config.Registry{Username: "robot", PasswordEnv: "JG_TEST_BAD_PASSWORD"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: host + "/priv/job:1"})
+			cfg.Registries = map[string]config.Registry{host: c.reg}
+			cfg.Worker.DockerConfig = c.docker
+			st := testenv.StartStackWith(t, s, cfg, node.Options{})
+			code, body := st.Do(t, "POST", "/v1/functions/fn/invoke", []byte(`{}`), nil)
+			if c.ok && code != 200 || !c.ok && (code != 502 || !strings.Contains(string(body), "credentials")) {
+				t.Fatalf("%d %s", code, body)
+			}
+			if strings.Contains(string(body), "s3cret") || strings.Contains(string(body), "nope") {
+				t.Fatalf("a secret leaked into the answer: %s", body)
+			}
+		})
+	}
+}
+
+// What a job may do: no new privileges, seccomp filtering, the default
+// capability set, and no network but loopback.
+func TestHardening(t *testing.T) {
+	st := testenv.StartStack(t, config.Function{Name: "probe", Image: jobImage(t), Args: []string{"status", "netifs"}})
+	end := run(t, st, "probe", []byte(`{}`))
+	got := strings.Join(st.Stdout(t, end.RequestId), "|")
+	// containerd's default capability set: CHOWN DAC_OVERRIDE FSETID FOWNER
+	// MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP NET_BIND_SERVICE SYS_CHROOT
+	// KILL AUDIT_WRITE.
+	want := "CapEff: 00000000a80425fb|NoNewPrivs: 1|Seccomp: 2|if lo"
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
