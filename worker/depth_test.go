@@ -407,7 +407,7 @@ func TestRegistryAuth(t *testing.T) {
 		docker string
 		ok     bool
 	}{
-		"password_env": {reg: config.Registry{Username: "robot", PasswordEnv: "JG_TEST_REG_PASSWORD"}, ok: true},
+		"password_env":  {reg: config.Registry{Username: "robot", PasswordEnv: "JG_TEST_REG_PASSWORD"}, ok: true},
 		"docker config": {docker: dockerCfg, ok: true},
 		"wrong":         {reg: config.Registry{Username: "robot", PasswordEnv: "JG_TEST_BAD_PASSWORD"}},
 	} {
@@ -441,4 +441,3 @@ func TestHardening(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
-
