@@ -42,14 +42,10 @@ type Options struct {
 
 // NewInvokeTask builds the task and its enqueue options.
 func NewInvokeTask(p Payload, o Options) (*asynq.Task, []asynq.Option, error) {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encode task %s: %w", p.RequestId, err)
-	}
 	if p.Attempt == 0 {
 		p.Attempt = 1
 	}
-	b, err = json.Marshal(p)
+	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode task %s: %w", p.RequestId, err)
 	}
