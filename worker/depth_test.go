@@ -441,3 +441,26 @@ func TestHardening(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
+
+// A gateway on one node terminates an instance a worker on another node
+// runs: the request travels through Redis.
+func TestTerminateReachesTheOwningWorker(t *testing.T) {
+	s := testenv.Shared(t)
+	redisAddr := testenv.Redis(t)
+	fn := config.Function{Name: "sleeper", Image: jobImage(t), Args: []string{"sleep", "1h"}}
+	wcfg := s.Config(t, redisAddr, fn)
+	wcfg.Worker.Node = "worker-host"
+	testenv.StartStackWith(t, s, wcfg, node.Options{Role: node.RoleWorker})
+	gcfg := s.Config(t, redisAddr, fn)
+	gw := testenv.StartStackWith(t, s, gcfg, node.Options{Role: node.RoleGateway})
+
+	rec := gw.Invoke(t, "sleeper", "", []byte(`{}`), 200)
+	if rec.Node != "worker-host" {
+		t.Fatalf("ran on %q", rec.Node)
+	}
+	end, took := terminate(t, gw, rec.RequestId, false, 200)
+	if end.Status != record.Aborted || end.StatusCode != 499 {
+		t.Fatalf("%+v", end)
+	}
+	t.Logf("terminate across nodes → ABORTED in %v", took)
+}

@@ -216,6 +216,9 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 		return permanent(record.CodeContainerInitError, err)
 	}
 	started := w.now()
+	// The time limit counts from the start; the label set at create (an
+	// estimate) is corrected so a re-attaching worker uses the same one.
+	deadline = started.Add(fn.Timeout())
 	w.supervise(in, exitC, sup{
 		id: rec.RequestId, inst: inst, function: fn.Name, attempt: rec.Attempt, deadline: deadline, started: started,
 		memoryMB: fn.MemoryMB, timeoutS: fn.TimeoutS, adm: adm,
@@ -225,6 +228,9 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	bctx := context.WithoutCancel(ctx)
 	if err := w.keepClaim(bctx, inst); err != nil {
 		log.Warn().Err(err).Msg("persist start claim")
+	}
+	if err := in.SetLabel(bctx, runtime.LabelDeadline, deadline.UTC().Format(time.RFC3339Nano)); err != nil {
+		log.Warn().Err(err).Msg("deadline label")
 	}
 	code := record.CodeRunning
 	err = w.records.UpdateFrom(bctx, rec.RequestId, []record.Status{record.Scheduling, record.Pending}, record.Update{

@@ -162,6 +162,15 @@ func (in *Instance) Start(ctx context.Context) error {
 	return nil
 }
 
+// SetLabel updates one label of the container.
+func (in *Instance) SetLabel(ctx context.Context, k, v string) error {
+	if _, err := in.ctr.SetLabels(ctx, map[string]string{k: v}); err != nil {
+		return fmt.Errorf("label %s: %w", in.ID, err)
+	}
+	in.Labels[k] = v
+	return nil
+}
+
 // Pid returns the process id on the host.
 func (in *Instance) Pid() uint32 { return in.task.Pid() }
 

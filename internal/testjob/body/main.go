@@ -18,6 +18,7 @@
 //	status         print NoNewPrivs, Seccomp and CapEff from /proc/self/status
 //	netifs         print the network interfaces
 //	onterm CODE    on SIGTERM print "got SIGTERM" and exit CODE
+//	ignoreterm     ignore SIGTERM (as a PID 1 without a handler would)
 //
 // With no arguments it prints the event.
 package main
@@ -139,6 +140,8 @@ func main() {
 			for _, ifc := range ifs {
 				fmt.Println("if", ifc.Name)
 			}
+		case "ignoreterm":
+			signal.Ignore(syscall.SIGTERM)
 		case "onterm":
 			code, _ := strconv.Atoi(next(&i))
 			c := make(chan os.Signal, 1)
