@@ -34,7 +34,7 @@ func TestOOMKillIs434EvenWhenPID1ExitsZero(t *testing.T) {
 	if end.Status != record.Failed || end.StatusCode != 434 || *end.ExitCode != 0 || !strings.Contains(end.Message, "64 MB") {
 		t.Fatalf("%+v", end)
 	}
-	if end.MemUsageBytes < 32<<20 || end.MemUsageBytes > 64<<20 {
+	if end.MemUsageBytes < 32<<20 || end.MemUsageBytes > 65<<20 { // usage may pass the limit by a few pages
 		t.Fatalf("peak memory %d, want near the 64 MiB limit", end.MemUsageBytes)
 	}
 	report := st.Lines(t, end.RequestId)
