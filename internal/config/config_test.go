@@ -46,7 +46,14 @@ func TestParseErrors(t *testing.T) {
 		{"env too large", "functions:\n  - name: a\n    image: r/a:1\n    env: {BIG: " + strings.Repeat("x", 131068) + "}\n", []string{"functions[0].env", "131071"}},
 		{"bad zone", "timezone: Mars/Olympus\n", []string{"timezone", "unknown time zone"}},
 		{"addr and url", "redis: {addr: 'a:1', url: 'redis://b:2'}\n", []string{"redis", "not both"}},
-		{"trigger not built yet", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: timer, name: t, cron: '* * * * * * *'}]\n", []string{"functions[0].triggers[0].type", "not supported by this build yet"}},
+		{"trigger not built yet", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: kafka, name: t}]\n", []string{"functions[0].triggers[0].type", "not supported by this build yet"}},
+		{"bad cron", "functions:\n  - name: a\n    image: r/a:1\n    triggers:\n      - {type: timer, name: t, cron: '0 61 * * * * *'}\n", []string{"t.yaml:5: functions[0].triggers[0].cron", `"0 61 * * * * *"`, "field minute"}},
+		{"timer without cron", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: timer, name: t}]\n", []string{"functions[0].triggers[0]", "cron"}},
+		{"unknown trigger key", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: timer, name: t, cron: '* * * * *', crn: x}]\n", []string{"functions[0].triggers[0].crn: unknown key"}},
+		{"bad trigger zone", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: timer, name: t, cron: '* * * * *', timezone: Nowhere/Land}]\n", []string{"triggers[0].timezone", "unknown time zone"}},
+		{"http path on the API", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: /v1/functions/x}]\n", []string{"triggers[0].path", "collides with the API"}},
+		{"http path twice", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: '/hooks/{x}'}]\n  - name: b\n    image: r/b:1\n    triggers: [{type: http, name: h, path: '/hooks/{y}'}]\n", []string{"functions[1].triggers[0].path", "cannot be served"}},
+		{"http secret env unset", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: /h, auth: {hmac_sha256: {secret_env: JG_SURELY_UNSET}}}]\n", []string{"triggers[0].auth", "JG_SURELY_UNSET is not set"}},
 		{"not yaml", "functions: [\n", []string{"not valid YAML"}},
 	}
 	for _, c := range cases {

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/triggers/timer/scfcron"
 	"github.com/jobgate/jobgate/schemas"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
@@ -316,6 +317,7 @@ func (c *Config) validate() []Problem {
 		}
 	}
 	seen := map[string]int{}
+	routes := newRouteSet()
 	for i, f := range c.Functions {
 		p := fmt.Sprintf("functions[%d]", i)
 		if j, dup := seen[f.Name]; dup {
@@ -350,9 +352,52 @@ func (c *Config) validate() []Problem {
 				add(tp+".name", "trigger %q is defined twice for this function", t.Name)
 			}
 			tseen[t.Name] = true
-			// Trigger adapters are separate issues; refuse rather than
-			// accept a trigger that would silently never fire.
-			add(tp+".type", "%s triggers are not supported by this build yet (use the invoke API)", t.Type)
+			switch t.Type {
+			case TriggerTimer:
+				o, err := t.Timer()
+				if err != nil {
+					add(tp, "%v", err)
+					continue
+				}
+				zone := o.Timezone
+				if zone == "" {
+					zone = c.Timezone
+				}
+				loc, err := time.LoadLocation(zone)
+				if err != nil {
+					add(tp+".timezone", "unknown time zone %q", zone)
+					continue
+				}
+				if _, err := scfcron.Parse(o.Cron, loc); err != nil {
+					add(tp+".cron", "%v", err)
+				}
+			case TriggerHTTP:
+				o, err := t.HTTP()
+				if err != nil {
+					add(tp, "%v", err)
+					continue
+				}
+				if msg := routes.add(f.Name, t.Name, o); msg != "" {
+					add(tp+".path", "%s", msg)
+				}
+				if a := o.Auth; a != nil {
+					if a.Bearer != nil && a.HMACSHA256 != nil {
+						add(tp+".auth", "choose bearer or hmac_sha256, not both")
+					}
+					for _, env := range []string{envOf(a.Bearer), envOfHMAC(a.HMACSHA256)} {
+						if env == "" {
+							continue
+						}
+						if _, ok := os.LookupEnv(env); !ok {
+							add(tp+".auth", "environment variable %s is not set", env)
+						}
+					}
+				}
+			default:
+				// Adapters still to come; refuse rather than accept a
+				// trigger that would silently never fire.
+				add(tp+".type", "%s triggers are not supported by this build yet", t.Type)
+			}
 		}
 	}
 	for host, r := range c.Registries {

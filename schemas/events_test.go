@@ -1,0 +1,93 @@
+package schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+func schemaFor(t *testing.T, file string) string {
+	switch {
+	case strings.HasPrefix(file, "timer"):
+		return TimerEvent
+	case strings.HasPrefix(file, "apigw"):
+		return APIGWEvent
+	}
+	t.Fatalf("no schema for %s", file)
+	return ""
+}
+
+// The documented SCF samples and real captures validate, and survive a
+// round trip through the Go types unchanged (as JSON values).
+func TestSamplesValidateAndRoundTrip(t *testing.T) {
+	files, _ := filepath.Glob("testdata/valid/*.json")
+	if len(files) < 4 {
+		t.Fatalf("samples missing: %v", files)
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sch, err := Compile(schemaFor(t, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if vs, err := Validate(sch, inst); err != nil || len(vs) > 0 {
+				t.Fatalf("invalid: %v %v", vs, err)
+			}
+			var typed any = &Timer{}
+			if strings.HasPrefix(name, "apigw") {
+				typed = &APIGateway{}
+			}
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(typed); err != nil {
+				t.Fatal(err)
+			}
+			back, err := json.Marshal(typed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want, got any
+			_ = json.Unmarshal(raw, &want)
+			_ = json.Unmarshal(back, &got)
+			if d := cmp.Diff(want, got); d != "" {
+				t.Fatalf("round trip (-sample +Go):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestInvalidSamplesAreRefused(t *testing.T) {
+	files, _ := filepath.Glob("testdata/invalid/*.json")
+	for _, f := range files {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			raw, _ := os.ReadFile(f)
+			sch, err := Compile(schemaFor(t, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if vs, err := Validate(sch, inst); err != nil || len(vs) == 0 {
+				t.Fatalf("accepted: %v", err)
+			}
+		})
+	}
+}
