@@ -35,15 +35,27 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		req.RequestID = submit.DeriveRequestID("idempotency-key", name, key)
 	}
+	g.submitAndAnswer(w, r, req, wait, false)
+}
+
+// submitAndAnswer submits req and answers per wait: "none" → 202 once
+// durably queued; "scheduled" (or "") → once started (200), or the
+// scheduling error. brief answers 202 with {"RequestId"} only (HTTP
+// triggers) instead of the record.
+func (g *Gateway) submitAndAnswer(w http.ResponseWriter, r *http.Request, req submit.Request, wait string, brief bool) {
 	res, err := g.d.Submitter.Submit(r.Context(), req)
 	if err != nil {
 		g.submitError(w, err, req.RequestID)
 		return
 	}
 	rec := res.Record
-	log := g.log.With().Str("request_id", rec.RequestId).Str("function", name).Logger()
-	log.Info().Bool("duplicate", res.Duplicate).Int("event_bytes", len(event)).Msg("invocation queued")
+	log := g.log.With().Str("request_id", rec.RequestId).Str("function", req.Function).Logger()
+	log.Info().Bool("duplicate", res.Duplicate).Int("event_bytes", len(req.Event)).Str("source", req.Source).Str("trigger", req.TriggerName).Msg("invocation queued")
 	if wait == "none" {
+		if brief {
+			writeJSON(w, http.StatusAccepted, map[string]string{"RequestId": rec.RequestId})
+			return
+		}
 		writeJSON(w, http.StatusAccepted, rec)
 		return
 	}

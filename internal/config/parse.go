@@ -16,8 +16,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/jobgate/jobgate/internal/jobenv"
-	"github.com/jobgate/jobgate/triggers/timer/scfcron"
 	"github.com/jobgate/jobgate/schemas"
+	"github.com/jobgate/jobgate/triggers/timer/scfcron"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 

@@ -20,6 +20,8 @@ import (
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
+	"github.com/jobgate/jobgate/triggers/httptrigger"
+	"github.com/jobgate/jobgate/triggers/timer"
 	"github.com/jobgate/jobgate/worker"
 	"github.com/jobgate/jobgate/worker/logdriver"
 )
@@ -45,6 +47,7 @@ type Node struct {
 	rdb     *redis.Client
 	watcher *record.Watcher
 	Gateway *gateway.Gateway
+	Timers  *timer.Timers
 	Worker  *worker.Worker
 }
 
@@ -114,6 +117,16 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			Config: cfg, Submitter: sub, Records: records, Logs: logs, DeadLetters: dlq, Redis: n.rdb,
 			Ready: ready, Tokens: o.Tokens, Logger: o.Logger,
 		})
+		hts, err := httptrigger.Triggers(cfg)
+		if err != nil {
+			n.rdb.Close()
+			return nil, err
+		}
+		n.Gateway.MountHTTPTriggers(hts)
+		if n.Timers, err = timer.New(cfg, sub, n.rdb, o.Logger); err != nil {
+			n.rdb.Close()
+			return nil, err
+		}
 	}
 	return n, nil
 }
@@ -139,15 +152,22 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.Gateway.Start(ctx); err != nil {
 			return err
 		}
+		if err := n.Timers.Start(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// Stop shuts down in order: the gateway stops taking requests, the worker
+// Stop shuts down in order: timers stop firing, the gateway stops taking
+// requests, the worker
 // stops taking tasks (running instances keep running and are re-attached
 // by the next start), then the Redis connections close.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
+	if n.Timers != nil {
+		errs = append(errs, n.Timers.Stop(ctx))
+	}
 	if n.Gateway != nil {
 		errs = append(errs, n.Gateway.Stop(ctx))
 	}

@@ -1,0 +1,222 @@
+// Package timer runs SCF timer triggers on the gateway role. Every
+// scheduled instant becomes one event whose RequestId is derived from
+// (function, trigger, instant), so any number of gateway replicas firing
+// the same instant enqueue it once. Missed instants (no gateway ran, or
+// Redis was down) are caught up per the trigger's catchup setting.
+package timer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/submit"
+	"github.com/jobgate/jobgate/schemas"
+	"github.com/jobgate/jobgate/triggers"
+	"github.com/jobgate/jobgate/triggers/timer/scfcron"
+)
+
+// maxCatchup bounds the instants one catch-up fires.
+const maxCatchup = 1000
+
+// Timers runs every timer trigger of a config.
+type Timers struct {
+	cfg   *config.Config
+	sink  triggers.Sink
+	rdb   redis.UniversalClient
+	log   zerolog.Logger
+	now   func() time.Time
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+	specs []spec
+}
+
+type spec struct {
+	function, trigger string
+	opts              config.TimerTrigger
+	sched             *scfcron.Schedule
+}
+
+// New prepares the timers (the config has been validated).
+func New(cfg *config.Config, sink triggers.Sink, rdb redis.UniversalClient, log zerolog.Logger) (*Timers, error) {
+	t := &Timers{cfg: cfg, sink: sink, rdb: rdb, log: log.With().Str("component", "timer").Logger(), now: time.Now}
+	for _, fn := range cfg.Functions {
+		for _, tr := range fn.Triggers {
+			if tr.Type != config.TriggerTimer {
+				continue
+			}
+			o, err := tr.Timer()
+			if err != nil {
+				return nil, err
+			}
+			if o.Enabled != nil && !*o.Enabled {
+				continue
+			}
+			zone := o.Timezone
+			if zone == "" {
+				zone = cfg.Timezone
+			}
+			loc, err := time.LoadLocation(zone)
+			if err != nil {
+				return nil, fmt.Errorf("timer %s/%s: %w", fn.Name, tr.Name, err)
+			}
+			s, err := scfcron.Parse(o.Cron, loc)
+			if err != nil {
+				return nil, fmt.Errorf("timer %s/%s: %w", fn.Name, tr.Name, err)
+			}
+			t.specs = append(t.specs, spec{function: fn.Name, trigger: tr.Name, opts: o, sched: s})
+		}
+	}
+	return t, nil
+}
+
+// Start runs one loop per trigger.
+func (t *Timers) Start(ctx context.Context) error {
+	ctx, t.stop = context.WithCancel(context.WithoutCancel(ctx))
+	for _, s := range t.specs {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.run(ctx, s)
+		}()
+	}
+	if len(t.specs) > 0 {
+		t.log.Info().Int("timers", len(t.specs)).Msg("timers started")
+	}
+	return nil
+}
+
+// Stop ends the loops (fires in flight are abandoned; the next start's
+// catch-up and the deterministic RequestIds make that safe).
+func (t *Timers) Stop(ctx context.Context) error {
+	if t.stop != nil {
+		t.stop()
+	}
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Event returns the SCF timer event for one instant.
+func Event(trigger, message string, instant time.Time) ([]byte, error) {
+	return json.Marshal(schemas.Timer{Type: "Timer", TriggerName: trigger, Time: instant.UTC().Format("2006-01-02T15:04:05Z"), Message: message})
+}
+
+// RequestID is the invocation id of one instant of one trigger.
+func RequestID(function, trigger string, instant time.Time) string {
+	return submit.DeriveRequestID("timer", function, trigger, strconv.FormatInt(instant.Unix(), 10))
+}
+
+func (t *Timers) lastKey(s spec) string {
+	return t.cfg.Redis.Prefix + ":timer:" + s.function + ":" + s.trigger + ":last"
+}
+
+// setLastScript keeps the latest fired instant (replicas race).
+var setLastScript = redis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1`)
+
+func (t *Timers) run(ctx context.Context, s spec) {
+	log := t.log.With().Str("function", s.function).Str("trigger", s.trigger).Str("cron", s.sched.String()).Logger()
+	window := time.Duration(s.opts.CatchupWindowS) * time.Second
+	now := t.now()
+	t.catchUp(ctx, s, now, window, log)
+	next := s.sched.Next(now)
+	for !next.IsZero() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		instant := next
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.fire(ctx, s, instant, window, log)
+		}()
+		next = s.sched.Next(instant)
+	}
+	log.Info().Msg("schedule has no further instants (year field); timer ends")
+}
+
+// catchUp fires instants missed since the last recorded fire, per the
+// trigger's catchup setting, within the window.
+func (t *Timers) catchUp(ctx context.Context, s spec, now time.Time, window time.Duration, log zerolog.Logger) {
+	if s.opts.Catchup == "none" {
+		return
+	}
+	lastS, err := t.rdb.Get(ctx, t.lastKey(s)).Result()
+	if err != nil {
+		return // never fired, or Redis down (then fires retry anyway)
+	}
+	lastUnix, _ := strconv.ParseInt(lastS, 10, 64)
+	from := time.Unix(lastUnix, 0)
+	if bound := now.Add(-window); from.Before(bound) {
+		from = bound
+	}
+	var missed []time.Time
+	for n := s.sched.Next(from); !n.IsZero() && !n.After(now) && len(missed) < maxCatchup; n = s.sched.Next(n) {
+		missed = append(missed, n)
+	}
+	if len(missed) == 0 {
+		return
+	}
+	if s.opts.Catchup == "last" {
+		missed = missed[len(missed)-1:]
+	}
+	log.Info().Int("instants", len(missed)).Str("catchup", s.opts.Catchup).Msg("catching up missed instants")
+	for _, m := range missed {
+		t.fire(ctx, s, m, window, log)
+	}
+}
+
+// fire enqueues one instant, retrying while Redis refuses, until it lands
+// or the instant is older than the window.
+func (t *Timers) fire(ctx context.Context, s spec, instant time.Time, window time.Duration, log zerolog.Logger) {
+	event, err := Event(s.trigger, s.opts.Message, instant)
+	if err != nil {
+		log.Error().Err(err).Msg("timer event")
+		return
+	}
+	id := RequestID(s.function, s.trigger, instant)
+	log = log.With().Str("request_id", id).Time("instant", instant).Logger()
+	for attempt := 0; ; attempt++ {
+		res, err := t.sink.Submit(ctx, submit.Request{
+			Function: s.function, Event: event, RequestID: id, Source: triggers.SourceTimer, TriggerName: s.trigger,
+		})
+		if err == nil {
+			_ = setLastScript.Run(ctx, t.rdb, []string{t.lastKey(s)}, instant.Unix()).Err()
+			if !res.Duplicate {
+				log.Info().Dur("lateness", t.now().Sub(instant)).Msg("timer fired")
+			}
+			return
+		}
+		if !errors.Is(err, submit.ErrUnavailable) || t.now().Sub(instant) > window {
+			log.Error().Err(err).Int("attempts", attempt+1).Msg("timer instant NOT fired (gave up)")
+			return
+		}
+		if attempt == 0 {
+			log.Warn().Err(err).Msg("timer fire failed; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn().Msg("timer instant not fired: shutting down (a replica or the next start's catch-up may fire it)")
+			return
+		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
