@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,7 +34,9 @@ type serveEnv struct {
 	ns      string
 }
 
-func newServeEnv(t *testing.T, args string) *serveEnv {
+func newServeEnv(t *testing.T, args string) *serveEnv { return newServeEnvWith(t, args, "") }
+
+func newServeEnvWith(t *testing.T, args, extra string) *serveEnv {
 	t.Helper()
 	s := testenv.Shared(t)
 	ref := s.Registry + "/test/job:1"
@@ -55,7 +58,7 @@ functions:
   - name: job
     image: %q
     args: [%s]
-`, e.redis, s.Containerd, e.ns, gw, filepath.Join(dir, "state"), s.JobgateBin, ref, args)
+%s`, e.redis, s.Containerd, e.ns, gw, filepath.Join(dir, "state"), s.JobgateBin, ref, args, extra)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +68,18 @@ functions:
 // start runs `jobgate serve` and waits until it is ready.
 func (e *serveEnv) start(t *testing.T) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(e.s.JobgateBin, "serve", "--config", e.cfgPath)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd, _ := e.startRole(t, "all", e.cfgPath, e.url)
+	return cmd
+}
+
+// startRole runs `jobgate serve --role role` with a config file and waits
+// until the API at url is ready (for the worker role, until it logs that
+// it started).
+func (e *serveEnv) startRole(t *testing.T, role, cfgPath, url string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(e.s.JobgateBin, "serve", "--config", cfgPath, "--role", role)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,18 +92,39 @@ func (e *serveEnv) start(t *testing.T) *exec.Cmd {
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get(e.url + "/readyz")
-		if err == nil {
+		if role == "worker" {
+			if strings.Contains(out.String(), "worker started") {
+				return cmd, out
+			}
+		} else if resp, err := http.Get(url + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return cmd
+				return cmd, out
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("jobgate serve not ready: %v\n%s", err, out.String())
+			t.Fatalf("jobgate serve --role %s not ready:\n%s", role, out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a subprocess writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func (e *serveEnv) cli(t *testing.T, stdin string, args ...string) string {
@@ -191,4 +224,108 @@ func TestValidateCommand(t *testing.T) {
 		t.Fatalf("validate good: %v\n%s", err, out)
 	}
 	_ = config.Config{}
+}
+
+// Two gateways fire the same every-second timer for 30 s: each instant
+// runs exactly once.
+func TestTwoGatewaysFireEachInstantOnce(t *testing.T) {
+	e := newServeEnvWith(t, `echo, tick`, "    triggers: [{type: timer, name: every-second, cron: '* * * * * * *'}]\n")
+	e.startRole(t, "worker", e.cfgPath, "")
+	raw, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outs []*syncBuffer
+	var gws []*exec.Cmd
+	for i := 0; i < 2; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		path := filepath.Join(t.TempDir(), "gw.yaml")
+		cfg := strings.Replace(string(raw), strings.TrimPrefix(e.url, "http://"), addr, 1)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd, out := e.startRole(t, "gateway", path, "http://"+addr)
+		gws, outs = append(gws, cmd), append(outs, out)
+	}
+	time.Sleep(30 * time.Second)
+	for _, g := range gws {
+		_ = g.Process.Signal(syscall.SIGTERM)
+		_ = g.Wait()
+	}
+	records, logs := e.stores()
+	var recs []*record.Record
+	cursor := ""
+	for {
+		page, next, err := records.List(t.Context(), record.Filter{Function: "job"}, 100, cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, page...)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if len(recs) < 28 {
+		t.Fatalf("%d fires in 30 s of an every-second timer", len(recs))
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		ev, err := records.Event(t.Context(), r.RequestId)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var te struct{ Time string }
+		_ = json.Unmarshal(ev, &te)
+		if seen[te.Time] {
+			t.Fatalf("instant %s queued twice", te.Time)
+		}
+		seen[te.Time] = true
+	}
+	// Every second between the first and the last instant is there.
+	var first, last time.Time
+	for ts := range seen {
+		v, _ := time.Parse(time.RFC3339, ts)
+		if first.IsZero() || v.Before(first) {
+			first = v
+		}
+		if v.After(last) {
+			last = v
+		}
+	}
+	if n := int(last.Sub(first)/time.Second) + 1; n != len(seen) {
+		t.Fatalf("%d instants between %s and %s, %d fired", n, first, last, len(seen))
+	}
+	// Each ran exactly once.
+	for _, r := range recs {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got, _ := records.Get(t.Context(), r.RequestId)
+			if got != nil && got.Status.Terminal() {
+				if got.Status != record.Finished {
+					t.Fatalf("%+v", got)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not finished: %+v", got)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		lines, _, _ := logs.Lines(t.Context(), r.RequestId)
+		starts := 0
+		for _, l := range lines {
+			if strings.HasPrefix(l.Line, "START ") {
+				starts++
+			}
+		}
+		if starts != 1 {
+			t.Fatalf("%s started %d times", r.RequestId, starts)
+		}
+	}
+	fired := []int{strings.Count(outs[0].String(), "timer fired"), strings.Count(outs[1].String(), "timer fired")}
+	if fired[0]+fired[1] != len(recs) {
+		t.Fatalf("gateways report %v new fires for %d records", fired, len(recs))
+	}
+	t.Logf("%d instants, each run once; new fires per gateway %v (the rest were duplicates)", len(recs), fired)
 }

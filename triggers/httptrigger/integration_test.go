@@ -1,0 +1,137 @@
+package httptrigger_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/schemas"
+	"github.com/jobgate/jobgate/triggers/httptrigger"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// A webhook with path parameters, repeated and valueless query keys, a
+// binary body and GitHub-style HMAC: the container sees the exact event.
+func TestWebhookReachesTheContainer(t *testing.T) {
+	t.Setenv("HOOK_SECRET", "shh")
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	st := testenv.StartStack(t, config.Function{Name: "hooked", Image: ref, Args: []string{"event"},
+		Triggers: []config.Trigger{{Type: "http", Name: "gh", Options: map[string]any{
+			"path": "/hooks/{org}/{repo}", "methods": []any{"POST"},
+			"auth": map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET"}}}}}})
+
+	body := []byte{0x89, 'P', 'N', 'G', 0x00, 0xff}
+	post := func(sig string, hdr map[string]string) (int, []byte) {
+		h := map[string]string{"Content-Type": "application/octet-stream", "X-Custom": "one"}
+		if sig != "" {
+			h["X-Hub-Signature-256"] = sig
+		}
+		for k, v := range hdr {
+			h[k] = v
+		}
+		return st.Do(t, "POST", "/hooks/acme/rocket?tag=a&tag=b&dry&q=x+y", body, h)
+	}
+	// Bad and missing signatures: 401 with the reason, nothing queued.
+	for sig, reason := range map[string]string{"": "missing signature header", "sha256=" + strings.Repeat("0", 64): "signature mismatch"} {
+		code, resp := post(sig, nil)
+		if code != 401 || !strings.Contains(string(resp), reason) || strings.Contains(string(resp), "shh") {
+			t.Fatalf("sig %q: %d %s", sig, code, resp)
+		}
+	}
+	if recs, _, _ := st.Records.List(t.Context(), record.Filter{}, 10, ""); len(recs) != 0 {
+		t.Fatalf("refused requests were queued: %d", len(recs))
+	}
+	// Wrong method: 405.
+	if code, _ := st.Do(t, "GET", "/hooks/acme/rocket", nil, nil); code != 405 {
+		t.Fatalf("GET: %d", code)
+	}
+
+	code, resp := post(httptrigger.Sign("shh", "sha256=", body), map[string]string{"X-Request-Id": "delivery-1"})
+	if code != 202 {
+		t.Fatalf("good signature: %d %s", code, resp)
+	}
+	var ack struct{ RequestId string }
+	if err := json.Unmarshal(resp, &ack); err != nil || ack.RequestId == "" {
+		t.Fatalf("answer %s", resp)
+	}
+	// The same delivery again (X-Request-Id): same RequestId, one run.
+	_, resp2 := post(httptrigger.Sign("shh", "sha256=", body), map[string]string{"X-Request-Id": "delivery-1"})
+	if !bytes.Contains(resp2, []byte(ack.RequestId)) {
+		t.Fatalf("redelivery got %s", resp2)
+	}
+	end := st.WaitEnd(t, ack.RequestId, 30*time.Second)
+	out := st.Stdout(t, ack.RequestId)
+	if end.Status != record.Finished || len(out) != 1 || end.RequestSource != "TRIGGER_HTTP" || end.TriggerName != "gh" {
+		t.Fatalf("%+v %v", end, out)
+	}
+	var ev schemas.APIGateway
+	dec := json.NewDecoder(strings.NewReader(out[0]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		t.Fatalf("event %s: %v", out[0], err)
+	}
+	if !ev.IsBase64Encoded || *ev.Body != "iVBORwD/" {
+		t.Fatalf("body %v %q", ev.IsBase64Encoded, *ev.Body)
+	}
+	if d := cmp.Diff(map[string]string{"org": "acme", "repo": "rocket"}, ev.PathParameters); d != "" {
+		t.Fatal(d)
+	}
+	qs, _ := json.Marshal(ev.QueryString)
+	if string(qs) != `{"dry":true,"q":"x y","tag":["a","b"]}` {
+		t.Fatalf("queryString %s", qs)
+	}
+	if ev.Path != "/hooks/acme/rocket" || ev.HTTPMethod != "POST" || ev.RequestContext.Path != "/hooks/{org}/{repo}" ||
+		ev.RequestContext.HTTPMethod != "POST" || ev.RequestContext.RequestID != ack.RequestId || ev.RequestContext.SourceIP != "127.0.0.1" {
+		t.Fatalf("event %s", out[0])
+	}
+	if ev.Headers["x-custom"] != "one" || ev.Headers["content-type"] != "application/octet-stream" || ev.Headers["x-request-id"] != "delivery-1" {
+		t.Fatalf("headers %v", ev.Headers)
+	}
+	// wait=scheduled answers with the record once started.
+	code, resp = post(httptrigger.Sign("shh", "sha256=", body), nil)
+	if code != 202 {
+		t.Fatal(code)
+	}
+	req, _ := http.NewRequest("POST", st.URL+"/hooks/acme/rocket?wait=scheduled", bytes.NewReader(body))
+	req.Header.Set("X-Hub-Signature-256", httptrigger.Sign("shh", "sha256=", body))
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec record.Record
+	_ = json.NewDecoder(r.Body).Decode(&rec)
+	r.Body.Close()
+	if r.StatusCode != 200 || !rec.Status.Started() {
+		t.Fatalf("wait=scheduled: %d %+v", r.StatusCode, rec)
+	}
+}
+
+func TestWebhookOversizeIs413(t *testing.T) {
+	s := testenv.Shared(t)
+	st := testenv.StartStack(t, config.Function{Name: "f", Image: s.Registry + "/test/job:1",
+		Triggers: []config.Trigger{{Type: "http", Name: "h", Options: map[string]any{"path": "/in"}}}})
+	code, body := st.Do(t, "POST", "/in", bytes.Repeat([]byte("x"), 140_000), nil)
+	if code != 413 || !strings.Contains(string(body), "EventTooLarge") {
+		t.Fatalf("%d %s", code, body)
+	}
+	// Fits as a body but not once wrapped in the event: still 413.
+	code, body = st.Do(t, "POST", "/in", bytes.Repeat([]byte("x"), 131_000), nil)
+	if code != 413 {
+		t.Fatalf("%d %s", code, body)
+	}
+}
+
