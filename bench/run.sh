@@ -22,6 +22,8 @@ dirty=$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo " (with uncommitt
   echo "|---|---|---|---|---|"
   awk '/^BenchmarkSchedule/ {for (i=1;i<=NF;i++){ if($(i+1)=="jobgate-ms") j=$i; if($(i+1)=="bare-ms") b=$i; if($(i+1)=="ratio") r=$i }
        printf "| schedule: invoke?wait=scheduled → RUNNING, cached image, median of 20 | %s ms | %s ms (bare containerd create+snapshot+task+start) | %s× | ≤ 1.2× (issue 6) |\n", j, b, r}' "$out"
+  awk '/^BenchmarkTimerLateness/ {for (i=1;i<=NF;i++){ if($(i+1)=="fires") f=$i; if($(i+1)=="median-ms") m=$i; if($(i+1)=="p99-ms") p=$i }
+       printf "| timer lateness: scheduled instant → container started, every-second timer, %s fires | median %s ms, p99 %s ms | — | — | — |\n", f, m, p}' "$out"
   echo
   echo "Raw output:"
   echo

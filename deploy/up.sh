@@ -46,5 +46,6 @@ jobgate is running: API http://$GATEWAY_ADDR, config $STATE/jobgate.yaml.
 Try:  export JOBGATE_URL=http://$GATEWAY_ADDR
       $STATE/bin/jobgate invoke hello --event - <<<'{"hi":1}'
       $STATE/bin/jobgate ls
+      curl -X POST http://$GATEWAY_ADDR/hooks/hello/world -d '{"via":"webhook"}'   # the sample HTTP trigger
 Stop: bash deploy/down.sh
 MSG
