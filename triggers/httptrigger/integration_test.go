@@ -134,4 +134,3 @@ func TestWebhookOversizeIs413(t *testing.T) {
 		t.Fatalf("%d %s", code, body)
 	}
 }
-
