@@ -119,6 +119,9 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "checks": checks})
 }
 
+// AddReadyChecks adds dependencies to /readyz (before Start).
+func (g *Gateway) AddReadyChecks(c ...Check) { g.d.Ready = append(g.d.Ready, c...) }
+
 // SetWatcher sets the record watcher used by wait=scheduled (it needs a
 // live subscription, made at Start).
 func (g *Gateway) SetWatcher(w *record.Watcher) { g.d.Watcher = w }

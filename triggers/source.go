@@ -15,6 +15,8 @@ import (
 // after Submit returned without error.
 type Sink interface {
 	Submit(ctx context.Context, req submit.Request) (submit.Result, error)
+	// EventRoom is the largest event that fits the function's limits.
+	EventRoom(function string) int
 }
 
 var _ Sink = (*submit.Submitter)(nil)

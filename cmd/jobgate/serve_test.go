@@ -1,15 +1,12 @@
 package main_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,59 +69,11 @@ func (e *serveEnv) start(t *testing.T) *exec.Cmd {
 	return cmd
 }
 
-// startRole runs `jobgate serve --role role` with a config file and waits
-// until the API at url is ready (for the worker role, until it logs that
-// it started).
-func (e *serveEnv) startRole(t *testing.T, role, cfgPath, url string) (*exec.Cmd, *syncBuffer) {
+// startRole runs `jobgate serve --role role` (see testenv.StartServe).
+func (e *serveEnv) startRole(t *testing.T, role, cfgPath, url string) (*exec.Cmd, *testenv.SyncBuffer) {
 	t.Helper()
-	cmd := exec.Command(e.s.JobgateBin, "serve", "--config", cfgPath, "--role", role)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("jobgate serve output:\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if role == "worker" {
-			if strings.Contains(out.String(), "worker started") {
-				return cmd, out
-			}
-		} else if resp, err := http.Get(url + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return cmd, out
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jobgate serve --role %s not ready:\n%s", role, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a subprocess writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	sv := e.s.StartServe(t, cfgPath, role, url)
+	return sv.Cmd, sv.Out
 }
 
 func (e *serveEnv) cli(t *testing.T, stdin string, args ...string) string {
@@ -235,7 +184,7 @@ func TestTwoGatewaysFireEachInstantOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var outs []*syncBuffer
+	var outs []*testenv.SyncBuffer
 	var gws []*exec.Cmd
 	for i := 0; i < 2; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))

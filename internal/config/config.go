@@ -13,110 +13,110 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	Redis      Redis               `yaml:"redis"`
-	Containerd Containerd          `yaml:"containerd"`
-	Gateway    Gateway             `yaml:"gateway"`
-	Worker     Worker              `yaml:"worker"`
-	Region     string              `yaml:"region"`
-	AppID      string              `yaml:"appid"`
-	UIN        string              `yaml:"uin"`
-	Timezone   string              `yaml:"timezone"`
-	RetentionH int                 `yaml:"retention_h"`
-	Registries map[string]Registry `yaml:"registries"`
-	Functions  []Function          `yaml:"functions"`
+	Redis      Redis               `yaml:"redis,omitempty"`
+	Containerd Containerd          `yaml:"containerd,omitempty"`
+	Gateway    Gateway             `yaml:"gateway,omitempty"`
+	Worker     Worker              `yaml:"worker,omitempty"`
+	Region     string              `yaml:"region,omitempty"`
+	AppID      string              `yaml:"appid,omitempty"`
+	UIN        string              `yaml:"uin,omitempty"`
+	Timezone   string              `yaml:"timezone,omitempty"`
+	RetentionH int                 `yaml:"retention_h,omitempty"`
+	Registries map[string]Registry `yaml:"registries,omitempty"`
+	Functions  []Function          `yaml:"functions,omitempty"`
 }
 
 // Redis says where the queue, records and logs live.
 type Redis struct {
-	Addr        string `yaml:"addr"`
-	URL         string `yaml:"url"`
-	DB          int    `yaml:"db"`
-	Username    string `yaml:"username"`
-	PasswordEnv string `yaml:"password_env"`
+	Addr        string `yaml:"addr,omitempty"`
+	URL         string `yaml:"url,omitempty"`
+	DB          int    `yaml:"db,omitempty"`
+	Username    string `yaml:"username,omitempty"`
+	PasswordEnv string `yaml:"password_env,omitempty"`
 	// Prefix namespaces jobgate's own keys (records, logs); asynq's keys
 	// are always "asynq:{queue}:...".
-	Prefix string `yaml:"prefix"`
+	Prefix string `yaml:"prefix,omitempty"`
 }
 
 // Containerd is the worker host's containerd.
 type Containerd struct {
-	Address     string `yaml:"address"`
-	Namespace   string `yaml:"namespace"`
-	Snapshotter string `yaml:"snapshotter"`
+	Address     string `yaml:"address,omitempty"`
+	Namespace   string `yaml:"namespace,omitempty"`
+	Snapshotter string `yaml:"snapshotter,omitempty"`
 }
 
 // Gateway is the HTTP API listener.
 type Gateway struct {
-	Listen string `yaml:"listen"`
+	Listen string `yaml:"listen,omitempty"`
 	// WaitTimeoutS bounds invoke?wait=scheduled; past it the answer is 202
 	// with the record as it stands (the event is queued all the same).
-	WaitTimeoutS int `yaml:"wait_timeout_s"`
+	WaitTimeoutS int `yaml:"wait_timeout_s,omitempty"`
 }
 
 // Worker tunes the worker role on this host.
 type Worker struct {
-	Node         string `yaml:"node"`
-	Concurrency  int    `yaml:"concurrency"`
-	StateDir     string `yaml:"state_dir"`
-	PullTimeoutS int    `yaml:"pull_timeout_s"`
-	StopGraceS   *int   `yaml:"stop_grace_s"`
-	LogMaxBytes  int64  `yaml:"log_max_bytes"`
+	Node         string `yaml:"node,omitempty"`
+	Concurrency  int    `yaml:"concurrency,omitempty"`
+	StateDir     string `yaml:"state_dir,omitempty"`
+	PullTimeoutS int    `yaml:"pull_timeout_s,omitempty"`
+	StopGraceS   *int   `yaml:"stop_grace_s,omitempty"`
+	LogMaxBytes  int64  `yaml:"log_max_bytes,omitempty"`
 	// CapacityMB bounds the sum of memory_mb of the instances running on
 	// this worker (0 = no bound).
-	CapacityMB int `yaml:"capacity_mb"`
+	CapacityMB int `yaml:"capacity_mb,omitempty"`
 	// DiskLimitMB is the writable layer's limit, checked every DiskPollMs.
-	DiskLimitMB int `yaml:"disk_limit_mb"`
-	DiskPollMs  int `yaml:"disk_poll_ms"`
+	DiskLimitMB int `yaml:"disk_limit_mb,omitempty"`
+	DiskPollMs  int `yaml:"disk_poll_ms,omitempty"`
 	// LimitRetryS is how soon an event over its function's concurrency is
 	// tried again (SCF: about a minute).
-	LimitRetryS int `yaml:"limit_retry_s"`
+	LimitRetryS int `yaml:"limit_retry_s,omitempty"`
 	// MaxImageMB refuses images whose compressed size is at least this.
-	MaxImageMB int `yaml:"max_image_mb"`
+	MaxImageMB int `yaml:"max_image_mb,omitempty"`
 	// DockerConfig is a docker config.json with registry credentials.
-	DockerConfig string `yaml:"docker_config"`
+	DockerConfig string `yaml:"docker_config,omitempty"`
 	// LoggerBinary is the program containerd's shim runs to capture a job's
 	// stdout/stderr; default: this jobgate binary.
-	LoggerBinary string `yaml:"logger_binary"`
+	LoggerBinary string `yaml:"logger_binary,omitempty"`
 }
 
 // Registry holds per-registry pull settings, keyed by host[:port].
 type Registry struct {
-	Insecure     bool   `yaml:"insecure"`
-	Username     string `yaml:"username"`
-	PasswordEnv  string `yaml:"password_env"`
-	DockerConfig string `yaml:"docker_config"`
+	Insecure     bool   `yaml:"insecure,omitempty"`
+	Username     string `yaml:"username,omitempty"`
+	PasswordEnv  string `yaml:"password_env,omitempty"`
+	DockerConfig string `yaml:"docker_config,omitempty"`
 }
 
 // Function is one job image function.
 type Function struct {
-	Name         string            `yaml:"name"`
-	Namespace    string            `yaml:"namespace"`
-	Image        string            `yaml:"image"`
-	Command      []string          `yaml:"command"`
-	Args         []string          `yaml:"args"`
-	Env          map[string]string `yaml:"env"`
-	MemoryMB     int               `yaml:"memory_mb"`
-	TimeoutS     int               `yaml:"timeout_s"`
-	Concurrency  int               `yaml:"concurrency"`
-	Retry        Retry             `yaml:"retry"`
-	MaxEventAgeS int               `yaml:"max_event_age_s"`
-	Acceleration bool              `yaml:"acceleration"`
-	Provisioned  int               `yaml:"provisioned"`
-	Network      string            `yaml:"network"`
-	Triggers     []Trigger         `yaml:"triggers"`
+	Name         string            `yaml:"name,omitempty"`
+	Namespace    string            `yaml:"namespace,omitempty"`
+	Image        string            `yaml:"image,omitempty"`
+	Command      []string          `yaml:"command,omitempty"`
+	Args         []string          `yaml:"args,omitempty"`
+	Env          map[string]string `yaml:"env,omitempty"`
+	MemoryMB     int               `yaml:"memory_mb,omitempty"`
+	TimeoutS     int               `yaml:"timeout_s,omitempty"`
+	Concurrency  int               `yaml:"concurrency,omitempty"`
+	Retry        Retry             `yaml:"retry,omitempty"`
+	MaxEventAgeS int               `yaml:"max_event_age_s,omitempty"`
+	Acceleration bool              `yaml:"acceleration,omitempty"`
+	Provisioned  int               `yaml:"provisioned,omitempty"`
+	Network      string            `yaml:"network,omitempty"`
+	Triggers     []Trigger         `yaml:"triggers,omitempty"`
 }
 
 // Retry is SCF's RetryNum for failed exits.
 type Retry struct {
-	Max    *int `yaml:"max"`
-	DelayS int  `yaml:"delay_s"`
+	Max    *int `yaml:"max,omitempty"`
+	DelayS int  `yaml:"delay_s,omitempty"`
 }
 
 // Trigger is one event source of a function. Only the common keys are
 // typed here; each adapter decodes its own options.
 type Trigger struct {
-	Type    string         `yaml:"type"`
-	Name    string         `yaml:"name"`
+	Type    string         `yaml:"type,omitempty"`
+	Name    string         `yaml:"name,omitempty"`
 	Options map[string]any `yaml:",inline"`
 }
 

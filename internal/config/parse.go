@@ -393,10 +393,30 @@ func (c *Config) validate() []Problem {
 						}
 					}
 				}
+			case TriggerKafka, TriggerNATS, TriggerAMQP, TriggerRedisStream:
+				o, err := t.Queue()
+				if err != nil {
+					add(tp, "%v", err)
+					continue
+				}
+				if t.Type == TriggerAMQP && (o.URL == "") == (o.URLEnv == "") {
+					add(tp, "set url or url_env (one of them)")
+				}
+				for _, env := range []string{o.PasswordEnv, o.URLEnv} {
+					if env == "" {
+						continue
+					}
+					if _, ok := os.LookupEnv(env); !ok {
+						add(tp, "environment variable %s is not set", env)
+					}
+				}
+				if o.SASL != nil {
+					if _, ok := os.LookupEnv(o.SASL.PasswordEnv); !ok {
+						add(tp+".sasl", "environment variable %s is not set", o.SASL.PasswordEnv)
+					}
+				}
 			default:
-				// Adapters still to come; refuse rather than accept a
-				// trigger that would silently never fire.
-				add(tp+".type", "%s triggers are not supported by this build yet", t.Type)
+				add(tp+".type", "unknown trigger type %s", t.Type)
 			}
 		}
 	}

@@ -115,3 +115,95 @@ func (t Trigger) HTTP() (HTTPTrigger, error) {
 	}
 	return o, nil
 }
+
+// Message-queue trigger types.
+const (
+	TriggerKafka       = "kafka"
+	TriggerNATS        = "nats"
+	TriggerAMQP        = "amqp"
+	TriggerRedisStream = "redis_stream"
+)
+
+// Batch bounds how many messages form one event.
+type Batch struct {
+	Max    int `json:"max"`
+	WaitMs int `json:"wait_ms"`
+}
+
+// QueueTrigger holds the options of the message-queue triggers; the
+// schema says which keys each type takes.
+type QueueTrigger struct {
+	Batch Batch `json:"batch"`
+	// Start is where a new consumer group/durable begins: latest
+	// (default, as SCF) or earliest.
+	Start string `json:"start"`
+	// MaxPending pauses fetching while jobgate's queue holds more
+	// pending tasks than this (back-pressure); 0 = 10000.
+	MaxPending int `json:"max_pending"`
+
+	// kafka
+	Brokers []string   `json:"brokers"`
+	Topic   string     `json:"topic"`
+	Group   string     `json:"group"`
+	SASL    *KafkaSASL `json:"sasl"`
+	TLS     *TLS       `json:"tls"`
+	// nats
+	URL         string `json:"url"`
+	Stream      string `json:"stream"`
+	Subject     string `json:"subject"`
+	Durable     string `json:"durable"`
+	Credentials string `json:"credentials"`
+	AckWaitS    int    `json:"ack_wait_s"`
+	// amqp (URL above, or URLEnv)
+	URLEnv   string `json:"url_env"`
+	Queue    string `json:"queue"`
+	Prefetch int    `json:"prefetch"`
+	// redis_stream (Stream, Group above)
+	Addr        string `json:"addr"`
+	PasswordEnv string `json:"password_env"`
+	Consumer    string `json:"consumer"`
+}
+
+// KafkaSASL authenticates to Kafka.
+type KafkaSASL struct {
+	Mechanism   string `json:"mechanism"`
+	Username    string `json:"username"`
+	PasswordEnv string `json:"password_env"`
+}
+
+// TLS for a broker connection.
+type TLS struct {
+	Enabled            bool   `json:"enabled"`
+	CAFile             string `json:"ca_file"`
+	InsecureSkipVerify bool   `json:"insecure_skip_verify"`
+}
+
+// Queue returns a message-queue trigger's options with defaults.
+func (t Trigger) Queue() (QueueTrigger, error) {
+	var o QueueTrigger
+	if err := t.decodeOptions(&o); err != nil {
+		return o, err
+	}
+	if o.Batch.Max == 0 {
+		o.Batch.Max = 1
+		if t.Type == TriggerKafka {
+			o.Batch.Max = 10
+		}
+	}
+	if o.Batch.WaitMs == 0 {
+		o.Batch.WaitMs = 1000
+	}
+	if o.Start == "" {
+		o.Start = "latest"
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = 10000
+	}
+	if o.AckWaitS == 0 {
+		o.AckWaitS = 60
+	}
+	if o.Prefetch == 0 {
+		o.Prefetch = 2 * o.Batch.Max
+	}
+	return o, nil
+}

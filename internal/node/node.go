@@ -20,7 +20,9 @@ import (
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
+	"github.com/jobgate/jobgate/triggers"
 	"github.com/jobgate/jobgate/triggers/httptrigger"
+	"github.com/jobgate/jobgate/triggers/sources"
 	"github.com/jobgate/jobgate/triggers/timer"
 	"github.com/jobgate/jobgate/worker"
 	"github.com/jobgate/jobgate/worker/logdriver"
@@ -48,6 +50,7 @@ type Node struct {
 	watcher *record.Watcher
 	Gateway *gateway.Gateway
 	Timers  *timer.Timers
+	Sources []triggers.Source
 	Worker  *worker.Worker
 }
 
@@ -127,6 +130,11 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			n.rdb.Close()
 			return nil, err
 		}
+		if n.Sources, err = sources.Build(sources.Deps{Config: cfg, Sink: sub, DeadLetters: dlq, Redis: n.rdb, Logger: o.Logger}); err != nil {
+			n.rdb.Close()
+			return nil, err
+		}
+		n.Gateway.AddReadyChecks(sources.Checks(n.Sources)...)
 	}
 	return n, nil
 }
@@ -155,16 +163,21 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.Timers.Start(ctx); err != nil {
 			return err
 		}
+		if err := sources.Start(ctx, n.Sources); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// Stop shuts down in order: timers stop firing, the gateway stops taking
+// Stop shuts down in order: broker consumers stop (unacknowledged messages
+// stay with their brokers), timers stop firing, the gateway stops taking
 // requests, the worker
 // stops taking tasks (running instances keep running and are re-attached
 // by the next start), then the Redis connections close.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
+	errs = append(errs, sources.Stop(ctx, n.Sources))
 	if n.Timers != nil {
 		errs = append(errs, n.Timers.Stop(ctx))
 	}

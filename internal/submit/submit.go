@@ -163,3 +163,21 @@ func (s *Submitter) Redrive(ctx context.Context, e *deadletter.Entry) (*record.R
 	}
 	return s.records.Get(ctx, rec.RequestId)
 }
+
+// EventRoom is the largest event (in bytes) that fits function's
+// environment limits: what a batching source may fill.
+func (s *Submitter) EventRoom(function string) int {
+	fn := s.cfg.Function(function)
+	if fn == nil {
+		return 0
+	}
+	env := jobenv.Build(nil, fn.Env, jobenv.Builtins{
+		FunctionName: fn.Name, Region: s.cfg.Region, AppID: s.cfg.AppID, UIN: s.cfg.UIN,
+		RequestID: "00000000-0000-0000-0000-000000000000", Attempt: 99,
+	}, nil)
+	total := 0
+	for _, kv := range env {
+		total += len(kv) + 1
+	}
+	return min(jobenv.MaxEventBytes, jobenv.MaxTotal-total)
+}

@@ -1,0 +1,95 @@
+package testenv
+
+import (
+	"bytes"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/jobgate/jobgate/internal/config"
+)
+
+// WriteConfig writes cfg as a YAML file for `jobgate serve`.
+func WriteConfig(t testing.TB, cfg *config.Config) string {
+	t.Helper()
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "jobgate.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(path); err != nil {
+		t.Fatalf("written config does not load: %v\n%s", err, b)
+	}
+	return path
+}
+
+// Serve is a `jobgate serve` subprocess.
+type Serve struct {
+	Cmd *exec.Cmd
+	Out *SyncBuffer
+}
+
+// StartServe runs `jobgate serve --role role --config cfgPath` and waits
+// until it is ready: the API at url answers /readyz (gateway, all) or the
+// worker has started (worker). It is killed at test cleanup.
+func (s *Services) StartServe(t testing.TB, cfgPath, role, url string) *Serve {
+	t.Helper()
+	cmd := exec.Command(s.JobgateBin, "serve", "--config", cfgPath, "--role", role)
+	out := &SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("jobgate serve --role %s output:\n%s", role, out.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if role == "worker" {
+			if strings.Contains(out.String(), "worker started") {
+				return &Serve{Cmd: cmd, Out: out}
+			}
+		} else if resp, err := http.Get(url + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return &Serve{Cmd: cmd, Out: out}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobgate serve --role %s not ready:\n%s", role, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// SyncBuffer is a bytes.Buffer safe for a subprocess writer and a reader.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,103 @@
+// Package sources builds the message-queue trigger adapters of a config.
+package sources
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/gateway"
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/deadletter"
+	"github.com/jobgate/jobgate/triggers"
+	"github.com/jobgate/jobgate/triggers/redisstream"
+)
+
+// Deps are what every source needs.
+type Deps struct {
+	Config      *config.Config
+	Sink        triggers.Sink
+	DeadLetters *deadletter.Store
+	Redis       *redis.Client // jobgate's
+	Logger      zerolog.Logger
+}
+
+// IsQueue reports whether a trigger type is a message-queue source.
+func IsQueue(typ string) bool {
+	switch typ {
+	case config.TriggerKafka, config.TriggerNATS, config.TriggerAMQP, config.TriggerRedisStream:
+		return true
+	}
+	return false
+}
+
+// Build makes one source per message-queue trigger of the config.
+func Build(d Deps) ([]triggers.Source, error) {
+	var out []triggers.Source
+	for _, fn := range d.Config.Functions {
+		for _, tr := range fn.Triggers {
+			if !IsQueue(tr.Type) {
+				continue
+			}
+			src, err := One(d, fn.Name, tr)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, src)
+		}
+	}
+	return out, nil
+}
+
+// One makes the source of one trigger of function fn.
+func One(d Deps, fn string, tr config.Trigger) (triggers.Source, error) {
+	o, err := tr.Queue()
+	if err != nil {
+		return nil, err
+	}
+	del := &triggers.Deliverer{
+		Function: fn, Trigger: tr.Name, Sink: d.Sink, DeadLetters: d.DeadLetters, Redis: d.Redis,
+		Prefix: d.Config.Redis.Prefix, Retention: d.Config.Retention(), MaxPending: o.MaxPending,
+		Log: d.Logger.With().Str("component", "trigger").Str("function", fn).Str("trigger", tr.Name).Logger(),
+	}
+	switch tr.Type {
+	case config.TriggerRedisStream:
+		del.Kind, del.Source = "RedisStream", "TRIGGER_REDIS_STREAM"
+		return redisstream.New(del, o, d.Redis.Options(), d.Config.Worker.Node)
+	}
+	return nil, fmt.Errorf("%s/%s: %s triggers are not built yet", fn, tr.Name, tr.Type)
+}
+
+// Checks report each source's broker connection in /readyz.
+func Checks(srcs []triggers.Source) []gateway.Check {
+	var out []gateway.Check
+	for _, s := range srcs {
+		out = append(out, gateway.Check{Name: "trigger " + s.Name(), Fn: func(context.Context) error { return s.Health() }})
+	}
+	return out
+}
+
+// Start starts every source.
+func Start(ctx context.Context, srcs []triggers.Source) error {
+	for _, s := range srcs {
+		if err := s.Start(ctx); err != nil {
+			return fmt.Errorf("start trigger %s: %w", s.Name(), err)
+		}
+	}
+	return nil
+}
+
+// Stop stops every source; unacknowledged messages stay with the broker.
+func Stop(ctx context.Context, srcs []triggers.Source) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, s := range srcs {
+		if err := s.Stop(ctx); err != nil {
+			return fmt.Errorf("stop trigger %s: %w", s.Name(), err)
+		}
+	}
+	return nil
+}
