@@ -196,3 +196,6 @@ func (n *Node) Stop(ctx context.Context) error {
 
 // Redis returns the node's Redis client.
 func (n *Node) Redis() redis.UniversalClient { return n.rdb }
+
+// RedisClient returns the node's Redis client with its options.
+func (n *Node) RedisClient() *redis.Client { return n.rdb }

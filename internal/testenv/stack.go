@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/node"
@@ -135,4 +137,12 @@ func (st *Stack) Stdout(t testing.TB, id string) []string {
 		}
 	}
 	return out
+}
+
+// RecordStore opens the record store of a config's Redis (for tests of
+// `jobgate serve` subprocesses).
+func RecordStore(t testing.TB, redisAddr string, cfg *config.Config) *record.Store {
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { rdb.Close() })
+	return record.NewStore(rdb, cfg.Redis.Prefix, cfg.Retention())
 }

@@ -12,7 +12,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,7 +39,8 @@ type Source struct {
 	rdb      *redis.Client
 	consumer string
 	log      zerolog.Logger
-	health   atomic.Value // error (nil = healthy)
+	mu       sync.Mutex
+	health   error // nil = connected
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -70,7 +70,7 @@ func New(d *triggers.Deliverer, o config.QueueTrigger, jobgateRedis *redis.Optio
 	}
 	s := &Source{d: d, o: o, rdb: redis.NewClient(&opt), consumer: consumer,
 		log: d.Log.With().Str("source", "redis_stream").Str("stream", o.Stream).Logger()}
-	s.health.Store(errors.New("not started"))
+	s.health = errors.New("not started")
 	return s, nil
 }
 
@@ -79,18 +79,15 @@ func (s *Source) Name() string { return s.d.Function + "/" + s.d.Trigger }
 
 // Health is nil while reads succeed.
 func (s *Source) Health() error {
-	if err, _ := s.health.Load().(error); err != nil {
-		return err
-	}
-	return nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
 }
 
 func (s *Source) setHealth(err error) {
-	if err == nil {
-		s.health.Store(error(nil))
-		return
-	}
-	s.health.Store(err)
+	s.mu.Lock()
+	s.health = err
+	s.mu.Unlock()
 }
 
 // Start begins consuming.

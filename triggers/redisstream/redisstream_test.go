@@ -1,0 +1,82 @@
+package redisstream_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/triggers/redisstream"
+	"github.com/jobgate/jobgate/triggers/triggertest"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var streams atomic.Int64
+
+// broker: the stream lives in jobgate's own Redis (the trigger's default).
+type broker struct{ rdb *redis.Client }
+
+func newBroker(t *testing.T, redisAddr string) triggertest.Broker {
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { rdb.Close() })
+	return &broker{rdb: rdb}
+}
+
+func (b *broker) Kind() string { return "RedisStream" }
+
+func (b *broker) Trigger(t *testing.T, name string, batchMax int) config.Trigger {
+	return config.Trigger{Type: "redis_stream", Name: name, Options: map[string]any{
+		"stream": fmt.Sprintf("jobs-%d", streams.Add(1)), "group": "jobgate", "start": "earliest",
+		"batch": map[string]any{"max": batchMax, "wait_ms": 200}}}
+}
+
+func (b *broker) Produce(t *testing.T, tr config.Trigger, bodies ...string) {
+	p := b.rdb.Pipeline()
+	for _, body := range bodies {
+		p.XAdd(context.Background(), &redis.XAddArgs{Stream: tr.Options["stream"].(string), Values: map[string]any{"body": body}})
+	}
+	if _, err := p.Exec(context.Background()); err != nil {
+		t.Errorf("XADD: %v", err)
+	}
+}
+
+func (b *broker) Unacked(t *testing.T, tr config.Trigger) int {
+	stream := tr.Options["stream"].(string)
+	groups, err := b.rdb.XInfoGroups(context.Background(), stream).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return 0
+		}
+		t.Errorf("XINFO GROUPS: %v", err)
+		return -1
+	}
+	for _, g := range groups {
+		if g.Name == "jobgate" {
+			return int(g.Pending + g.Lag)
+		}
+	}
+	n, _ := b.rdb.XLen(context.Background(), stream).Result()
+	return int(n)
+}
+
+func (b *broker) Body(t *testing.T, el json.RawMessage) string {
+	var r redisstream.Record
+	if err := json.Unmarshal(el, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Group != "jobgate" || !strings.HasPrefix(r.Stream, "jobs-") || r.ID == "" {
+		t.Fatalf("record %+v", r)
+	}
+	return r.Fields["body"]
+}
+
+func TestSuite(t *testing.T) { triggertest.Run(t, newBroker) }
+
+func TestCrash(t *testing.T) { triggertest.Crash(t, "redis_stream", newBroker, 2000, 10) }
