@@ -31,6 +31,7 @@ type Message struct {
 	Partition string          // ordering domain ("" when the source has one)
 	Key       string          // the message's position (offset, sequence, entry id): unique in Partition
 	Record    json.RawMessage // the element's inner object, e.g. the Ckafka object
+	Handle    any             // the adapter's own handle, for Ack
 }
 
 // Deliverer turns batches of messages into events for one trigger: it
