@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -52,6 +53,19 @@ func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (b
 		// Created but never started, or ended and mid-cleanup.
 		id := in.Labels[runtime.LabelRequestID]
 		attempt, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
+		var o outcome
+		if raw := in.Labels[runtime.LabelOutcome]; raw != "" && json.Unmarshal([]byte(raw), &o) == nil {
+			// It ended and its task was deleted just before a crash: the
+			// outcome label carries what the exit status said.
+			rec, gerr := w.records.Get(ctx, id)
+			if gerr != nil {
+				return false, gerr
+			}
+			started := parseTime(rec.StartTime)
+			log.Info().Str("status", string(o.Status)).Msg("completing an instance that ended during a worker crash")
+			w.complete(ctx, in, sup{id: id, inst: inst, function: rec.FunctionName, attempt: attempt, started: started, memoryMB: o.MemoryMB}, o, log)
+			return false, nil
+		}
 		rec, gerr := w.records.Get(ctx, id)
 		if gerr == nil && rec.Status == record.Running && rec.Attempt == attempt {
 			msg := "instance lost: its task was gone when the worker restarted"

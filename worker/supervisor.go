@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"encoding/json"
+
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/deadletter"
@@ -133,48 +135,86 @@ func (w *Worker) finish(in *runtime.Instance, st runtime.ExitStatus, s sup, reas
 		log.Debug().Err(err).Msg("cgroup usage")
 	}
 	oom := w.takeOOM(s.inst) || usage.OOMKills > 0
+	end := st.ExitedAt
+	if end.IsZero() {
+		end = w.now()
+	}
+	o := outcomeOf(s, reason, detail, oom, int(st.Code), end, usage.PeakMemoryBytes)
+	// Persist the outcome before the task (and its exit status) is gone.
+	if b, err := json.Marshal(o); err == nil {
+		if err := in.SetLabel(ctx, runtime.LabelOutcome, string(b)); err != nil {
+			log.Warn().Err(err).Msg("outcome label")
+		}
+	}
 	// Deleting the task closes the log pipes; the shim waits for the log
 	// driver to flush, so the log is complete afterwards.
 	if err := in.DeleteTask(ctx); err != nil {
 		log.Warn().Err(err).Msg("delete task")
 	}
-	end := st.ExitedAt
-	if end.IsZero() {
-		end = w.now()
-	}
-	dur := end.Sub(s.started).Milliseconds()
-	exit := int(st.Code)
-	u := record.Update{ExitCode: &exit, EndTime: &end, DurationMs: &dur, MemUsageBytes: &usage.PeakMemoryBytes}
+	w.complete(ctx, in, s, o, log)
+}
+
+// outcome is how an attempt ended, as recorded.
+type outcome struct {
+	Status     record.Status
+	StatusCode int
+	Message    string
+	ExitCode   int
+	EndTime    time.Time
+	DurationMs int64
+	PeakBytes  int64
+	MemoryMB   int
+}
+
+func outcomeOf(s sup, reason, detail string, oom bool, exit int, end time.Time, peak int64) outcome {
+	o := outcome{ExitCode: exit, EndTime: end, DurationMs: end.Sub(s.started).Milliseconds(), PeakBytes: peak, MemoryMB: s.memoryMB}
 	switch {
 	case reason == stopTerminate:
-		u.Status, u.StatusCode, u.Message = record.Aborted, record.Ptr(record.CodeRequestCanceled), &detail
+		o.Status, o.StatusCode, o.Message = record.Aborted, record.CodeRequestCanceled, detail
 	case reason == stopTimeout:
-		u.Status, u.StatusCode, u.Message = record.Failed, record.Ptr(record.CodeTimeLimitReached), &detail
+		o.Status, o.StatusCode, o.Message = record.Failed, record.CodeTimeLimitReached, detail
 	case reason == stopDisk:
-		u.Status, u.StatusCode, u.Message = record.Failed, record.Ptr(record.CodeDiskQuotaExceeded), &detail
+		o.Status, o.StatusCode, o.Message = record.Failed, record.CodeDiskQuotaExceeded, detail
 	case oom:
-		u.Status, u.StatusCode = record.Failed, record.Ptr(record.CodeMemoryLimitReached)
-		u.Message = record.Ptr(fmt.Sprintf("memory limit of %d MB reached: the kernel OOM-killed a process (exit code %d)", s.memoryMB, exit))
+		o.Status, o.StatusCode = record.Failed, record.CodeMemoryLimitReached
+		o.Message = fmt.Sprintf("memory limit of %d MB reached: the kernel OOM-killed a process (exit code %d)", s.memoryMB, exit)
 	case exit == 0:
-		u.Status, u.StatusCode, u.Message = record.Finished, record.Ptr(record.CodeOK), record.Ptr("")
+		o.Status, o.StatusCode = record.Finished, record.CodeOK
 	default:
-		u.Status, u.StatusCode = record.Failed, record.Ptr(record.CodeUserProcessExited)
-		u.Message = record.Ptr(fmt.Sprintf("process exited with code %d", exit))
+		o.Status, o.StatusCode = record.Failed, record.CodeUserProcessExited
+		o.Message = fmt.Sprintf("process exited with code %d", exit)
 	}
-	report := fmt.Sprintf("Report RequestId:%s Duration:%dms Memory:%dMB MemUsage:%.2fMB", s.id, dur, s.memoryMB, float64(usage.PeakMemoryBytes)/(1<<20))
-	if err := w.logs.AppendPlatform(ctx, s.inst, true, "END RequestId:"+s.id, report); err != nil {
-		log.Warn().Err(err).Msg("write END/Report")
+	return o
+}
+
+// complete writes the END/Report lines, records the outcome (or queues a
+// retry, or dead-letters it) and removes the instance. A worker that
+// restarts after the task was deleted calls it from the outcome label.
+func (w *Worker) complete(ctx context.Context, in *runtime.Instance, s sup, o outcome, log zerolog.Logger) {
+	u := record.Update{Status: o.Status, StatusCode: &o.StatusCode, Message: &o.Message, ExitCode: &o.ExitCode,
+		EndTime: &o.EndTime, DurationMs: &o.DurationMs, MemUsageBytes: &o.PeakBytes}
+	dur, exit := o.DurationMs, o.ExitCode
+	report := fmt.Sprintf("Report RequestId:%s Duration:%dms Memory:%dMB MemUsage:%.2fMB", s.id, dur, o.MemoryMB, float64(o.PeakBytes)/(1<<20))
+	// (Already written if a worker died between this and the record.)
+	if _, done, _ := w.logs.Range(ctx, s.inst, 1<<62); !done {
+		if err := w.logs.AppendPlatform(ctx, s.inst, true, "END RequestId:"+s.id, report); err != nil {
+			log.Warn().Err(err).Msg("write END/Report")
+		}
 	}
 	retried := false
-	if u.Status == record.Failed && *u.StatusCode != record.CodeDiskQuotaExceeded {
+	if rec, err := w.records.Get(ctx, s.id); err == nil && rec.Attempt != s.attempt {
+		retried = true // a later attempt owns the record (completed before a crash)
+	} else if u.Status == record.Failed && *u.StatusCode != record.CodeDiskQuotaExceeded {
 		retried = w.retry(ctx, s, u, log)
 	}
 	if !retried {
-		err := w.records.Update(ctx, s.id, u)
+		// Only a started attempt ends (SCHEDULING: it ended before the
+		// handler recorded RUNNING); a final or re-queued record stays.
+		err := w.records.UpdateFrom(ctx, s.id, []record.Status{record.Running, record.Scheduling}, u)
 		switch {
 		case err == nil && u.Status == record.Failed:
 			w.deadLetter(ctx, s.id, *u.StatusCode, *u.Message)
-		case err != nil && !errors.Is(err, record.ErrTerminal):
+		case err != nil && !errors.Is(err, record.ErrStatus):
 			log.Error().Err(err).Msg("record final status")
 		}
 	}
@@ -207,7 +247,7 @@ func (w *Worker) retry(ctx context.Context, s sup, u record.Update, log zerolog.
 	this.DurationMs, this.MemUsageBytes = *u.DurationMs, *u.MemUsageBytes
 	next := s.attempt + 1
 	msg := fmt.Sprintf("attempt %d failed (%s); attempt %d of %d in %s", s.attempt, *u.Message, next, fn.RetryMax()+1, delay)
-	err = w.records.UpdateFrom(ctx, s.id, []record.Status{record.Running}, record.Update{
+	err = w.records.UpdateFrom(ctx, s.id, []record.Status{record.Running, record.Scheduling}, record.Update{
 		Status: record.Pending, StatusCode: record.Ptr(record.CodeRunning), Attempt: &next, Message: &msg,
 		ClearRun: true, AppendAttempt: this,
 	})

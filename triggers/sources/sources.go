@@ -13,6 +13,7 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/triggers"
+	"github.com/jobgate/jobgate/triggers/kafka"
 	"github.com/jobgate/jobgate/triggers/natsjs"
 	"github.com/jobgate/jobgate/triggers/redisstream"
 )
@@ -68,6 +69,9 @@ func One(d Deps, fn string, tr config.Trigger) (triggers.Source, error) {
 	case config.TriggerRedisStream:
 		del.Kind, del.Source = "RedisStream", "TRIGGER_REDIS_STREAM"
 		return redisstream.New(del, o, d.Redis.Options(), d.Config.Worker.Node)
+	case config.TriggerKafka:
+		del.Kind, del.Source = "Ckafka", "TRIGGER_CKAFKA"
+		return kafka.New(del, o)
 	case config.TriggerNATS:
 		del.Kind, del.Source = "Nats", "TRIGGER_NATS"
 		return natsjs.New(del, o)

@@ -23,6 +23,10 @@ const (
 	LabelAttempt   = "jobgate.attempt"
 	LabelDeadline  = "jobgate.deadline" // RFC 3339; the timeout survives a worker restart
 	LabelNode      = "jobgate.node"
+	// LabelOutcome holds the instance's final status (JSON), written
+	// before its task is deleted, so a worker that dies in between can
+	// still record it.
+	LabelOutcome = "jobgate.outcome"
 )
 
 // Options configure a Runtime.
