@@ -115,6 +115,15 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if !created {
+		// A sender that crashed between recording and enqueueing retries
+		// with the same RequestId: make sure the task exists (asynq
+		// refuses a second one with the same ID).
+		if existing.Status == record.Pending {
+			err := s.Requeue(ctx, id, fn.Name, existing.Attempt, 0)
+			if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+				return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+		}
 		return Result{Record: existing, Duplicate: true}, nil
 	}
 	err = s.Requeue(ctx, id, fn.Name, 1, 0)

@@ -111,13 +111,25 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	// Last: the default profile depends on the final capability set.
 	opts = append(opts, seccomp.WithDefaultProfile())
 
-	ctr, err := r.client.NewContainer(ctx, s.ID,
-		containerd.WithImage(s.Image.img),
-		containerd.WithSnapshotter(r.opts.Snapshotter),
-		containerd.WithNewSnapshot(s.ID, s.Image.img),
-		containerd.WithNewSpec(opts...),
-		containerd.WithContainerLabels(s.Labels),
-	)
+	newContainer := func() (containerd.Container, error) {
+		return r.client.NewContainer(ctx, s.ID,
+			containerd.WithImage(s.Image.img),
+			containerd.WithSnapshotter(r.opts.Snapshotter),
+			containerd.WithNewSnapshot(s.ID, s.Image.img),
+			containerd.WithNewSpec(opts...),
+			containerd.WithContainerLabels(s.Labels),
+		)
+	}
+	ctr, err := newContainer()
+	if err != nil && errdefs.IsAlreadyExists(err) {
+		// A worker killed mid-create can leave the snapshot without its
+		// container: remove the orphan and try once more.
+		if _, lerr := r.client.LoadContainer(ctx, s.ID); errdefs.IsNotFound(lerr) {
+			if rerr := r.client.SnapshotService(r.opts.Snapshotter).Remove(ctx, s.ID); rerr == nil || errdefs.IsNotFound(rerr) {
+				ctr, err = newContainer()
+			}
+		}
+	}
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("create %s: %w", s.ID, err)
