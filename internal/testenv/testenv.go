@@ -90,6 +90,9 @@ func Main(m *testing.M) {
 	if shared.s != nil {
 		shared.s.stop()
 	}
+	if rabbit.r != nil {
+		rabbit.r.stop()
+	}
 	os.Exit(code)
 }
 
@@ -283,13 +286,14 @@ func StartRedis(t testing.TB) *RedisServer {
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	p := freePort()
+	if p == 0 {
+		t.Fatal("no free port")
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
+
+func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 
 // Config returns a complete config for a test: its own Redis and
 // containerd namespace, the shared containerd, and fns.

@@ -13,6 +13,7 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/triggers"
+	amqpsrc "github.com/jobgate/jobgate/triggers/amqp"
 	"github.com/jobgate/jobgate/triggers/kafka"
 	"github.com/jobgate/jobgate/triggers/natsjs"
 	"github.com/jobgate/jobgate/triggers/redisstream"
@@ -72,6 +73,9 @@ func One(d Deps, fn string, tr config.Trigger) (triggers.Source, error) {
 	case config.TriggerKafka:
 		del.Kind, del.Source = "Ckafka", "TRIGGER_CKAFKA"
 		return kafka.New(del, o)
+	case config.TriggerAMQP:
+		del.Kind, del.Source = "Amqp", "TRIGGER_AMQP"
+		return amqpsrc.New(del, o)
 	case config.TriggerNATS:
 		del.Kind, del.Source = "Nats", "TRIGGER_NATS"
 		return natsjs.New(del, o)
