@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what jobgate and its tests need on Debian 12, idempotently:
-# redis-server, containerd, runc, docker-registry, plus curl for the scripts.
+# redis-server, containerd, runc, docker-registry, rabbitmq-server (for the AMQP
+# trigger tests), plus curl for the scripts.
 set -euo pipefail
-pkgs=(redis-server containerd runc docker-registry curl)
+pkgs=(redis-server containerd runc docker-registry rabbitmq-server curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,6 +17,6 @@ fi
 # Debian's packages may start system-wide instances on systems with
 # systemd; jobgate's scripts never use them (private ports and sockets).
 command -v go >/dev/null || { echo "Go is required (https://go.dev/dl/)"; exit 1; }
-for b in redis-server containerd containerd-shim-runc-v2 runc docker-registry ctr; do
+for b in redis-server containerd containerd-shim-runc-v2 runc docker-registry ctr rabbitmq-server rabbitmqctl; do
   command -v "$b" >/dev/null || { echo "missing $b after install"; exit 1; }
 done

@@ -7,9 +7,18 @@ import (
 
 // Event schema file names.
 const (
-	TimerEvent = "timer-event.schema.json"
-	APIGWEvent = "apigw-event.schema.json"
+	TimerEvent       = "timer-event.schema.json"
+	APIGWEvent       = "apigw-event.schema.json"
+	CkafkaEvent      = "ckafka-event.schema.json"
+	NatsEvent        = "nats-event.schema.json"
+	AmqpEvent        = "amqp-event.schema.json"
+	RedisStreamEvent = "redis-stream-event.schema.json"
 )
+
+// RecordsSchema returns the schema of a {"Records":[{kind:…}]} event.
+func RecordsSchema(kind string) string {
+	return map[string]string{"Ckafka": CkafkaEvent, "Nats": NatsEvent, "Amqp": AmqpEvent, "RedisStream": RedisStreamEvent}[kind]
+}
 
 // Timer is SCF's timer trigger event. All fields are strings; Time is the
 // scheduled fire instant in UTC, RFC 3339, second precision.

@@ -140,13 +140,16 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []Message) (string, error)
 		return id, err
 	}
 	if !res.Duplicate {
+		d.pending++ // until the next look at the queue
 		d.Log.Debug().Str("request_id", id).Int("messages", len(msgs)).Msg("batch queued")
 	}
 	return id, nil
 }
 
 // Backlogged reports whether jobgate's queue holds more pending tasks than
-// MaxPending (checked at most once a second): sources stop fetching then.
+// MaxPending (looked up at most once a second, counting what this source
+// queued since): sources stop fetching then. The bound is on the whole
+// queue, which all functions share.
 func (d *Deliverer) Backlogged() bool {
 	if time.Since(d.checked) < time.Second {
 		return d.pending > d.MaxPending

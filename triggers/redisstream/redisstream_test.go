@@ -7,11 +7,14 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/node"
 	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testjob"
 	"github.com/jobgate/jobgate/triggers/redisstream"
 	"github.com/jobgate/jobgate/triggers/triggertest"
 )
@@ -80,3 +83,44 @@ func (b *broker) Body(t *testing.T, el json.RawMessage) string {
 func TestSuite(t *testing.T) { triggertest.Run(t, newBroker) }
 
 func TestCrash(t *testing.T) { triggertest.Crash(t, "redis_stream", newBroker, 2000, 10) }
+
+// With no worker running, the source stops fetching once the queue holds
+// max_pending tasks, and resumes when a worker drains it.
+func TestBackPressure(t *testing.T) {
+	s := testenv.Shared(t)
+	redisAddr := testenv.Redis(t)
+	b := newBroker(t, redisAddr).(*broker)
+	tr := b.Trigger(t, "q", 1)
+	tr.Options["max_pending"] = 5
+	ref := s.Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	fn := config.Function{Name: "consumer", Image: ref, Args: []string{"exit", "0"}, Triggers: []config.Trigger{tr}}
+	testenv.StartStackWith(t, s, s.Config(t, redisAddr, fn), node.Options{Role: node.RoleGateway})
+	b.Produce(t, tr, bodies(30)...)
+	time.Sleep(3 * time.Second)
+	pending, _ := b.rdb.LLen(context.Background(), "asynq:{jobgate}:pending").Result()
+	if pending < 5 || pending > 6 {
+		t.Fatalf("%d tasks pending with max_pending 5", pending)
+	}
+	if un := b.Unacked(t, tr); un < 24 {
+		t.Fatalf("only %d left with the broker", un)
+	}
+	testenv.StartStackWith(t, s, s.Config(t, redisAddr, config.Function{Name: "consumer", Image: ref, Args: []string{"exit", "0"}}), node.Options{Role: node.RoleWorker})
+	deadline := time.Now().Add(2 * time.Minute)
+	for b.Unacked(t, tr) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not drained: %d left", b.Unacked(t, tr))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func bodies(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("bp-%d", i)
+	}
+	return out
+}

@@ -6,6 +6,7 @@
 package triggertest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
@@ -24,6 +26,7 @@ import (
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/internal/testenv"
 	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/schemas"
 	"github.com/jobgate/jobgate/triggers"
 	"github.com/jobgate/jobgate/triggers/sources"
 )
@@ -69,6 +72,10 @@ func bodies(t *testing.T, b Broker, records *record.Store, fn string) (map[strin
 	seen := map[string]int{}
 	runs := 0
 	cursor := ""
+	sch, err := schemas.Compile(schemas.RecordsSchema(b.Kind()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for {
 		page, next, err := records.List(context.Background(), record.Filter{Function: fn}, 100, cursor)
 		if err != nil {
@@ -82,6 +89,13 @@ func bodies(t *testing.T, b Broker, records *record.Store, fn string) (map[strin
 			var e struct{ Records []map[string]json.RawMessage }
 			if err := json.Unmarshal(ev, &e); err != nil {
 				t.Fatalf("event %s: %v", ev, err)
+			}
+			inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(ev))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if vs, err := schemas.Validate(sch, inst); err != nil || len(vs) > 0 {
+				t.Fatalf("event does not match %s: %v %v\n%s", schemas.RecordsSchema(b.Kind()), vs, err, ev)
 			}
 			for _, el := range e.Records {
 				seen[b.Body(t, el[b.Kind()])]++
@@ -295,6 +309,7 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 		seen, _ := bodies(t, b, records, "consumer")
 		return len(seen) >= n
 	})
+	queued := time.Since(t0)
 	eventually(t, 2*time.Minute, "all acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
 	seen, runs := bodies(t, b, records, "consumer")
 	res := CrashResult{Broker: name, Produced: n, Events: runs}
@@ -330,8 +345,8 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 		cursor = next
 	}
 	res.Elapsed = time.Since(t0)
-	t.Logf("crash test %s: produced %d, ran %d, lost %d, duplicates %d, in %d events; all finished %s after the start (two SIGKILLs of jobgate serve)",
-		name, res.Produced, res.Ran, res.Lost, res.Duplicates, res.Events, res.Elapsed.Round(time.Second))
+	t.Logf("crash test %s: produced %d, ran %d, lost %d, duplicates %d, in %d events; all queued after %s (%.0f messages/s through two SIGKILLs and restarts), all finished after %s",
+		name, res.Produced, res.Ran, res.Lost, res.Duplicates, res.Events, queued.Round(100*time.Millisecond), float64(n)/queued.Seconds(), res.Elapsed.Round(time.Second))
 	if res.Lost != 0 {
 		t.Fatalf("%d messages lost", res.Lost)
 	}
