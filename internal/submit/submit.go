@@ -129,8 +129,10 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 	err = s.Requeue(ctx, id, fn.Name, 1, 0)
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):
-		// The task outlived its record (retention): still one run per id.
-		return Result{Record: rec, Duplicate: true}, nil
+		// A racing duplicate (another gateway, a redelivery) saw our record
+		// and made sure of the task first: still one task, and this call
+		// is the one that recorded the event.
+		return Result{Record: rec}, nil
 	case err != nil:
 		// Not queued: take the record back so nothing claims it exists.
 		if derr := s.records.Delete(context.WithoutCancel(ctx), rec); derr != nil {
