@@ -113,6 +113,14 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, st
 		log.Warn().Err(st.Err).Msg("wait interrupted; re-attaching")
 		var err error
 		exitC, err = w.rewait(s.inst)
+		if errors.Is(err, runtime.ErrNoTask) {
+			// The task was deleted meanwhile (an earlier worker was
+			// finishing it when it died): complete from the outcome label.
+			if _, aerr := w.attach(context.WithoutCancel(w.life), s.inst, log); aerr != nil {
+				log.Error().Err(aerr).Msg("complete an instance whose task is gone")
+			}
+			return
+		}
 		if err != nil {
 			log.Error().Err(err).Msg("cannot re-attach; leaving it to the next reconcile")
 			return
@@ -324,6 +332,9 @@ func (w *Worker) rewait(id string) (<-chan runtime.ExitStatus, error) {
 		in, err := w.rt.Load(w.life, id)
 		if err == nil {
 			return in.Wait(w.life)
+		}
+		if errors.Is(err, runtime.ErrNoTask) || runtime.IsNotFound(err) {
+			return nil, err
 		}
 		lastErr = err
 		select {
