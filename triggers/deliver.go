@@ -59,6 +59,48 @@ func (d *Deliverer) journalKey(partition, first string) string {
 	return fmt.Sprintf("%s:batch:%s:%s:%s:%s", d.Prefix, d.Function, d.Trigger, partition, first)
 }
 
+// memberKey maps a message to the first key of the batch it was queued in.
+func (d *Deliverer) memberKey(partition, key string) string {
+	return fmt.Sprintf("%s:batchmember:%s:%s:%s:%s", d.Prefix, d.Function, d.Trigger, partition, key)
+}
+
+// Queued returns how many leading messages of msgs belong to a batch that
+// was already queued (a crash came between the enqueue and acknowledging
+// all of its messages, so the broker redelivers a tail of it): they only
+// need their acknowledgement.
+func (d *Deliverer) Queued(ctx context.Context, msgs []Message) (int, error) {
+	keys := make([]string, len(msgs))
+	for i, m := range msgs {
+		keys[i] = d.memberKey(m.Partition, m.Key)
+	}
+	vals, err := d.Redis.MGet(ctx, keys...).Result()
+	if err != nil {
+		return 0, fmt.Errorf("batch journal: %w", err)
+	}
+	first, _ := vals[0].(string)
+	if first == "" || first == msgs[0].Key {
+		return 0, nil // not queued, or a batch that starts here (Plan re-forms it)
+	}
+	n := 0
+	for _, v := range vals {
+		if s, _ := v.(string); s != first {
+			break
+		}
+		n++
+	}
+	// Skip them only if that batch really reached the queue (its first
+	// message may just be redelivered out of order).
+	last, err := d.Redis.Get(ctx, d.journalKey(msgs[0].Partition, first)).Result()
+	if err != nil {
+		return 0, nil
+	}
+	known, err := d.Sink.Known(ctx, submit.DeriveRequestID(d.Kind, d.Function, d.Trigger, msgs[0].Partition, first, last))
+	if err != nil || !known {
+		return 0, err
+	}
+	return n, nil
+}
+
 // Plan returns how many of msgs (all of one partition, in order) form the
 // next batch, at most max. It returns 0 when a journaled batch needs
 // messages that have not arrived yet: fetch more and plan again.
@@ -89,8 +131,20 @@ func (d *Deliverer) Plan(ctx context.Context, msgs []Message, max int) (int, err
 		size += add
 		n++
 	}
-	if err := d.Redis.SetNX(ctx, key, msgs[n-1].Key, d.Retention).Err(); err != nil {
+	ok, err := d.Redis.SetNX(ctx, key, msgs[n-1].Key, d.Retention).Result()
+	if err != nil {
 		return 0, fmt.Errorf("batch journal: %w", err)
+	}
+	if ok {
+		_, err := d.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, m := range msgs[:n] {
+				p.Set(ctx, d.memberKey(m.Partition, m.Key), msgs[0].Key, d.Retention)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("batch journal: %w", err)
+		}
 	}
 	// Another replica may have journaled this batch first: honour it.
 	if got, err := d.Redis.Get(ctx, key).Result(); err == nil && got != msgs[n-1].Key {

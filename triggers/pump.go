@@ -85,6 +85,17 @@ func (d *Deliverer) Pump(ctx context.Context, f Fetcher, batchMax int, wait time
 // drain delivers the partition's ready batches; false on a failure.
 func (d *Deliverer) drain(ctx context.Context, f Fetcher, b *partitionBuf, batchMax int, wait time.Duration) bool {
 	for len(b.msgs) > 0 && (len(b.msgs) >= batchMax || time.Since(b.firstAt) >= wait) {
+		if n, err := d.Queued(ctx, b.msgs); err != nil {
+			d.Log.Warn().Err(err).Msg("batch journal")
+			return false
+		} else if n > 0 {
+			// The tail of a batch queued before a crash: acknowledge only.
+			if err := f.Ack(ctx, b.msgs[:n]); err != nil {
+				d.Log.Warn().Err(err).Msg("ack failed: the broker will redeliver")
+			}
+			b.msgs = b.msgs[n:]
+			continue
+		}
 		n, err := d.Plan(ctx, b.msgs, batchMax)
 		if err != nil {
 			d.Log.Warn().Err(err).Msg("plan batch")

@@ -17,6 +17,8 @@ type Sink interface {
 	Submit(ctx context.Context, req submit.Request) (submit.Result, error)
 	// EventRoom is the largest event that fits the function's limits.
 	EventRoom(function string) int
+	// Known reports whether an invocation with this RequestId exists.
+	Known(ctx context.Context, requestID string) (bool, error)
 }
 
 var _ Sink = (*submit.Submitter)(nil)

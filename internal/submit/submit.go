@@ -192,3 +192,12 @@ func (s *Submitter) EventRoom(function string) int {
 	}
 	return min(jobenv.MaxEventBytes, jobenv.MaxTotal-total)
 }
+
+// Known reports whether an invocation with this RequestId is recorded.
+func (s *Submitter) Known(ctx context.Context, id string) (bool, error) {
+	_, err := s.records.Get(ctx, id)
+	if errors.Is(err, record.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

@@ -179,6 +179,10 @@ func (f *faultySink) Submit(ctx context.Context, req submit.Request) (submit.Res
 
 func (f *faultySink) EventRoom(fn string) int { return f.inner.EventRoom(fn) }
 
+func (f *faultySink) Known(ctx context.Context, id string) (bool, error) {
+	return f.inner.Known(ctx, id)
+}
+
 func (f *faultySink) calls() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.ids) }
 
 func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
