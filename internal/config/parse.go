@@ -220,6 +220,9 @@ func (c *Config) applyDefaults() {
 		c.Gateway.WaitTimeoutS = 60
 	}
 	if c.Worker.Node == "" {
+		c.Worker.Node = os.Getenv("JOBGATE_NODE") // e.g. the Kubernetes node name
+	}
+	if c.Worker.Node == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
 			h = "localhost"
