@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
 )
@@ -36,6 +38,7 @@ type Deps struct {
 	// DeadLetters and Redis (for terminate requests to the workers).
 	DeadLetters *deadletter.Store
 	Redis       redis.UniversalClient
+	Metrics     *metrics.Metrics
 	Ready       []Check
 	Tokens      []string // bearer tokens for /v1; none = open
 	Logger      zerolog.Logger
@@ -64,6 +67,9 @@ func New(d Deps) *Gateway {
 	g.mux.Handle("DELETE /v1/deadletters/{id}", g.auth(g.deleteDeadLetter))
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
+	if d.Metrics != nil {
+		g.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}))
+	}
 	g.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path), "")
 	})

@@ -242,6 +242,9 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	} else if err != nil {
 		log.Warn().Err(err).Msg("record RUNNING")
 	}
+	if w.metrics != nil {
+		w.metrics.ScheduleSeconds.WithLabelValues(fn.Name).Observe(started.Sub(parseTime(rec.EnqueueTime)).Seconds())
+	}
 	log.Info().Str("image", fn.Image).Str("digest", img.Digest).
 		Dur("queued_ms", t0.Sub(parseTime(rec.EnqueueTime))).Dur("image_ms", tImage.Sub(t0)).
 		Dur("create_ms", tCreate.Sub(tImage)).Dur("start_ms", started.Sub(tCreate)).Msg("instance started")

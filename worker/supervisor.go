@@ -47,10 +47,16 @@ func (w *Worker) supervise(in *runtime.Instance, exitC <-chan runtime.ExitStatus
 	}
 	w.watching[s.id] = stopC
 	w.mu.Unlock()
+	if w.metrics != nil {
+		w.metrics.Running.Inc()
+	}
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		defer func() { w.mu.Lock(); delete(w.watching, s.id); w.mu.Unlock() }()
+		if w.metrics != nil {
+			defer w.metrics.Running.Dec()
+		}
 		w.watch(in, exitC, stopC, s)
 	}()
 	// A terminate requested while no worker watched (or just before).
@@ -229,6 +235,7 @@ func (w *Worker) complete(ctx context.Context, in *runtime.Instance, s sup, o ou
 	if err := in.Remove(ctx); err != nil {
 		log.Warn().Err(err).Msg("remove instance")
 	}
+	w.metrics.Outcome(s.function, *u.StatusCode)
 	log.Info().Str("status", string(u.Status)).Int("status_code", *u.StatusCode).Int("exit_code", exit).
 		Int64("duration_ms", dur).Bool("retried", retried).Msg("instance ended")
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
@@ -42,6 +43,7 @@ type Worker struct {
 	logs    *logstore.Store
 	dlq     *deadletter.Store
 	submit  *submit.Submitter
+	metrics *metrics.Metrics
 	log     zerolog.Logger
 	now     func() time.Time
 
@@ -64,6 +66,7 @@ type Deps struct {
 	Logs        *logstore.Store
 	DeadLetters *deadletter.Store
 	Submitter   *submit.Submitter
+	Metrics     *metrics.Metrics // optional
 	Logger      zerolog.Logger
 }
 
@@ -94,7 +97,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		return nil, err
 	}
 	return &Worker{
-		cfg: cfg, rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter,
+		cfg: cfg, rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter, metrics: d.Metrics,
 		log: d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
 		now: time.Now, watching: map[string]chan stopRequest{}, oomed: map[string]bool{},
 	}, nil

@@ -18,6 +18,7 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/triggers"
@@ -101,12 +102,13 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	records := record.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention())
 	logs := logstore.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention(), cfg.Worker.LogMaxBytes)
 	dlq := deadletter.NewStore(n.rdb, cfg.Redis.Prefix)
-	sub := submit.New(cfg, records, asynq.NewClientFromRedisClient(n.rdb))
+	m := metrics.New(n.rdb)
+	sub := submit.New(cfg, records, asynq.NewClientFromRedisClient(n.rdb)).WithMetrics(m)
 	ready := []gateway.Check{{Name: "redis", Fn: func(ctx context.Context) error { return n.rdb.Ping(ctx).Err() }}}
 
 	if o.Role != RoleGateway {
 		n.Worker, err = worker.New(ctx, worker.Deps{Config: cfg, Redis: n.rdb, Records: records, Logs: logs,
-			DeadLetters: dlq, Submitter: sub, Logger: o.Logger},
+			DeadLetters: dlq, Submitter: sub, Metrics: m, Logger: o.Logger},
 			logdriver.Settings{RedisAddr: ro.Addr, RedisDB: ro.DB, Username: ro.Username, Password: ro.Password,
 				Prefix: cfg.Redis.Prefix, RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
 		if err != nil {
@@ -117,7 +119,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	}
 	if o.Role != RoleWorker {
 		n.Gateway = gateway.New(gateway.Deps{
-			Config: cfg, Submitter: sub, Records: records, Logs: logs, DeadLetters: dlq, Redis: n.rdb,
+			Config: cfg, Submitter: sub, Records: records, Logs: logs, DeadLetters: dlq, Redis: n.rdb, Metrics: m,
 			Ready: ready, Tokens: o.Tokens, Logger: o.Logger,
 		})
 		hts, err := httptrigger.Triggers(cfg)

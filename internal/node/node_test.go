@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,7 +44,25 @@ func TestInvokeRunsToFinished(t *testing.T) {
 	if end.Status != record.Finished {
 		t.Fatalf("end = %+v", end)
 	}
+	var got []string
 	for _, l := range st.Lines(t, rec.RequestId) {
-		t.Logf("%s %s", l.Stream, l.Line)
+		got = append(got, l.Stream+" "+strings.Fields(l.Line)[0])
+	}
+	if strings.Join(got, "|") != "platform START|stdout {\"a\":\"b\"}|stderr bye|platform END|platform Report" &&
+		strings.Join(got, "|") != "platform START|stderr bye|stdout {\"a\":\"b\"}|platform END|platform Report" {
+		t.Fatalf("log %v", got)
+	}
+	// The counters saw it.
+	code, body := st.Do(t, "GET", "/metrics", nil, nil)
+	for _, want := range []string{
+		`jobgate_events_in_total{function="hello",source="API"} 1`,
+		`jobgate_outcomes_total{function="hello",status_code="200"} 1`,
+		`jobgate_instances_running 0`,
+		`jobgate_queue_pending 0`,
+		`jobgate_schedule_seconds_count{function="hello"} 1`,
+	} {
+		if code != 200 || !strings.Contains(string(body), want) {
+			t.Fatalf("/metrics lacks %q:\n%s", want, body)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
 )
@@ -39,6 +40,13 @@ type Submitter struct {
 	records *record.Store
 	queue   Enqueuer
 	now     func() time.Time
+	metrics *metrics.Metrics
+}
+
+// WithMetrics counts queued events in m.
+func (s *Submitter) WithMetrics(m *metrics.Metrics) *Submitter {
+	s.metrics = m
+	return s
 }
 
 // New returns a Submitter.
@@ -139,6 +147,9 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 			err = errors.Join(err, derr)
 		}
 		return Result{}, fmt.Errorf("%w: enqueue %s: %w", ErrUnavailable, id, err)
+	}
+	if s.metrics != nil {
+		s.metrics.EventsIn.WithLabelValues(req.Source, fn.Name).Inc()
 	}
 	return Result{Record: rec}, nil
 }
