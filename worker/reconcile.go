@@ -80,6 +80,12 @@ func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (b
 	if err != nil {
 		return false, err
 	}
+	if started, err := in.Started(ctx); err == nil && !started {
+		// Killed between create and Start: it never ran. Remove it; the
+		// task's redelivery starts it afresh.
+		log.Info().Msg("removing an instance that was created but never started")
+		return false, in.Remove(ctx)
+	}
 	id := in.Labels[runtime.LabelRequestID]
 	attempt, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
 	deadline, err := time.Parse(time.RFC3339Nano, in.Labels[runtime.LabelDeadline])

@@ -195,6 +195,16 @@ func (in *Instance) Running(ctx context.Context) (bool, error) {
 	return st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing, nil
 }
 
+// Started reports whether the task's process was ever started (a worker
+// killed between NewTask and Start leaves it "created").
+func (in *Instance) Started(ctx context.Context) (bool, error) {
+	st, err := in.task.Status(ctx)
+	if err != nil {
+		return false, fmt.Errorf("status %s: %w", in.ID, err)
+	}
+	return st.Status != containerd.Created, nil
+}
+
 // Signal sends sig to the process, or to every process of the instance.
 func (in *Instance) Signal(ctx context.Context, sig syscall.Signal, all bool) error {
 	var opts []containerd.KillOpts
