@@ -215,6 +215,7 @@ func (w *Worker) complete(ctx context.Context, in *runtime.Instance, s sup, o ou
 			log.Warn().Err(err).Msg("write END/Report")
 		}
 	}
+	w.metrics.Outcome(s.function, *u.StatusCode) // before the record says it ended
 	retried := false
 	if rec, err := w.records.Get(ctx, s.id); err == nil && rec.Attempt != s.attempt {
 		retried = true // a later attempt owns the record (completed before a crash)
@@ -235,7 +236,6 @@ func (w *Worker) complete(ctx context.Context, in *runtime.Instance, s sup, o ou
 	if err := in.Remove(ctx); err != nil {
 		log.Warn().Err(err).Msg("remove instance")
 	}
-	w.metrics.Outcome(s.function, *u.StatusCode)
 	log.Info().Str("status", string(u.Status)).Int("status_code", *u.StatusCode).Int("exit_code", exit).
 		Int64("duration_ms", dur).Bool("retried", retried).Msg("instance ended")
 }

@@ -52,7 +52,16 @@ func TestInvokeRunsToFinished(t *testing.T) {
 		strings.Join(got, "|") != "platform START|stderr bye|stdout {\"a\":\"b\"}|platform END|platform Report" {
 		t.Fatalf("log %v", got)
 	}
-	// The counters saw it.
+	// The counters saw it (the running gauge drops once the supervisor
+	// has removed the instance, just after the record ended).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := st.Do(t, "GET", "/metrics", nil, nil)
+		if strings.Contains(string(body), "jobgate_instances_running 0") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	code, body := st.Do(t, "GET", "/metrics", nil, nil)
 	for _, want := range []string{
 		`jobgate_events_in_total{function="hello",source="API"} 1`,
