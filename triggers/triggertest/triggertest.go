@@ -326,7 +326,9 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 			res.Duplicates += c - 1
 		}
 	}
-	// Every event ran to the end.
+	// Every event ran to the end. An event a killed worker was scheduling
+	// comes back when asynq's lease lapses and its recoverer runs (about
+	// 1–2 minutes), so allow for that.
 	cursor := ""
 	for {
 		page, next, err := records.List(context.Background(), record.Filter{Function: "consumer"}, 100, cursor)
@@ -334,7 +336,7 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 			t.Fatal(err)
 		}
 		for _, r := range page {
-			deadline := time.Now().Add(time.Minute)
+			deadline := time.Now().Add(4 * time.Minute)
 			for !r.Status.Terminal() && time.Now().Before(deadline) {
 				time.Sleep(100 * time.Millisecond)
 				r, _ = records.Get(context.Background(), r.RequestId)
