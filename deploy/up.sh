@@ -13,7 +13,7 @@ start_containerd
 start_registry
 
 say "building jobgate and the sample job"
-(cd "$REPO" && go build -o "$STATE/bin/jobgate" ./cmd/jobgate)
+(cd "$REPO" && go build -o "$STATE/bin/" ./cmd/jobgate ./cmd/jobgate-logger)
 (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$STATE/bin/hello" ./deploy/samplejob)
 (cd "$REPO" && go run ./deploy/pushimage --binary "$STATE/bin/hello" --path /hello --ref "$REGISTRY_ADDR/demo/hello:1")
 

@@ -80,13 +80,9 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	if err := logdriver.WriteSettings(settings, logSettings); err != nil {
 		return nil, err
 	}
-	bin := cfg.Worker.LoggerBinary
-	if bin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("locate jobgate binary for the log driver: %w", err)
-		}
-		bin = exe
+	bin, err := loggerBinary(cfg.Worker.LoggerBinary)
+	if err != nil {
+		return nil, err
 	}
 	rt, err := runtime.New(ctx, runtime.Options{
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
@@ -101,6 +97,28 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		log: d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
 		now: time.Now, watching: map[string]chan stopRequest{}, oomed: map[string]bool{},
 	}, nil
+}
+
+// loggerBinary picks the log driver: the configured one, else
+// jobgate-logger next to this executable (small: one runs per instance),
+// else this executable itself (which accepts the same arguments).
+func loggerBinary(configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locate jobgate binary for the log driver: %w", err)
+	}
+	if small := filepath.Join(filepath.Dir(exe), "jobgate-logger"); isExecutable(small) {
+		return small, nil
+	}
+	return exe, nil
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
 // Runtime exposes the containerd runtime (readiness checks, tests).

@@ -75,7 +75,8 @@ type Worker struct {
 	// DockerConfig is a docker config.json with registry credentials.
 	DockerConfig string `yaml:"docker_config,omitempty"`
 	// LoggerBinary is the program containerd's shim runs to capture a job's
-	// stdout/stderr; default: this jobgate binary.
+	// stdout/stderr; default: jobgate-logger next to the jobgate binary,
+	// else the jobgate binary itself.
 	LoggerBinary string `yaml:"logger_binary,omitempty"`
 }
 

@@ -34,7 +34,8 @@ import (
 type Services struct {
 	Containerd string // socket path
 	Registry   string // host:port of a plain-HTTP registry
-	JobgateBin string // the jobgate binary (log driver, subprocess tests)
+	JobgateBin string // the jobgate binary (subprocess tests)
+	LoggerBin  string // jobgate-logger, the log driver
 	dir        string
 	ctd        *exec.Cmd
 	reg        *httptest.Server
@@ -142,8 +143,10 @@ func start() (*Services, error) {
 
 	// The jobgate binary doubles as the log driver that containerd's shim
 	// runs, so it must be a real file.
+	// jobgate-logger goes next to it, where the worker looks for it.
 	s.JobgateBin = filepath.Join(dir, "jobgate")
-	build := exec.Command("go", "build", "-o", s.JobgateBin, "./cmd/jobgate")
+	s.LoggerBin = filepath.Join(dir, "jobgate-logger")
+	build := exec.Command("go", "build", "-o", dir, "./cmd/jobgate", "./cmd/jobgate-logger")
 	build.Dir = ModuleRoot()
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build jobgate: %v: %s", err, out)
@@ -304,7 +307,7 @@ func (s *Services) Config(t testing.TB, redisAddr string, fns ...config.Function
 		Redis:      config.Redis{Addr: redisAddr},
 		Containerd: config.Containerd{Address: s.Containerd, Namespace: s.Namespace(t)},
 		Gateway:    config.Gateway{Listen: "127.0.0.1:0", WaitTimeoutS: 30},
-		Worker:     config.Worker{Node: "test-node", StateDir: t.TempDir(), LoggerBinary: s.JobgateBin, PullTimeoutS: 60, StopGraceS: &grace},
+		Worker:     config.Worker{Node: "test-node", StateDir: t.TempDir(), LoggerBinary: s.LoggerBin, PullTimeoutS: 60, StopGraceS: &grace},
 		Region:     "ap-guangzhou", AppID: "1250000000", UIN: "100000000001",
 		Functions: fns,
 	}
