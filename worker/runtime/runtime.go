@@ -44,6 +44,9 @@ type Options struct {
 	// a job's stdout and stderr (cio.BinaryIO), so logs outlive the worker.
 	LoggerBinary string
 	LoggerArgs   map[string]string
+	// ShimGroup, when set, puts every instance in one runc shim group,
+	// kept warm by an anchor container of that name (see EnsureAnchor).
+	ShimGroup string
 }
 
 // Runtime wraps one containerd client in one namespace.
