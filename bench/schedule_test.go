@@ -1,18 +1,9 @@
-// Package bench measures jobgate against baselines run in the same
-// process on the same machine (this machine is noisy: ratios, not absolute
-// times, are what count). Run with `task bench` or:
-//
-//	go test -run '^$' -bench . -benchtime 1x ./bench
-//
-// The baselines talk to containerd directly; that is the point of them,
-// and the only place outside worker/runtime that imports containerd.
 package bench
 
 import (
 	"context"
 	"fmt"
 	"net/http"
-	"sort"
 	"testing"
 	"time"
 
@@ -27,19 +18,12 @@ import (
 	"github.com/jobgate/jobgate/internal/testjob"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
-
-func median(d []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
-}
 
 // BenchmarkSchedule: invoke?wait=scheduled → RUNNING answer with a cached
 // image, against a bare containerd create + snapshot + task + start of the
-// same image, interleaved, 20 runs each.
+// same image, interleaved, 50 runs each.
 func BenchmarkSchedule(b *testing.B) {
-	const runs = 20
+	runs := scale(50, 3)
 	s := testenv.Shared(b)
 	ref := s.Registry + "/bench/job:1"
 	if _, err := testjob.Push(ref); err != nil {
@@ -104,8 +88,7 @@ func BenchmarkSchedule(b *testing.B) {
 		}
 	}
 	mo, mb := median(ours), median(bare)
-	b.ReportMetric(float64(mo.Microseconds())/1000, "jobgate-ms")
-	b.ReportMetric(float64(mb.Microseconds())/1000, "bare-ms")
-	b.ReportMetric(float64(mo)/float64(mb), "ratio")
-	b.Logf("invoke→RUNNING median of %d: jobgate %v, bare containerd create+start %v, ratio %.2f", runs, mo, mb, float64(mo)/float64(mb))
+	ratio := float64(mo) / float64(mb)
+	row(b, fmt.Sprintf("schedule: invoke?wait=scheduled → RUNNING, cached image, median of %d", runs),
+		ms(mo), ms(mb)+" (bare containerd create+snapshot+task+start)", ratio, "≤ 1.2×", ratio <= 1.2)
 }

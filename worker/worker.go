@@ -85,11 +85,15 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	if err != nil {
 		return nil, err
 	}
+	shimGroup := ""
+	if cfg.Worker.ShimGroup {
+		shimGroup = "jobgate-shim-" + containerSafe(cfg.Worker.Node)
+	}
 	rt, err := runtime.New(ctx, runtime.Options{
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
 		Registries: cfg.Registries, DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
 		LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
-		ShimGroup: "jobgate-shim-" + containerSafe(cfg.Worker.Node),
+		ShimGroup: shimGroup,
 	})
 	if err != nil {
 		return nil, err

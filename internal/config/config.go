@@ -78,6 +78,11 @@ type Worker struct {
 	// stdout/stderr; default: jobgate-logger next to the jobgate binary,
 	// else the jobgate binary itself.
 	LoggerBinary string `yaml:"logger_binary,omitempty"`
+	// ShimGroup runs all of this worker's jobs in one containerd shim,
+	// kept warm by an anchor: ~15 ms less per start when jobs arrive one
+	// at a time, but the shim serializes task operations, so concurrent
+	// starts queue behind each other (see docs/BENCHMARKS.md).
+	ShimGroup bool `yaml:"shim_group,omitempty"`
 }
 
 // Registry holds per-registry pull settings, keyed by host[:port].

@@ -30,6 +30,11 @@ const LabelAnchor = "jobgate.anchor"
 // Nothing depends on the anchor for correctness: without it, the first
 // job of the group starts the shim and the last one's delete stops it.
 //
+// It is opt-in (worker.shim_group): runc's shim serializes creates and
+// exit handling, so under concurrent starts one shared shim is far slower
+// than a shim per job (launch rate measured at 0.07× of bare containerd,
+// against 0.64× with a shim per job).
+//
 // It creates the anchor container, named after Options.ShimGroup, with
 // its rootfs under dir, and its task, unless they exist.
 func (r *Runtime) EnsureAnchor(ctx context.Context, dir string) error {
