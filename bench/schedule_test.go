@@ -18,7 +18,6 @@ import (
 	"github.com/jobgate/jobgate/internal/testjob"
 )
 
-
 // BenchmarkSchedule: invoke?wait=scheduled → RUNNING answer with a cached
 // image, against a bare containerd create + snapshot + task + start of the
 // same image, interleaved, 50 runs each.
