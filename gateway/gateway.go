@@ -46,11 +46,12 @@ type Deps struct {
 
 // Gateway is the HTTP API server.
 type Gateway struct {
-	d   Deps
-	log zerolog.Logger
-	mux *http.ServeMux
-	srv *http.Server
-	ln  net.Listener
+	d    Deps
+	info []readyInfo
+	log  zerolog.Logger
+	mux  *http.ServeMux
+	srv  *http.Server
+	ln   net.Listener
 }
 
 // New builds the routes.
@@ -122,7 +123,22 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 		checks[c.Name] = "ok"
 	}
-	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "checks": checks})
+	out := map[string]any{"ready": status == http.StatusOK, "checks": checks}
+	for _, i := range g.info {
+		out[i.name] = i.fn()
+	}
+	writeJSON(w, status, out)
+}
+
+// AddReadyInfo adds a /readyz section that informs without deciding
+// readiness (e.g. image acceleration progress).
+func (g *Gateway) AddReadyInfo(name string, fn func() any) {
+	g.info = append(g.info, readyInfo{name: name, fn: fn})
+}
+
+type readyInfo struct {
+	name string
+	fn   func() any
 }
 
 // AddReadyChecks adds dependencies to /readyz (before Start).

@@ -57,12 +57,12 @@ type admission struct {
 	memoryMB int
 }
 
-func (w *Worker) leaseKey(fn string) string { return w.cfg.Redis.Prefix + ":conc:" + fn }
+func (w *Worker) leaseKey(fn string) string { return w.config().Redis.Prefix + ":conc:" + fn }
 
 // admit takes a slot for instance id of fn, or says why it must wait.
 func (w *Worker) admit(ctx context.Context, fn *config.Function, id string) (*admission, error) {
 	a := &admission{w: w, function: fn.Name, member: id}
-	if cap := w.cfg.Worker.CapacityMB; cap > 0 {
+	if cap := w.config().Worker.CapacityMB; cap > 0 {
 		w.mu.Lock()
 		if w.usedMB+fn.MemoryMB > cap {
 			used := w.usedMB

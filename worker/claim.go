@@ -11,11 +11,11 @@ import (
 // for the retention once the instance has started.
 const claimTTL = 10 * time.Minute
 
-func (w *Worker) claimKey(id string) string { return w.cfg.Redis.Prefix + ":claim:" + id }
+func (w *Worker) claimKey(id string) string { return w.config().Redis.Prefix + ":claim:" + id }
 
 // claim reports whether this node may start id.
 func (w *Worker) claim(ctx context.Context, id string) (bool, error) {
-	ok, err := w.rdb.SetNX(ctx, w.claimKey(id), w.cfg.Worker.Node, claimTTL).Result()
+	ok, err := w.rdb.SetNX(ctx, w.claimKey(id), w.config().Worker.Node, claimTTL).Result()
 	if err != nil {
 		return false, fmt.Errorf("claim %s: %w", id, err)
 	}
@@ -26,11 +26,11 @@ func (w *Worker) claim(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("claim %s: %w", id, err)
 	}
-	return owner == w.cfg.Worker.Node, nil
+	return owner == w.config().Worker.Node, nil
 }
 
 func (w *Worker) keepClaim(ctx context.Context, id string) error {
-	return w.rdb.Expire(ctx, w.claimKey(id), w.cfg.Retention()).Err()
+	return w.rdb.Expire(ctx, w.claimKey(id), w.config().Retention()).Err()
 }
 
 func (w *Worker) unclaim(ctx context.Context, id string) {

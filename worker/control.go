@@ -16,7 +16,7 @@ type stopRequest struct{ grace bool }
 // listenControl delivers terminate requests to the supervisors of this
 // worker; a request for an instance elsewhere is ignored here.
 func (w *Worker) listenControl(ctx context.Context) error {
-	ps := w.rdb.Subscribe(ctx, control.Channel(w.cfg.Redis.Prefix))
+	ps := w.rdb.Subscribe(ctx, control.Channel(w.config().Redis.Prefix))
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
 		return fmt.Errorf("subscribe control channel: %w", err)
@@ -36,7 +36,7 @@ func (w *Worker) listenControl(ctx context.Context) error {
 // deliverStop passes a pending terminate request for id to its
 // supervisor, if this worker runs it.
 func (w *Worker) deliverStop(ctx context.Context, id string) {
-	mode, err := w.rdb.Get(ctx, control.TerminateKey(w.cfg.Redis.Prefix, id)).Result()
+	mode, err := w.rdb.Get(ctx, control.TerminateKey(w.config().Redis.Prefix, id)).Result()
 	if err == redis.Nil || err != nil {
 		return
 	}
@@ -54,7 +54,7 @@ func (w *Worker) deliverStop(ctx context.Context, id string) {
 
 // terminateRequested reports whether a user asked to terminate id.
 func (w *Worker) terminateRequested(ctx context.Context, id string) bool {
-	n, err := w.rdb.Exists(ctx, control.TerminateKey(w.cfg.Redis.Prefix, id)).Result()
+	n, err := w.rdb.Exists(ctx, control.TerminateKey(w.config().Redis.Prefix, id)).Result()
 	return err == nil && n == 1
 }
 

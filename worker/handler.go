@@ -68,7 +68,7 @@ func (w *Worker) schedule(ctx context.Context, p queue.Payload, log zerolog.Logg
 		log.Info().Msg("already started; redelivery acknowledged")
 		return nil
 	}
-	fn := w.cfg.Function(p.Function)
+	fn := w.config().Function(p.Function)
 	if fn == nil {
 		return w.fail(ctx, rec, &failure{code: record.CodeInternalError, permanent: true, err: fmt.Errorf("function %q is not in this worker's config", p.Function)})
 	}
@@ -112,7 +112,7 @@ func (w *Worker) schedule(ctx context.Context, p queue.Payload, log zerolog.Logg
 		}
 		return err
 	}
-	if err := w.records.Update(ctx, rec.RequestId, record.Update{Status: record.Scheduling, Node: &w.cfg.Worker.Node}); err != nil {
+	if err := w.records.Update(ctx, rec.RequestId, record.Update{Status: record.Scheduling, Node: &w.config().Worker.Node}); err != nil {
 		adm.release(context.WithoutCancel(ctx))
 		return err
 	}
@@ -149,20 +149,20 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 		return err
 	}
 	t0 := w.now()
-	pctx, cancel := context.WithTimeout(ctx, w.cfg.Worker.PullTimeout())
+	pctx, cancel := context.WithTimeout(ctx, w.config().Worker.PullTimeout())
 	img, err := w.rt.EnsureImage(pctx, fn.Image)
 	cancel()
 	switch {
 	case err != nil && runtime.IsPermanent(err):
 		return permanent(record.CodePullImageFailed, err)
 	case err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		return permanent(record.CodePullImageTimeOut, fmt.Errorf("image pull exceeded pull_timeout_s (%s): %w", w.cfg.Worker.PullTimeout(), err))
+		return permanent(record.CodePullImageTimeOut, fmt.Errorf("image pull exceeded pull_timeout_s (%s): %w", w.config().Worker.PullTimeout(), err))
 	case err != nil:
 		return err
 	}
 
 	env := jobenv.Build(img.Env, fn.Env, jobenv.Builtins{
-		FunctionName: fn.Name, Qualifier: rec.Qualifier, Region: w.cfg.Region, AppID: w.cfg.AppID, UIN: w.cfg.UIN,
+		FunctionName: fn.Name, Qualifier: rec.Qualifier, Region: w.config().Region, AppID: w.config().AppID, UIN: w.config().UIN,
 		RequestID: rec.RequestId, Attempt: rec.Attempt,
 	}, event)
 	if err := jobenv.CheckEnv(env); err != nil {
@@ -181,7 +181,7 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 		Labels: map[string]string{
 			runtime.LabelRequestID: rec.RequestId, runtime.LabelFunction: fn.Name,
 			runtime.LabelAttempt: strconv.Itoa(rec.Attempt), runtime.LabelDeadline: deadline.UTC().Format(time.RFC3339Nano),
-			runtime.LabelNode: w.cfg.Worker.Node,
+			runtime.LabelNode: w.config().Worker.Node,
 		},
 	})
 	if errors.Is(err, runtime.ErrInit) {
@@ -234,7 +234,7 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	}
 	code := record.CodeRunning
 	err = w.records.UpdateFrom(bctx, rec.RequestId, []record.Status{record.Scheduling, record.Pending}, record.Update{
-		Status: record.Running, StatusCode: &code, StartTime: &started, ImageDigest: &img.Digest, Node: &w.cfg.Worker.Node,
+		Status: record.Running, StatusCode: &code, StartTime: &started, ImageDigest: &img.Digest, Node: &w.config().Worker.Node,
 	})
 	if errors.Is(err, record.ErrStatus) {
 		// Terminated in the instant before Start: honour it now.

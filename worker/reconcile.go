@@ -96,7 +96,7 @@ func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (b
 	if err != nil {
 		return false, fmt.Errorf("record of instance %s: %w", inst, err)
 	}
-	fn := w.cfg.Function(rec.FunctionName)
+	fn := w.config().Function(rec.FunctionName)
 	memMB, timeoutS := 0, 0
 	var adm *admission
 	if fn != nil {
@@ -115,7 +115,7 @@ func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (b
 	if !rec.Status.Started() {
 		code := record.CodeRunning
 		_ = w.records.UpdateFrom(ctx, id, []record.Status{record.Pending, record.Scheduling}, record.Update{
-			Status: record.Running, StatusCode: &code, StartTime: &started, Node: &w.cfg.Worker.Node})
+			Status: record.Running, StatusCode: &code, StartTime: &started, Node: &w.config().Worker.Node})
 	}
 	log.Info().Int("attempt", attempt).Time("deadline", deadline).Msg("re-attached to running instance")
 	w.supervise(in, exitC, sup{id: id, inst: inst, function: rec.FunctionName, attempt: attempt, deadline: deadline,

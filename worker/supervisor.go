@@ -67,7 +67,7 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, st
 	log := w.log.With().Str("request_id", s.id).Str("function", s.function).Int("attempt", s.attempt).Logger()
 	timer := time.NewTimer(time.Until(s.deadline))
 	defer timer.Stop()
-	disk := time.NewTicker(time.Duration(w.cfg.Worker.DiskPollMs) * time.Millisecond)
+	disk := time.NewTicker(time.Duration(w.config().Worker.DiskPollMs) * time.Millisecond)
 	defer disk.Stop()
 	lease := time.NewTicker(leaseRenew)
 	defer lease.Stop()
@@ -103,8 +103,8 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, st
 				continue
 			}
 			used, err := w.rt.WritableBytes(w.life, s.inst)
-			if err == nil && used > w.cfg.Worker.DiskLimitBytes() {
-				stopping(stopDisk, fmt.Sprintf("DiskQuotaExceeded: the writable layer holds %d bytes, over the limit of %d", used, w.cfg.Worker.DiskLimitBytes()), false)
+			if err == nil && used > w.config().Worker.DiskLimitBytes() {
+				stopping(stopDisk, fmt.Sprintf("DiskQuotaExceeded: the writable layer holds %d bytes, over the limit of %d", used, w.config().Worker.DiskLimitBytes()), false)
 			}
 			continue
 		case <-lease.C:
@@ -244,7 +244,7 @@ func (w *Worker) complete(ctx context.Context, in *runtime.Instance, s sup, o ou
 // same RequestId, retry.delay_s later, while retry.max and the event's
 // age allow. It reports whether a retry was queued.
 func (w *Worker) retry(ctx context.Context, s sup, u record.Update, log zerolog.Logger) bool {
-	fn := w.cfg.Function(s.function)
+	fn := w.config().Function(s.function)
 	if fn == nil || s.attempt > fn.RetryMax() {
 		return false
 	}
@@ -317,7 +317,7 @@ func (w *Worker) stop(in *runtime.Instance, grace bool, exited <-chan struct{}, 
 		_ = in.Signal(ctx, syscall.SIGKILL, true)
 		return
 	}
-	g := w.cfg.Worker.StopGrace()
+	g := w.config().Worker.StopGrace()
 	log.Info().Dur("grace", g).Msg("stopping instance: SIGTERM, then SIGKILL after the grace period")
 	_ = in.Signal(ctx, syscall.SIGTERM, false)
 	go func() {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -37,7 +38,8 @@ const pidsLimit = 1024
 
 // Worker is the worker role on one host.
 type Worker struct {
-	cfg     *config.Config
+	// conf is swapped whole by Reload; read it through config().
+	conf    atomic.Pointer[config.Config]
 	rdb     redis.UniversalClient
 	rt      *runtime.Runtime
 	records *record.Store
@@ -57,6 +59,7 @@ type Worker struct {
 	watching map[string]chan stopRequest // RequestId → its supervisor's stop requests
 	oomed    map[string]bool             // instance ids the kernel OOM-killed in
 	usedMB   int                         // memory_mb of admitted instances (capacity_mb)
+	accel    accelerator
 }
 
 // Deps are a worker's collaborators.
@@ -98,12 +101,30 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{
-		cfg: cfg, rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter, metrics: d.Metrics,
+	w := &Worker{
+		rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter, metrics: d.Metrics,
 		log: d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
 		now: time.Now, watching: map[string]chan stopRequest{}, oomed: map[string]bool{},
-	}, nil
+	}
+	w.conf.Store(cfg)
+	return w, nil
 }
+
+// Reload applies a changed configuration: functions (image, command, env,
+// limits, acceleration) take effect for the next events; acceleration
+// pins follow at once. Connection settings (Redis, containerd, node) need
+// a restart and are kept.
+func (w *Worker) Reload(ctx context.Context, cfg *config.Config) {
+	next := *cfg
+	cur := w.config()
+	next.Redis, next.Containerd, next.Worker = cur.Redis, cur.Containerd, cur.Worker
+	w.conf.Store(&next)
+	w.log.Info().Int("functions", len(next.Functions)).Msg("configuration reloaded")
+	w.accelerate(w.life, &next)
+}
+
+// config is the worker's current configuration.
+func (w *Worker) config() *config.Config { return w.conf.Load() }
 
 // loggerBinary picks the log driver: the configured one, else
 // jobgate-logger next to this executable (small: one runs per instance),
@@ -153,12 +174,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	if err := w.rt.EnsureAnchor(ctx, filepath.Join(w.cfg.Worker.StateDir, "anchor")); err != nil {
+	w.accelerate(w.life, w.config())
+	if err := w.rt.EnsureAnchor(ctx, filepath.Join(w.config().Worker.StateDir, "anchor")); err != nil {
 		// Only speed depends on it: jobs then start their own shims.
 		w.log.Warn().Err(err).Msg("shim anchor not created; each job starts its own shim")
 	}
 	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
-		Concurrency: w.cfg.Worker.Concurrency,
+		Concurrency: w.config().Worker.Concurrency,
 		Queues:      map[string]int{queue.Name: 1},
 		// The default 1 s idle poll would add up to a second to every
 		// invoke→RUNNING; 10 ms costs ~100 cheap Redis calls per second
@@ -180,7 +202,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.srv.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
-	w.log.Info().Str("containerd", w.cfg.Containerd.Address).Str("namespace", w.cfg.Containerd.Namespace).Msg("worker started")
+	w.log.Info().Str("containerd", w.config().Containerd.Address).Str("namespace", w.config().Containerd.Namespace).Msg("worker started")
 	return nil
 }
 
@@ -194,6 +216,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	if w.stopLife != nil {
 		w.stopLife()
 	}
+	w.stopAccelerating()
 	done := make(chan struct{})
 	go func() { w.wg.Wait(); close(done) }()
 	select {
@@ -212,7 +235,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	switch {
 	case errors.Is(err, errOverLimit):
-		return time.Duration(w.cfg.Worker.LimitRetryS) * time.Second
+		return time.Duration(w.config().Worker.LimitRetryS) * time.Second
 	case errors.Is(err, errNodeFull):
 		return 2 * time.Second
 	case errors.Is(err, errNotMine):

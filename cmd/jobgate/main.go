@@ -23,6 +23,7 @@ commands:
   logs       print an invocation's log: logs [-f] [--attempt N] ID
   terminate  stop an invocation: terminate ID [--grace]
   deadletters  the dead-letter list: deadletters ls|show ID|redrive ID|purge ID
+  pull       pull and unpack an image into the worker's containerd, with progress: pull IMAGE
 `
 
 func main() {
@@ -39,7 +40,7 @@ func main() {
 	}
 	cmds := map[string]func([]string) error{
 		"serve": serve, "validate": validate, "invoke": invoke, "status": status, "ls": list, "logs": logs,
-		"terminate": terminate, "deadletters": deadletters,
+		"terminate": terminate, "deadletters": deadletters, "pull": pull,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

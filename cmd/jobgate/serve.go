@@ -54,7 +54,23 @@ func serve(args []string) error {
 		return err
 	}
 	log.Info().Str("role", *role).Str("config", *cfgPath).Int("functions", len(cfg.Functions)).Msg("jobgate serving")
-	<-ctx.Done()
+	// SIGHUP: re-read the config; the worker applies function changes
+	// (see node.Reload for what needs a restart instead).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			next, err := config.Load(*cfgPath)
+			if err != nil {
+				log.Error().Err(err).Msg("SIGHUP: config not reloaded (the running one stays)")
+				continue
+			}
+			n.Reload(ctx, next)
+		}
+	}
 	stop()
 	go func() {
 		hard := make(chan os.Signal, 1)

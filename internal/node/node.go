@@ -137,8 +137,24 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			return nil, err
 		}
 		n.Gateway.AddReadyChecks(sources.Checks(n.Sources)...)
+		if n.Worker != nil {
+			n.Gateway.AddReadyInfo("acceleration", func() any { return n.Worker.Acceleration() })
+		}
 	}
 	return n, nil
+}
+
+// Reload applies a changed config file (SIGHUP). The worker takes the new
+// functions (image, command, env, limits, acceleration, provisioned) for
+// its next events; the gateway, timers and broker triggers keep the config
+// they started with until a restart.
+func (n *Node) Reload(ctx context.Context, cfg *config.Config) {
+	if n.Worker != nil {
+		n.Worker.Reload(ctx, cfg)
+	}
+	if n.Gateway != nil {
+		n.opts.Logger.Warn().Msg("config reloaded for the worker only: gateway, routes, timers and broker triggers change at the next restart")
+	}
 }
 
 // Start starts the worker (re-attaching to running instances first), then

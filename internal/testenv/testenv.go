@@ -65,6 +65,9 @@ func (s *Services) observe(next http.Handler) http.Handler {
 		if repo, _, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v2/"), "/blobs/"); ok && r.Method == http.MethodGet {
 			s.mu.Lock()
 			s.blobGets[repo]++
+			if os.Getenv("JG_DEBUG_BLOBS") != "" {
+				fmt.Fprintln(os.Stderr, "BLOB GET", r.URL.Path)
+			}
 			d := s.slowBlobs[repo]
 			s.mu.Unlock()
 			if d > 0 {

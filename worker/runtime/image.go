@@ -9,8 +9,10 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/content"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/remotes"
@@ -101,6 +103,22 @@ func (r *Runtime) resolver() remotes.Resolver {
 // digest is not here yet. Concurrent callers share one pull per digest.
 // When the registry cannot be reached, a local copy of ref is used.
 func (r *Runtime) EnsureImage(ctx context.Context, ref string) (*Image, error) {
+	return r.EnsureImageProgress(ctx, ref, nil)
+}
+
+// LayerProgress is how far one blob of a pull has come.
+type LayerProgress struct {
+	Digest string
+	Done   int64 // bytes downloaded
+	Total  int64
+}
+
+// progressEvery is how often a pull reports progress.
+const progressEvery = 200 * time.Millisecond
+
+// EnsureImageProgress is EnsureImage that calls report with every blob's
+// progress while it downloads (and once at the end), when report is set.
+func (r *Runtime) EnsureImageProgress(ctx context.Context, ref string, report func([]LayerProgress)) (*Image, error) {
 	ctx = r.ctx(ctx)
 	res := r.resolver()
 	_, desc, err := res.Resolve(ctx, ref)
@@ -127,8 +145,13 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) (*Image, error) {
 			pctx, cancel = context.WithDeadline(pctx, dl)
 			defer cancel()
 		}
-		if err := r.preflight(pctx, res, ref, desc); err != nil {
+		blobs, err := r.preflight(pctx, res, ref, desc)
+		if err != nil {
 			return nil, err
+		}
+		if report != nil {
+			stop := r.watchProgress(pctx, blobs, report)
+			defer stop()
 		}
 		img, err := r.client.Pull(pctx, ref,
 			containerd.WithResolver(res),
@@ -181,20 +204,22 @@ func (r *Runtime) describe(ctx context.Context, ref string, img containerd.Image
 // layer is downloaded: no schema 1, linux/amd64 only (also for
 // single-manifest images, whose config is read), compressed size below the
 // limit.
-func (r *Runtime) preflight(ctx context.Context, res remotes.Resolver, ref string, desc ocispec.Descriptor) error {
+//
+// It returns the blobs a pull downloads (config and layers).
+func (r *Runtime) preflight(ctx context.Context, res remotes.Resolver, ref string, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 	f, err := res.Fetcher(ctx, ref)
 	if err != nil {
-		return fmt.Errorf("fetcher %s: %w", ref, err)
+		return nil, fmt.Errorf("fetcher %s: %w", ref, err)
 	}
 	manifest := desc
 	single := true
 	switch desc.MediaType {
 	case images.MediaTypeDockerSchema1Manifest:
-		return fmt.Errorf("pull %s: %w", ref, ErrSchema1)
+		return nil, fmt.Errorf("pull %s: %w", ref, ErrSchema1)
 	case ocispec.MediaTypeImageIndex, images.MediaTypeDockerSchema2ManifestList:
 		var idx ocispec.Index
-		if err := fetchJSON(ctx, f, desc, &idx); err != nil {
-			return fmt.Errorf("read index of %s: %w", ref, err)
+		if err := r.fetchJSON(ctx, f, desc, &idx); err != nil {
+			return nil, fmt.Errorf("read index of %s: %w", ref, err)
 		}
 		match := platforms.OnlyStrict(amd64)
 		var found []string
@@ -211,43 +236,49 @@ func (r *Runtime) preflight(ctx context.Context, res remotes.Resolver, ref strin
 		}
 		if !ok {
 			sort.Strings(found)
-			return fmt.Errorf("pull %s: %w (platforms found: %s)", ref, ErrPlatform, strings.Join(found, ", "))
+			return nil, fmt.Errorf("pull %s: %w (platforms found: %s)", ref, ErrPlatform, strings.Join(found, ", "))
 		}
 		single = false
 	case ocispec.MediaTypeImageManifest, images.MediaTypeDockerSchema2Manifest:
 	default:
-		return fmt.Errorf("pull %s: %w: %s", ref, ErrMediaType, desc.MediaType)
+		return nil, fmt.Errorf("pull %s: %w: %s", ref, ErrMediaType, desc.MediaType)
 	}
 	if manifest.MediaType == images.MediaTypeDockerSchema1Manifest {
-		return fmt.Errorf("pull %s: %w", ref, ErrSchema1)
+		return nil, fmt.Errorf("pull %s: %w", ref, ErrSchema1)
 	}
 	var m ocispec.Manifest
-	if err := fetchJSON(ctx, f, manifest, &m); err != nil {
-		return fmt.Errorf("read manifest of %s: %w", ref, err)
+	if err := r.fetchJSON(ctx, f, manifest, &m); err != nil {
+		return nil, fmt.Errorf("read manifest of %s: %w", ref, err)
 	}
 	size := m.Config.Size
 	for _, l := range m.Layers {
 		size += l.Size
 	}
 	if size >= r.opts.MaxImageBytes {
-		return fmt.Errorf("pull %s: %w: compressed size %d bytes, limit %d", ref, ErrImageTooLarge, size, r.opts.MaxImageBytes)
+		return nil, fmt.Errorf("pull %s: %w: compressed size %d bytes, limit %d", ref, ErrImageTooLarge, size, r.opts.MaxImageBytes)
 	}
+	blobs := append([]ocispec.Descriptor{m.Config}, m.Layers...)
 	if single {
 		var cfg ocispec.Image
-		if err := fetchJSON(ctx, f, m.Config, &cfg); err != nil {
-			return fmt.Errorf("read config of %s: %w", ref, err)
+		if err := r.fetchJSON(ctx, f, m.Config, &cfg); err != nil {
+			return nil, fmt.Errorf("read config of %s: %w", ref, err)
 		}
 		p := ocispec.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
 		if !platforms.OnlyStrict(amd64).Match(p) {
-			return fmt.Errorf("pull %s: %w (platform found: %s)", ref, ErrPlatform, platforms.Format(p))
+			return nil, fmt.Errorf("pull %s: %w (platform found: %s)", ref, ErrPlatform, platforms.Format(p))
 		}
 	}
-	return nil
+	return blobs, nil
 }
 
-func fetchJSON(ctx context.Context, f remotes.Fetcher, desc ocispec.Descriptor, v any) error {
+// fetchJSON reads a manifest, index or config blob: from the local content
+// store when it is there (blobs are content-addressed), else the registry.
+func (r *Runtime) fetchJSON(ctx context.Context, f remotes.Fetcher, desc ocispec.Descriptor, v any) error {
 	if desc.Size > maxManifestBytes {
 		return fmt.Errorf("%s is %d bytes, over %d", desc.Digest, desc.Size, maxManifestBytes)
+	}
+	if b, err := content.ReadBlob(ctx, r.client.ContentStore(), desc); err == nil {
+		return json.Unmarshal(b, v)
 	}
 	rc, err := f.Fetch(ctx, desc)
 	if err != nil {
@@ -259,4 +290,49 @@ func fetchJSON(ctx context.Context, f remotes.Fetcher, desc ocispec.Descriptor, 
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// watchProgress reports the blobs' progress every progressEvery until the
+// returned stop is called (which reports once more). A blob is done when
+// the content store has it, in progress while an ingest for it is open.
+func (r *Runtime) watchProgress(ctx context.Context, blobs []ocispec.Descriptor, report func([]LayerProgress)) (stop func()) {
+	cs := r.client.ContentStore()
+	snapshot := func() []LayerProgress {
+		active := map[string]int64{}
+		if sts, err := cs.ListStatuses(ctx); err == nil {
+			for _, st := range sts {
+				// Ingest refs end with the digest (e.g. "layer-sha256:…").
+				if i := strings.LastIndex(st.Ref, "sha256:"); i >= 0 {
+					active[st.Ref[i:]] = st.Offset
+				}
+			}
+		}
+		out := make([]LayerProgress, len(blobs))
+		for i, b := range blobs {
+			out[i] = LayerProgress{Digest: b.Digest.String(), Total: b.Size}
+			if _, err := cs.Info(ctx, b.Digest); err == nil {
+				out[i].Done = b.Size
+			} else if off, ok := active[b.Digest.String()]; ok {
+				out[i].Done = off
+			}
+		}
+		return out
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				report(snapshot())
+				return
+			case <-t.C:
+				report(snapshot())
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

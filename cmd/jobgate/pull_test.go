@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/jobgate/jobgate/internal/imagebuild"
+	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/worker/runtime"
+)
+
+// `jobgate pull` downloads and unpacks into the worker's containerd and
+// prints a bar per blob with bytes/total; image policy errors are clear.
+func TestPullShowsProgressAndUnpacks(t *testing.T) {
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/pullcli:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.Config(t, "127.0.0.1:1")
+	path := testenv.WriteConfig(t, cfg)
+	out, err := exec.Command(s.JobgateBin, "pull", ref, "--config", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{"sha256:", "[==============================]", "total ", "unpacked"} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("output lacks %q:\n%s", want, text)
+		}
+	}
+	rt, err := runtime.New(context.Background(), runtime.Options{Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	if _, err := rt.ImageLabels(context.Background(), ref); err != nil {
+		t.Fatalf("image not in containerd after pull: %v", err)
+	}
+
+	// An arm64-only image is refused before any layer is fetched.
+	arm := s.Registry + "/test/pullarm:1"
+	img, err := imagebuild.RandomImage(1024, "linux", "arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imagebuild.Push(arm, img); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(s.JobgateBin, "pull", arm, "--config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no linux/amd64 image") {
+		t.Fatalf("arm-only pull: %v\n%s", err, out)
+	}
+}
