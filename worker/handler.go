@@ -175,8 +175,9 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	}
 	tImage := w.now()
 	deadline := w.now().Add(fn.Timeout())
+	rootfs := w.takeRootfs(fn.Name, img.Digest) // "" unless provisioned
 	in, err := w.rt.Create(ctx, runtime.Spec{
-		ID: inst, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
+		ID: inst, Image: img, Command: fn.Command, Args: fn.Args, Env: env, RootfsKey: rootfs,
 		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host",
 		Labels: map[string]string{
 			runtime.LabelRequestID: rec.RequestId, runtime.LabelFunction: fn.Name,
@@ -247,7 +248,7 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	}
 	log.Info().Str("image", fn.Image).Str("digest", img.Digest).
 		Dur("queued_ms", t0.Sub(parseTime(rec.EnqueueTime))).Dur("image_ms", tImage.Sub(t0)).
-		Dur("create_ms", tCreate.Sub(tImage)).Dur("start_ms", started.Sub(tCreate)).Msg("instance started")
+		Dur("create_ms", tCreate.Sub(tImage)).Dur("start_ms", started.Sub(tCreate)).Bool("provisioned", rootfs != "").Msg("instance started")
 	return nil
 }
 

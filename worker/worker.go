@@ -60,6 +60,7 @@ type Worker struct {
 	oomed    map[string]bool             // instance ids the kernel OOM-killed in
 	usedMB   int                         // memory_mb of admitted instances (capacity_mb)
 	accel    accelerator
+	pool     rootfsPool
 }
 
 // Deps are a worker's collaborators.
@@ -121,6 +122,7 @@ func (w *Worker) Reload(ctx context.Context, cfg *config.Config) {
 	w.conf.Store(&next)
 	w.log.Info().Int("functions", len(next.Functions)).Msg("configuration reloaded")
 	w.accelerate(w.life, &next)
+	w.resizePool(&next)
 }
 
 // config is the worker's current configuration.
@@ -175,6 +177,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	w.accelerate(w.life, w.config())
+	w.startPool(ctx, w.config())
 	if err := w.rt.EnsureAnchor(ctx, filepath.Join(w.config().Worker.StateDir, "anchor")); err != nil {
 		// Only speed depends on it: jobs then start their own shims.
 		w.log.Warn().Err(err).Msg("shim anchor not created; each job starts its own shim")
@@ -217,6 +220,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		w.stopLife()
 	}
 	w.stopAccelerating()
+	w.stopPool(ctx)
 	done := make(chan struct{})
 	go func() { w.wg.Wait(); close(done) }()
 	select {

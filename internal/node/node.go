@@ -139,6 +139,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 		n.Gateway.AddReadyChecks(sources.Checks(n.Sources)...)
 		if n.Worker != nil {
 			n.Gateway.AddReadyInfo("acceleration", func() any { return n.Worker.Acceleration() })
+			n.Gateway.AddReadyInfo("provisioned", func() any { return n.Worker.Provisioned() })
 		}
 	}
 	return n, nil

@@ -37,6 +37,9 @@ type Spec struct {
 	MemoryMB    int
 	PidsLimit   int64
 	HostNetwork bool
+	// RootfsKey, when set, is a root filesystem made by PrepareRootfs
+	// (a provisioned instance); otherwise one is prepared now.
+	RootfsKey string
 	Labels      map[string]string
 }
 
@@ -125,11 +128,16 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	// Last: the default profile depends on the final capability set.
 	opts = append(opts, seccomp.WithDefaultProfile(), nativeSyscallsOnly)
 
+	snapshotKey := s.ID
+	rootfs := containerd.WithNewSnapshot(s.ID, s.Image.img)
+	if s.RootfsKey != "" {
+		snapshotKey, rootfs = s.RootfsKey, containerd.WithSnapshot(s.RootfsKey)
+	}
 	newContainer := func() (containerd.Container, error) {
 		return r.client.NewContainer(ctx, s.ID,
 			containerd.WithImage(s.Image.img),
 			containerd.WithSnapshotter(r.opts.Snapshotter),
-			containerd.WithNewSnapshot(s.ID, s.Image.img),
+			rootfs,
 			containerd.WithNewSpec(opts...),
 			containerd.WithContainerLabels(s.Labels),
 		)
@@ -148,8 +156,8 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 		if errdefs.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("create %s: %w", s.ID, err)
 		}
-		// A failed create may still have made the snapshot.
-		_ = r.client.SnapshotService(r.opts.Snapshotter).Remove(context.WithoutCancel(ctx), s.ID)
+		// A failed create may still have made the snapshot (or had one).
+		_ = r.client.SnapshotService(r.opts.Snapshotter).Remove(context.WithoutCancel(ctx), snapshotKey)
 		return nil, fmt.Errorf("create container %s: %w", s.ID, err)
 	}
 	defer func() {
@@ -340,7 +348,14 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 // WritableBytes is the size of an instance's writable layer (a walk of
 // its upper directory: O(files)).
 func (r *Runtime) WritableBytes(ctx context.Context, id string) (int64, error) {
-	u, err := r.client.SnapshotService(r.opts.Snapshotter).Usage(r.ctx(ctx), id)
+	ctx = r.ctx(ctx)
+	key := id
+	if ctr, err := r.client.LoadContainer(ctx, id); err == nil {
+		if info, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata); err == nil && info.SnapshotKey != "" {
+			key = info.SnapshotKey // a provisioned rootfs has its own key
+		}
+	}
+	u, err := r.client.SnapshotService(r.opts.Snapshotter).Usage(ctx, key)
 	if err != nil {
 		return 0, fmt.Errorf("snapshot usage %s: %w", id, err)
 	}
