@@ -63,7 +63,10 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Micros
 func row(b *testing.B, name, ours, baseline string, ratio float64, target string, met bool) {
 	b.Helper()
 	verdict := "met"
-	if !met {
+	switch {
+	case target == "—":
+		verdict = "—"
+	case !met:
 		verdict = "NOT met"
 	}
 	r := "—"
