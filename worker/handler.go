@@ -96,7 +96,7 @@ func (w *Worker) schedule(ctx context.Context, p queue.Payload, log zerolog.Logg
 	}
 	// A container of ours with this id means an earlier delivery started
 	// it before crashing: adopt it instead of starting another.
-	if adopted, err := w.adopt(ctx, inst, log); err != nil || adopted {
+	if adopted, err := w.adopt(ctx, inst, fn.Provisioned > 0, log); err != nil || adopted {
 		return err
 	}
 	adm, err := w.admit(ctx, fn, inst)
@@ -174,16 +174,26 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 		}
 	}
 	tImage := w.now()
-	deadline := w.now().Add(fn.Timeout())
-	rootfs := w.takeRootfs(fn.Name, img.Digest) // "" unless provisioned
+	labels := map[string]string{
+		runtime.LabelRequestID: rec.RequestId, runtime.LabelFunction: fn.Name,
+		runtime.LabelAttempt: strconv.Itoa(rec.Attempt), runtime.LabelDeadline: w.now().Add(fn.Timeout()).UTC().Format(time.RFC3339Nano),
+		runtime.LabelNode: w.config().Worker.Node,
+	}
+	if wm := w.takeWarm(fn.Name, img.Digest); wm != nil {
+		err := w.startWarm(ctx, rec, inst, wm, labels, env, log)
+		if err == nil {
+			w.running(ctx, wm.in, wm.exitC, rec, fn, inst, wm.in.ID, adm, img, log, t0, tImage, tImage)
+			return nil
+		}
+		if !errors.Is(err, errWarmUnusable) {
+			return err
+		}
+		log.Info().Err(err).Msg("provisioned instance unusable; creating one")
+	}
 	in, err := w.rt.Create(ctx, runtime.Spec{
-		ID: inst, Image: img, Command: fn.Command, Args: fn.Args, Env: env, RootfsKey: rootfs,
+		ID: inst, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
 		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host",
-		Labels: map[string]string{
-			runtime.LabelRequestID: rec.RequestId, runtime.LabelFunction: fn.Name,
-			runtime.LabelAttempt: strconv.Itoa(rec.Attempt), runtime.LabelDeadline: deadline.UTC().Format(time.RFC3339Nano),
-			runtime.LabelNode: w.config().Worker.Node,
-		},
+		Labels: labels,
 	})
 	if errors.Is(err, runtime.ErrInit) {
 		return permanent(record.CodeContainerInitError, err)
@@ -216,25 +226,61 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 		cleanup()
 		return permanent(record.CodeContainerInitError, err)
 	}
+	w.running(ctx, in, exitC, rec, fn, inst, "", adm, img, log, t0, tImage, tCreate)
+	return nil
+}
+
+// errWarmUnusable: the provisioned instance taken could not be used (its
+// stub died); it is removed and the event gets a fresh instance.
+var errWarmUnusable = errors.New("provisioned instance unusable")
+
+// startWarm gives a provisioned instance this attempt's identity and
+// environment; its process then execs the function's command.
+func (w *Worker) startWarm(ctx context.Context, rec *record.Record, inst string, wm *warm, labels map[string]string, env []string, log zerolog.Logger) error {
+	unusable := func(err error) error {
+		w.discard(wm)
+		return fmt.Errorf("%w: %w", errWarmUnusable, err)
+	}
+	// Labels first: after a crash they tell reconcile whose it is (and,
+	// while its stub still waits, that it never ran).
+	labels[runtime.LabelInstance] = inst
+	if err := wm.in.SetLabels(ctx, labels); err != nil {
+		return unusable(err)
+	}
+	if w.terminateRequested(ctx, rec.RequestId) {
+		w.discard(wm)
+		log.Info().Msg("terminated while scheduling; not started")
+		return errTerminated
+	}
+	if err := w.logs.AppendPlatform(ctx, inst, false, "START RequestId:"+rec.RequestId); err != nil {
+		w.discard(wm)
+		return err
+	}
+	if err := wm.in.Release(ctx, inst, env); err != nil {
+		return unusable(err)
+	}
+	return nil
+}
+
+// running hands a started instance to a supervisor and records it
+// RUNNING. ctr is its container id when it is not inst (provisioned).
+func (w *Worker) running(ctx context.Context, in *runtime.Instance, exitC <-chan runtime.ExitStatus, rec *record.Record, fn *config.Function,
+	inst, ctr string, adm *admission, img *runtime.Image, log zerolog.Logger, t0, tImage, tCreate time.Time) {
 	started := w.now()
 	// The time limit counts from the start; the label set at create (an
 	// estimate) is corrected so a re-attaching worker uses the same one.
-	deadline = started.Add(fn.Timeout())
+	deadline := started.Add(fn.Timeout())
 	w.supervise(in, exitC, sup{
-		id: rec.RequestId, inst: inst, function: fn.Name, attempt: rec.Attempt, deadline: deadline, started: started,
+		id: rec.RequestId, inst: inst, ctr: ctr, function: fn.Name, attempt: rec.Attempt, deadline: deadline, started: started,
 		memoryMB: fn.MemoryMB, timeoutS: fn.TimeoutS, adm: adm,
 	})
 
 	// Bookkeeping after Start must not be lost to a cancelled handler.
+	// RUNNING first: it answers wait=scheduled callers, and it is what
+	// keeps a redelivery from starting the attempt again.
 	bctx := context.WithoutCancel(ctx)
-	if err := w.keepClaim(bctx, inst); err != nil {
-		log.Warn().Err(err).Msg("persist start claim")
-	}
-	if err := in.SetLabel(bctx, runtime.LabelDeadline, deadline.UTC().Format(time.RFC3339Nano)); err != nil {
-		log.Warn().Err(err).Msg("deadline label")
-	}
 	code := record.CodeRunning
-	err = w.records.UpdateFrom(bctx, rec.RequestId, []record.Status{record.Scheduling, record.Pending}, record.Update{
+	err := w.records.UpdateFrom(bctx, rec.RequestId, []record.Status{record.Scheduling, record.Pending}, record.Update{
 		Status: record.Running, StatusCode: &code, StartTime: &started, ImageDigest: &img.Digest, Node: &w.config().Worker.Node,
 	})
 	if errors.Is(err, record.ErrStatus) {
@@ -243,13 +289,18 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	} else if err != nil {
 		log.Warn().Err(err).Msg("record RUNNING")
 	}
+	if err := w.keepClaim(bctx, inst); err != nil {
+		log.Warn().Err(err).Msg("persist start claim")
+	}
+	if err := in.SetLabel(bctx, runtime.LabelDeadline, deadline.UTC().Format(time.RFC3339Nano)); err != nil && !runtime.IsNotFound(err) {
+		log.Warn().Err(err).Msg("deadline label") // (not found: a fast job already ended and was removed)
+	}
 	if w.metrics != nil {
 		w.metrics.ScheduleSeconds.WithLabelValues(fn.Name).Observe(started.Sub(parseTime(rec.EnqueueTime)).Seconds())
 	}
 	log.Info().Str("image", fn.Image).Str("digest", img.Digest).
 		Dur("queued_ms", t0.Sub(parseTime(rec.EnqueueTime))).Dur("image_ms", tImage.Sub(t0)).
-		Dur("create_ms", tCreate.Sub(tImage)).Dur("start_ms", started.Sub(tCreate)).Bool("provisioned", rootfs != "").Msg("instance started")
-	return nil
+		Dur("create_ms", tCreate.Sub(tImage)).Dur("start_ms", started.Sub(tCreate)).Bool("provisioned", ctr != "").Msg("instance started")
 }
 
 // fail records a permanent failure, dead-letters the event and tells

@@ -4,16 +4,24 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/worker/runtime"
 )
 
 // poolCheck is how often the pools are topped up without a prompt (a
-// failed prepare, an image that became available).
+// failed create, an image that became available).
 const poolCheck = 5 * time.Second
+
+// stubSettle is how long a new warm instance must stay up to count as
+// ready: a stub that cannot find the command exits at once.
+const stubSettle = 50 * time.Millisecond
 
 // PoolState is one function's provisioned instances on this worker.
 type PoolState struct {
@@ -22,32 +30,49 @@ type PoolState struct {
 	Error string `json:"error,omitempty"`
 }
 
-// rootfsPool keeps `provisioned: N` prepared root filesystems per function
-// (SCF provisioned concurrency): an event takes one and skips preparing
-// its snapshot; the pool refills in the background.
-type rootfsPool struct {
+// warmPool keeps `provisioned: N` warm instances per function (SCF
+// provisioned concurrency): containers created and started before any
+// event, their process a stub waiting for the environment. An event takes
+// one, which then only needs its labels and environment; the pool refills
+// in the background. Warm instances do not count against capacity_mb.
+type warmPool struct {
 	mu     sync.Mutex
 	want   map[string]config.Function // function → its config
-	ready  map[string][]pooled
+	ready  map[string][]*warm
 	errs   map[string]string
 	kick   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-type pooled struct {
-	key    string
-	digest string // the image the rootfs was made from
+type warm struct {
+	in     *runtime.Instance
+	exitC  <-chan runtime.ExitStatus
+	digest string // the image it was made from
 }
 
-// startPool releases root filesystems left by an earlier run and starts
-// filling the pools for cfg.
+// alive reports whether the warm instance's stub is still up.
+func (e *warm) alive() bool {
+	select {
+	case <-e.exitC:
+		return false
+	default:
+		return true
+	}
+}
+
+// startPool removes warm instances left by an earlier run (never taken)
+// and starts filling the pools for cfg.
 func (w *Worker) startPool(ctx context.Context, cfg *config.Config) {
 	p := &w.pool
-	p.ready, p.errs, p.kick = map[string][]pooled{}, map[string]string{}, make(chan struct{}, 1)
-	if left, err := w.rt.PreparedRootfs(ctx); err == nil {
-		for key := range left {
-			_ = w.rt.RemoveRootfs(ctx, key)
+	p.ready, p.errs, p.kick = map[string][]*warm{}, map[string]string{}, make(chan struct{}, 1)
+	if left, err := w.rt.Warm(ctx); err == nil {
+		for id := range left {
+			if in, err := w.rt.LoadWarm(ctx, id); in != nil {
+				_ = in.Remove(ctx)
+			} else if err != nil {
+				w.log.Warn().Err(err).Str("container", id).Msg("remove leftover warm instance")
+			}
 		}
 	}
 	p.setWant(cfg)
@@ -59,7 +84,7 @@ func (w *Worker) startPool(ctx context.Context, cfg *config.Config) {
 	}()
 }
 
-func (p *rootfsPool) setWant(cfg *config.Config) {
+func (p *warmPool) setWant(cfg *config.Config) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.want = map[string]config.Function{}
@@ -68,19 +93,40 @@ func (p *rootfsPool) setWant(cfg *config.Config) {
 			p.want[fn.Name] = fn
 		}
 	}
+	for name := range p.errs {
+		if _, ok := p.want[name]; !ok {
+			delete(p.errs, name)
+		}
+	}
 }
 
-func (p *rootfsPool) prompt() {
+func (p *warmPool) prompt() {
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
 }
 
-// resizePool applies a config change: pools of removed functions, changed
-// images or lower counts shrink at once, new ones fill.
+// resizePool applies a config change: pools of removed or changed
+// functions and lower counts shrink at once, new ones fill.
 func (w *Worker) resizePool(cfg *config.Config) {
+	w.pool.mu.Lock()
+	old := w.pool.want
+	w.pool.mu.Unlock()
 	w.pool.setWant(cfg)
+	// A changed function (command, env, limits...) needs new instances.
+	w.pool.mu.Lock()
+	var drop []*warm
+	for name, fn := range w.pool.want {
+		if prev, ok := old[name]; ok && !reflect.DeepEqual(prev, fn) {
+			drop = append(drop, w.pool.ready[name]...)
+			w.pool.ready[name] = nil
+		}
+	}
+	w.pool.mu.Unlock()
+	for _, e := range drop {
+		w.discard(e)
+	}
 	w.pool.prompt()
 }
 
@@ -104,12 +150,12 @@ func (w *Worker) fillOnce(ctx context.Context) {
 	p := &w.pool
 	p.mu.Lock()
 	want := p.want
-	var drop []pooled
+	var drop []*warm
 	for name, list := range p.ready {
 		fn, ok := want[name]
-		keep := list[:0]
+		var keep []*warm
 		for _, e := range list {
-			if ok && len(keep) < fn.Provisioned {
+			if ok && len(keep) < fn.Provisioned && e.alive() {
 				keep = append(keep, e)
 			} else {
 				drop = append(drop, e)
@@ -119,9 +165,8 @@ func (w *Worker) fillOnce(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	for _, e := range drop {
-		w.discard(ctx, e)
+		w.discard(e)
 	}
-	drop = nil
 	for name, fn := range want {
 		if ctx.Err() != nil {
 			return
@@ -133,13 +178,11 @@ func (w *Worker) fillOnce(ctx context.Context) {
 			p.setErr(name, "image: "+err.Error())
 			continue
 		}
-		for {
+		for ctx.Err() == nil {
 			p.mu.Lock()
-			// Rootfs made from an image the tag no longer points at go.
-			list := p.ready[name]
-			fresh := list[:0]
-			for _, e := range list {
-				if e.digest == img.Digest {
+			var fresh []*warm
+			for _, e := range p.ready[name] {
+				if e.digest == img.Digest { // the tag may have moved
 					fresh = append(fresh, e)
 				} else {
 					drop = append(drop, e)
@@ -148,61 +191,90 @@ func (w *Worker) fillOnce(ctx context.Context) {
 			p.ready[name] = fresh
 			short := len(fresh) < fn.Provisioned
 			p.mu.Unlock()
-			if !short || ctx.Err() != nil {
+			if !short {
 				break
 			}
-			key := "jobgate-pool-" + name + "-" + randomSuffix()
-			if err := w.rt.PrepareRootfs(ctx, img, key, name); err != nil {
+			e, err := w.newWarm(ctx, fn, img)
+			if err != nil {
 				p.setErr(name, err.Error())
 				break
 			}
 			p.mu.Lock()
-			if _, still := p.want[name]; still {
-				p.ready[name] = append(p.ready[name], pooled{key: key, digest: img.Digest})
+			if cur, still := p.want[name]; still && reflect.DeepEqual(cur, fn) {
+				p.ready[name] = append(p.ready[name], e)
 				delete(p.errs, name)
-				key = ""
+				e = nil
 			}
 			p.mu.Unlock()
-			if key != "" {
-				_ = w.rt.RemoveRootfs(ctx, key)
+			if e != nil {
+				w.discard(e)
 			}
 		}
 	}
 	for _, e := range drop {
-		w.discard(ctx, e)
+		w.discard(e)
 	}
 }
 
-func (w *Worker) discard(ctx context.Context, e pooled) {
-	if err := w.rt.RemoveRootfs(context.WithoutCancel(ctx), e.key); err != nil {
-		w.log.Warn().Err(err).Str("rootfs", e.key).Msg("release provisioned rootfs")
+// newWarm creates and starts one warm instance of fn.
+func (w *Worker) newWarm(ctx context.Context, fn config.Function, img *runtime.Image) (*warm, error) {
+	cfg := w.config()
+	id := "jobgate-pool-" + containerSafe(fn.Name) + "-" + randomSuffix()
+	// Everything but the event and the request's own variables (they
+	// come with the environment at release).
+	env := jobenv.Build(img.Env, fn.Env, jobenv.Builtins{FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN}, nil)
+	in, err := w.rt.CreateWarm(ctx, runtime.Spec{
+		ID: id, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
+		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host",
+		Labels: map[string]string{runtime.LabelPool: fn.Name, runtime.LabelFunction: fn.Name, runtime.LabelNode: cfg.Worker.Node},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provisioned instance: %w", err)
+	}
+	exitC, err := in.Wait(w.life)
+	if err != nil {
+		_ = in.Remove(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	select {
+	case st := <-exitC:
+		_ = in.Remove(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("provisioned instance: its process exited at once (code %d: command not found in the image?)", st.Code)
+	case <-time.After(stubSettle):
+	}
+	return &warm{in: in, exitC: exitC, digest: img.Digest}, nil
+}
+
+func (w *Worker) discard(e *warm) {
+	if err := e.in.Remove(context.WithoutCancel(w.life)); err != nil {
+		w.log.Warn().Err(err).Str("container", e.in.ID).Msg("release provisioned instance")
 	}
 }
 
-func (p *rootfsPool) setErr(fn, msg string) {
+func (p *warmPool) setErr(fn, msg string) {
 	p.mu.Lock()
 	p.errs[fn] = msg
 	p.mu.Unlock()
 }
 
-// takeRootfs hands out a prepared root filesystem of fn made from digest,
-// or "" when none is ready; the pool refills in the background.
-func (w *Worker) takeRootfs(fn, digest string) string {
+// takeWarm hands out a warm instance of fn made from digest, or nil when
+// none is ready; the pool refills in the background.
+func (w *Worker) takeWarm(fn, digest string) *warm {
 	p := &w.pool
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.ready[fn]
 	for i, e := range list {
-		if e.digest == digest {
+		if e.digest == digest && e.alive() {
 			p.ready[fn] = append(list[:i:i], list[i+1:]...)
 			p.prompt()
-			return e.key
+			return e
 		}
 	}
-	return ""
+	return nil
 }
 
-// stopPool stops refilling and releases every root filesystem not taken.
+// stopPool stops refilling and removes every warm instance not taken.
 func (w *Worker) stopPool(ctx context.Context) {
 	p := &w.pool
 	if p.cancel == nil {
@@ -211,15 +283,15 @@ func (w *Worker) stopPool(ctx context.Context) {
 	p.cancel()
 	<-p.done
 	p.mu.Lock()
-	var all []pooled
+	var all []*warm
 	for _, list := range p.ready {
 		all = append(all, list...)
 	}
-	p.ready = map[string][]pooled{}
+	p.ready = map[string][]*warm{}
 	p.mu.Unlock()
 	for _, e := range all {
-		if err := w.rt.RemoveRootfs(ctx, e.key); err != nil {
-			w.log.Warn().Err(err).Str("rootfs", e.key).Msg("release provisioned rootfs")
+		if err := e.in.Remove(ctx); err != nil {
+			w.log.Warn().Err(err).Str("container", e.in.ID).Msg("release provisioned instance")
 		}
 	}
 }

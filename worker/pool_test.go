@@ -26,57 +26,63 @@ func waitPool(t *testing.T, w *worker.Worker, fn string, ready int) {
 	}
 }
 
-// provisioned: N keeps N prepared root filesystems; events take them (and
-// see their own event), the pool refills, and shrinks on reload and on
-// shutdown without leaving snapshots behind.
-func TestProvisionedPoolTakesRefillsAndReleases(t *testing.T) {
+func waitWarm(t *testing.T, rt *runtime.Runtime, n int) map[string]string {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		warm, err := rt.Warm(context.Background())
+		if err == nil && len(warm) == n {
+			return warm
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("warm instances %v (%v), want %d", warm, err, n)
+		}
+	}
+}
+
+// provisioned: N keeps N warm instances (created and started, waiting for
+// an environment). Events take them: each sees its own event and
+// variables, its log is under its RequestId, its container goes with it;
+// the pool refills, shrinks on reload and is removed on shutdown.
+func TestProvisionedInstancesTakeRefillAndRelease(t *testing.T) {
 	img := jobImage(t)
-	st := testenv.StartStack(t, config.Function{Name: "warm", Image: img, Args: []string{"event"}, Provisioned: 2, Retry: noRetry})
+	fn := config.Function{Name: "warm", Image: img, Args: []string{"env", "SCF_CUSTOM_CONTAINER_EVENT", "env", "JOBGATE_REQUEST_ID", "env", "GREETING"},
+		Env: map[string]string{"GREETING": "hi"}, Provisioned: 2, Retry: noRetry}
+	st := testenv.StartStack(t, fn)
 	w := st.Node.Worker
 	rt := w.Runtime()
 	ctx := context.Background()
 	waitPool(t, w, "warm", 2)
-	before, err := rt.PreparedRootfs(ctx)
-	if err != nil || len(before) != 2 {
-		t.Fatalf("prepared %v %v", before, err)
-	}
+	before := waitWarm(t, rt, 2)
 	for i, ev := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`} {
 		end := run(t, st, "warm", []byte(ev))
 		if end.Status != record.Finished {
 			t.Fatalf("%d: %+v", i, end)
 		}
-		if out := st.Stdout(t, end.RequestId); len(out) != 1 || out[0] != ev {
-			t.Fatalf("%d: stdout %q, want %s", i, out, ev)
-		}
-		// Its rootfs came from the pool and went with the instance.
-		if ok, _ := rt.SnapshotExists(ctx, end.RequestId); ok {
-			t.Fatalf("instance snapshot %s left behind", end.RequestId)
+		want := []string{"SCF_CUSTOM_CONTAINER_EVENT=" + ev, "JOBGATE_REQUEST_ID=" + end.RequestId, "GREETING=hi"}
+		if out := st.Stdout(t, end.RequestId); len(out) != 3 || out[0] != want[0] || out[1] != want[1] || out[2] != want[2] {
+			t.Fatalf("%d: stdout %q, want %q", i, out, want)
 		}
 		waitPool(t, w, "warm", 2)
 	}
-	after, _ := rt.PreparedRootfs(ctx)
-	for k := range before {
-		if _, still := after[k]; still {
-			t.Fatalf("rootfs %s was never taken (pool %v → %v)", k, before, after)
+	after := waitWarm(t, rt, 2)
+	for id := range before {
+		if _, still := after[id]; still {
+			t.Fatalf("warm instance %s was never taken (%v → %v)", id, before, after)
 		}
+	}
+	if ids, _ := rt.List(ctx); len(ids) != 0 {
+		t.Fatalf("used instances left behind: %v", ids)
 	}
 
 	next := *st.Config
-	next.Functions = []config.Function{{Name: "warm", Image: img, Args: []string{"event"}, Provisioned: 1, Retry: noRetry}}
+	fn.Provisioned = 1
+	next.Functions = []config.Function{fn}
 	if err := config.Complete(&next, "test"); err != nil {
 		t.Fatal(err)
 	}
 	st.Node.Reload(ctx, &next)
 	waitPool(t, w, "warm", 1)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		left, _ := rt.PreparedRootfs(ctx)
-		if len(left) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after shrinking to 1: %v", left)
-		}
-	}
+	waitWarm(t, rt, 1)
 
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -88,7 +94,22 @@ func TestProvisionedPoolTakesRefillsAndReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer check.Close()
-	if left, err := check.PreparedRootfs(ctx); err != nil || len(left) != 0 {
-		t.Fatalf("after shutdown: %v %v", left, err)
+	waitWarm(t, check, 0)
+}
+
+// A provisioned function whose command is not in the image reports it,
+// and its events still get the usual 445 from a normal create.
+func TestProvisionedBadCommandFallsBack(t *testing.T) {
+	img := jobImage(t)
+	st := testenv.StartStack(t, config.Function{Name: "bad", Image: img, Command: []string{"/no/such/binary"}, Provisioned: 1, Retry: noRetry})
+	w := st.Node.Worker
+	for deadline := time.Now().Add(30 * time.Second); w.Provisioned()["bad"].Error == ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pool error: %+v", w.Provisioned())
+		}
+	}
+	end := run(t, st, "bad", []byte(`{}`))
+	if end.Status != record.Failed || end.StatusCode != record.CodeContainerInitError {
+		t.Fatalf("%+v", end)
 	}
 }

@@ -35,20 +35,32 @@ func (w *Worker) reconcile(ctx context.Context) error {
 	return nil
 }
 
-// adopt is reconcile for one id, from the task handler: true when an
-// instance with this id was already started here.
-func (w *Worker) adopt(ctx context.Context, id string, log zerolog.Logger) (bool, error) {
-	adopted, err := w.attach(ctx, id, log)
+// adopt is reconcile for one instance id, from the task handler: true
+// when an instance with this id was already started here. With
+// provisioned instances, its container may be a pooled one.
+func (w *Worker) adopt(ctx context.Context, id string, provisioned bool, log zerolog.Logger) (bool, error) {
+	ctrID := id
+	if provisioned {
+		if found, err := w.rt.FindInstance(ctx, id); err == nil && found != "" {
+			ctrID = found
+		}
+	}
+	adopted, err := w.attach(ctx, ctrID, log)
 	if runtime.IsNotFound(err) {
 		return false, nil
 	}
 	return adopted, err
 }
 
-// attach supervises an existing instance (by instance id), or removes it
-// if it has no task. It reports whether the instance is (now) supervised.
-func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (bool, error) {
-	in, err := w.rt.Load(ctx, inst)
+// attach supervises an existing instance (by container id), or removes
+// it if it has no task. It reports whether the instance is (now)
+// supervised.
+func (w *Worker) attach(ctx context.Context, ctrID string, log zerolog.Logger) (bool, error) {
+	in, err := w.rt.Load(ctx, ctrID)
+	inst, ctr := ctrID, ""
+	if in != nil && in.Labels[runtime.LabelInstance] != "" && in.Labels[runtime.LabelInstance] != ctrID {
+		inst, ctr = in.Labels[runtime.LabelInstance], ctrID // a provisioned instance
+	}
 	if errors.Is(err, runtime.ErrNoTask) {
 		// Created but never started, or ended and mid-cleanup.
 		id := in.Labels[runtime.LabelRequestID]
@@ -63,7 +75,7 @@ func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (b
 			}
 			started := parseTime(rec.StartTime)
 			log.Info().Str("status", string(o.Status)).Msg("completing an instance that ended during a worker crash")
-			w.complete(ctx, in, sup{id: id, inst: inst, function: rec.FunctionName, attempt: attempt, started: started, memoryMB: o.MemoryMB}, o, log)
+			w.complete(ctx, in, sup{id: id, inst: inst, ctr: ctr, function: rec.FunctionName, attempt: attempt, started: started, memoryMB: o.MemoryMB}, o, log)
 			return false, nil
 		}
 		rec, gerr := w.records.Get(ctx, id)
@@ -79,6 +91,12 @@ func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (b
 	}
 	if err != nil {
 		return false, err
+	}
+	if in.Waiting() {
+		// A provisioned instance taken just before a crash, whose stub
+		// never got its environment: it never ran. As below.
+		log.Info().Msg("removing a provisioned instance that was never released")
+		return false, in.Remove(ctx)
 	}
 	if started, err := in.Started(ctx); err == nil && !started {
 		// Killed between create and Start: it never ran. Remove it; the
@@ -118,7 +136,7 @@ func (w *Worker) attach(ctx context.Context, inst string, log zerolog.Logger) (b
 			Status: record.Running, StatusCode: &code, StartTime: &started, Node: &w.config().Worker.Node})
 	}
 	log.Info().Int("attempt", attempt).Time("deadline", deadline).Msg("re-attached to running instance")
-	w.supervise(in, exitC, sup{id: id, inst: inst, function: rec.FunctionName, attempt: attempt, deadline: deadline,
+	w.supervise(in, exitC, sup{id: id, inst: inst, ctr: ctr, function: rec.FunctionName, attempt: attempt, deadline: deadline,
 		started: started, memoryMB: memMB, timeoutS: timeoutS, adm: adm})
 	return true, nil
 }

@@ -19,7 +19,8 @@ import (
 // sup is what a supervisor needs to know about its instance.
 type sup struct {
 	id       string // RequestId
-	inst     string // instance (container and log) id of this attempt
+	inst     string // instance (log, claim) id of this attempt
+	ctr      string // its container id when it differs (a provisioned instance)
 	function string
 	attempt  int
 	deadline time.Time
@@ -27,6 +28,14 @@ type sup struct {
 	memoryMB int
 	timeoutS int
 	adm      *admission
+}
+
+// container is the instance's containerd container id.
+func (s sup) container() string {
+	if s.ctr != "" {
+		return s.ctr
+	}
+	return s.inst
 }
 
 // Why a supervisor stopped its instance.
@@ -102,7 +111,7 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, st
 			if reason != "" {
 				continue
 			}
-			used, err := w.rt.WritableBytes(w.life, s.inst)
+			used, err := w.rt.WritableBytes(w.life, s.container())
 			if err == nil && used > w.config().Worker.DiskLimitBytes() {
 				stopping(stopDisk, fmt.Sprintf("DiskQuotaExceeded: the writable layer holds %d bytes, over the limit of %d", used, w.config().Worker.DiskLimitBytes()), false)
 			}
@@ -118,11 +127,11 @@ func (w *Worker) watch(in *runtime.Instance, exitC <-chan runtime.ExitStatus, st
 		// The wait broke (containerd restarted); the process may live on.
 		log.Warn().Err(st.Err).Msg("wait interrupted; re-attaching")
 		var err error
-		exitC, err = w.rewait(s.inst)
+		exitC, err = w.rewait(s.container())
 		if errors.Is(err, runtime.ErrNoTask) {
 			// The task was deleted meanwhile (an earlier worker was
 			// finishing it when it died): complete from the outcome label.
-			if _, aerr := w.attach(context.WithoutCancel(w.life), s.inst, log); aerr != nil {
+			if _, aerr := w.attach(context.WithoutCancel(w.life), s.container(), log); aerr != nil {
 				log.Error().Err(aerr).Msg("complete an instance whose task is gone")
 			}
 			return
@@ -148,7 +157,7 @@ func (w *Worker) finish(in *runtime.Instance, st runtime.ExitStatus, s sup, reas
 	if err != nil {
 		log.Debug().Err(err).Msg("cgroup usage")
 	}
-	oom := w.takeOOM(s.inst) || usage.OOMKills > 0
+	oom := w.takeOOM(s.container()) || usage.OOMKills > 0
 	end := st.ExitedAt
 	if end.IsZero() {
 		end = w.now()

@@ -9,6 +9,7 @@ package worker
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -60,7 +61,7 @@ type Worker struct {
 	oomed    map[string]bool             // instance ids the kernel OOM-killed in
 	usedMB   int                         // memory_mb of admitted instances (capacity_mb)
 	accel    accelerator
-	pool     rootfsPool
+	pool     warmPool
 }
 
 // Deps are a worker's collaborators.
@@ -81,12 +82,19 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	if err := os.MkdirAll(cfg.Worker.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("worker state dir: %w", err)
 	}
-	settings := filepath.Join(cfg.Worker.StateDir, "logger.json")
-	if err := logdriver.WriteSettings(settings, logSettings); err != nil {
-		return nil, err
-	}
 	bin, err := loggerBinary(cfg.Worker.LoggerBinary)
 	if err != nil {
+		return nil, err
+	}
+	// Provisioned instances run jobgate-logger as their stub inside the
+	// job's container: it must be static.
+	runDirs, stubBin := filepath.Join(cfg.Worker.StateDir, "run"), ""
+	if isStatic(bin) {
+		stubBin = bin
+	}
+	logSettings.RunDirs = runDirs
+	settings := filepath.Join(cfg.Worker.StateDir, "logger.json")
+	if err := logdriver.WriteSettings(settings, logSettings); err != nil {
 		return nil, err
 	}
 	shimGroup := ""
@@ -97,7 +105,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
 		Registries: cfg.Registries, DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
 		LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
-		ShimGroup: shimGroup,
+		ShimGroup: shimGroup, StubBinary: stubBin, StubDir: runDirs,
 	})
 	if err != nil {
 		return nil, err
@@ -153,6 +161,21 @@ func containerSafe(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// isStatic reports whether the ELF binary at path needs no dynamic loader.
+func isStatic(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
 }
 
 func isExecutable(path string) bool {

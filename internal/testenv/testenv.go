@@ -149,10 +149,17 @@ func start() (*Services, error) {
 	// jobgate-logger goes next to it, where the worker looks for it.
 	s.JobgateBin = filepath.Join(dir, "jobgate")
 	s.LoggerBin = filepath.Join(dir, "jobgate-logger")
-	build := exec.Command("go", "build", "-o", dir, "./cmd/jobgate", "./cmd/jobgate-logger")
-	build.Dir = ModuleRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build jobgate: %v: %s", err, out)
+	for _, args := range [][]string{
+		{"build", "-o", s.JobgateBin, "./cmd/jobgate"},
+		// Static and stripped, as deploy/up.sh builds it: it starts per job.
+		{"build", "-trimpath", "-ldflags=-s -w", "-o", s.LoggerBin, "./cmd/jobgate-logger"},
+	} {
+		build := exec.Command("go", args...)
+		build.Dir = ModuleRoot()
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build jobgate: %v: %s", err, out)
+		}
 	}
 
 	cfg := fmt.Sprintf(`version = 2

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/worker/stub"
 )
 
 // Arg is the hidden first argument that makes jobgate act as the driver.
@@ -39,6 +40,9 @@ type Settings struct {
 	Prefix      string `json:"prefix"`
 	RetentionMs int64  `json:"retention_ms"`
 	MaxBytes    int64  `json:"max_bytes"`
+	// RunDirs holds provisioned instances' run directories: a pooled
+	// container's output goes under the instance id it was released to.
+	RunDirs string `json:"run_dirs,omitempty"`
 }
 
 // WriteSettings stores s at path, readable by root only.
@@ -105,7 +109,15 @@ func run(ctx context.Context, settingsPath string, cfg *logging.Config, ready fu
 		return fmt.Errorf("jobgate logger: ready: %w", err)
 	}
 	go func() { readers.Wait(); close(lines) }()
-	return ship(ctx, store, cfg.ID, lines)
+	// A provisioned instance's container id is the pool's; it learns its
+	// instance id when released, before it prints anything.
+	id := cfg.ID
+	if s.RunDirs != "" {
+		var once sync.Once
+		resolve := func() string { once.Do(func() { id = stub.LogInstance(s.RunDirs, cfg.ID) }); return id }
+		return ship(ctx, store, resolve, lines)
+	}
+	return ship(ctx, store, func() string { return id }, lines)
 }
 
 // scan reads one stream into lines until EOF. The pipes reach EOF when
@@ -130,12 +142,13 @@ func scan(r io.Reader, stream string, out chan<- logstore.Line) {
 // ship writes lines in batches. Redis errors are retried: the pipe fills
 // and the job waits rather than losing output. After SIGTERM (ctx done)
 // the remaining lines get a bounded time to land.
-func ship(ctx context.Context, store *logstore.Store, id string, lines <-chan logstore.Line) error {
+func ship(ctx context.Context, store *logstore.Store, idOf func() string, lines <-chan logstore.Line) error {
 	const maxBatch = 256
 	batch := make([]logstore.Line, 0, maxBatch)
 	flush := func() {
 		for attempt := 0; len(batch) > 0; attempt++ {
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			id := idOf()
 			err := store.Append(wctx, id, batch)
 			cancel()
 			if err == nil {

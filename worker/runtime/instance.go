@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -37,18 +38,18 @@ type Spec struct {
 	MemoryMB    int
 	PidsLimit   int64
 	HostNetwork bool
-	// RootfsKey, when set, is a root filesystem made by PrepareRootfs
-	// (a provisioned instance); otherwise one is prepared now.
-	RootfsKey string
-	Labels      map[string]string
+	warm *warmOpts // set by CreateWarm
+	Labels    map[string]string
 }
 
 // Instance is a created container and its task.
 type Instance struct {
-	ID     string
-	Labels map[string]string
-	ctr    containerd.Container
-	task   containerd.Task
+	ID      string
+	Labels  map[string]string
+	ctr     containerd.Container
+	task    containerd.Task
+	warmDir string // a warm instance's run directory (CreateWarm)
+	rt      *Runtime
 }
 
 // ExitStatus is how an instance's process ended.
@@ -125,19 +126,17 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	if r.opts.ShimGroup != "" {
 		opts = append(opts, oci.WithAnnotations(map[string]string{groupAnnotation: r.opts.ShimGroup}))
 	}
+	if s.warm != nil {
+		opts = append(opts, withWarm(s.warm))
+	}
 	// Last: the default profile depends on the final capability set.
 	opts = append(opts, seccomp.WithDefaultProfile(), nativeSyscallsOnly)
 
-	snapshotKey := s.ID
-	rootfs := containerd.WithNewSnapshot(s.ID, s.Image.img)
-	if s.RootfsKey != "" {
-		snapshotKey, rootfs = s.RootfsKey, containerd.WithSnapshot(s.RootfsKey)
-	}
 	newContainer := func() (containerd.Container, error) {
 		return r.client.NewContainer(ctx, s.ID,
 			containerd.WithImage(s.Image.img),
 			containerd.WithSnapshotter(r.opts.Snapshotter),
-			rootfs,
+			containerd.WithNewSnapshot(s.ID, s.Image.img),
 			containerd.WithNewSpec(opts...),
 			containerd.WithContainerLabels(s.Labels),
 		)
@@ -156,8 +155,8 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 		if errdefs.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("create %s: %w", s.ID, err)
 		}
-		// A failed create may still have made the snapshot (or had one).
-		_ = r.client.SnapshotService(r.opts.Snapshotter).Remove(context.WithoutCancel(ctx), snapshotKey)
+		// A failed create may still have made the snapshot.
+		_ = r.client.SnapshotService(r.opts.Snapshotter).Remove(context.WithoutCancel(ctx), s.ID)
 		return nil, fmt.Errorf("create container %s: %w", s.ID, err)
 	}
 	defer func() {
@@ -169,7 +168,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create task %s: %w: %v", s.ID, ErrInit, err)
 	}
-	return &Instance{ID: s.ID, Labels: s.Labels, ctr: ctr, task: task}, nil
+	return &Instance{ID: s.ID, Labels: s.Labels, ctr: ctr, task: task, rt: r}, nil
 }
 
 // Wait subscribes to the task's exit. Call it before Start; ctx should
@@ -300,6 +299,9 @@ func (in *Instance) Remove(ctx context.Context) error {
 	if err := in.ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		errs = append(errs, fmt.Errorf("delete container %s: %w", in.ID, err))
 	}
+	if in.rt != nil {
+		in.rt.removeWarmDir(in.ID)
+	}
 	return errors.Join(errs...)
 }
 
@@ -316,7 +318,10 @@ func (r *Runtime) Load(ctx context.Context, id string) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("labels %s: %w", id, err)
 	}
-	in := &Instance{ID: id, Labels: labels, ctr: ctr}
+	in := &Instance{ID: id, Labels: labels, ctr: ctr, rt: r}
+	if _, pooled := labels[LabelPool]; pooled && r.opts.StubDir != "" {
+		in.warmDir = filepath.Join(r.opts.StubDir, id)
+	}
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		return in, fmt.Errorf("load %s: %w", id, ErrNoTask)
@@ -352,7 +357,7 @@ func (r *Runtime) WritableBytes(ctx context.Context, id string) (int64, error) {
 	key := id
 	if ctr, err := r.client.LoadContainer(ctx, id); err == nil {
 		if info, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata); err == nil && info.SnapshotKey != "" {
-			key = info.SnapshotKey // a provisioned rootfs has its own key
+			key = info.SnapshotKey
 		}
 	}
 	u, err := r.client.SnapshotService(r.opts.Snapshotter).Usage(ctx, key)

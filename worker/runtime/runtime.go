@@ -47,6 +47,10 @@ type Options struct {
 	// ShimGroup, when set, puts every instance in one runc shim group,
 	// kept warm by an anchor container of that name (see EnsureAnchor).
 	ShimGroup string
+	// StubBinary (static: it runs inside job containers) and StubDir (a
+	// run directory per warm instance) enable CreateWarm.
+	StubBinary string
+	StubDir    string
 }
 
 // Runtime wraps one containerd client in one namespace.
