@@ -38,8 +38,8 @@ type Spec struct {
 	MemoryMB    int
 	PidsLimit   int64
 	HostNetwork bool
-	warm *warmOpts // set by CreateWarm
-	Labels    map[string]string
+	warm        *warmOpts // set by CreateWarm
+	Labels      map[string]string
 }
 
 // Instance is a created container and its task.
