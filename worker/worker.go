@@ -106,6 +106,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		Registries: cfg.Registries, DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
 		LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
 		ShimGroup: shimGroup, StubBinary: stubBin, StubDir: runDirs,
+		TagRecheck: time.Duration(*cfg.Worker.TagRecheckMs) * time.Millisecond,
 	})
 	if err != nil {
 		return nil, err

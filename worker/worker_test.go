@@ -17,6 +17,7 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/imagebuild"
 	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/node"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testenv"
@@ -312,3 +313,38 @@ func TestImageEnvPushesOverTheTotal(t *testing.T) {
 }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+
+// A moved tag is picked up once worker.tag_recheck_ms has passed since
+// the registry was last asked; within it, events reuse the checked digest.
+func TestMovedTagPickedUpAfterRecheckWindow(t *testing.T) {
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/moving:1"
+	d1, err := testjob.PushWithEnv(ref, []string{"VERSION=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: ref, Args: []string{"env", "VERSION"}})
+	window := 1500
+	cfg.Worker.TagRecheckMs = &window
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	first := run(t, st, "fn", []byte(`{}`))
+	d2, err := testjob.PushWithEnv(ref, []string{"VERSION=2"})
+	if err != nil || d2 == d1 {
+		t.Fatalf("push v2: %v (%s)", err, d2)
+	}
+	soon := run(t, st, "fn", []byte(`{}`))
+	time.Sleep(time.Duration(window) * time.Millisecond)
+	later := run(t, st, "fn", []byte(`{}`))
+	got := []string{st.Stdout(t, first.RequestId)[0], st.Stdout(t, soon.RequestId)[0], st.Stdout(t, later.RequestId)[0]}
+	if got[0] != "VERSION=1" || got[2] != "VERSION=2" || later.ImageDigest != d2 {
+		t.Fatalf("versions %q, last digest %s want %s", got, later.ImageDigest, d2)
+	}
+	if soon.ImageDigest != d1 && time.Since(parseRecTime(first.EndTime)) < time.Duration(window)*time.Millisecond {
+		t.Fatalf("within the window the checked digest was not reused: %s", soon.ImageDigest)
+	}
+}
+
+func parseRecTime(s string) time.Time {
+	t, _ := time.Parse(record.TimeFormat, s)
+	return t
+}

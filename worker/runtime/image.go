@@ -106,6 +106,11 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) (*Image, error) {
 	return r.EnsureImageProgress(ctx, ref, nil)
 }
 
+type tagCheck struct {
+	digest string
+	at     time.Time
+}
+
 // LayerProgress is how far one blob of a pull has come.
 type LayerProgress struct {
 	Digest string
@@ -120,8 +125,20 @@ const progressEvery = 200 * time.Millisecond
 // progress while it downloads (and once at the end), when report is set.
 func (r *Runtime) EnsureImageProgress(ctx context.Context, ref string, report func([]LayerProgress)) (*Image, error) {
 	ctx = r.ctx(ctx)
+	// A tag checked moments ago: trust it (bursts of events need one
+	// registry round trip, not one each).
+	if c, ok := r.checked.Load(ref); ok && r.opts.TagRecheck > 0 {
+		if c := c.(tagCheck); time.Since(c.at) < r.opts.TagRecheck {
+			if local, err := r.localImage(ctx, ref, c.digest); err == nil {
+				return local, nil
+			}
+		}
+	}
 	res := r.resolver()
 	_, desc, err := res.Resolve(ctx, ref)
+	if err == nil {
+		r.checked.Store(ref, tagCheck{digest: desc.Digest.String(), at: time.Now()})
+	}
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("pull %s: %w: %v", ref, ErrImageNotFound, err)

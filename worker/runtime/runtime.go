@@ -44,6 +44,9 @@ type Options struct {
 	// a job's stdout and stderr (cio.BinaryIO), so logs outlive the worker.
 	LoggerBinary string
 	LoggerArgs   map[string]string
+	// TagRecheck is how long a tag's registry digest is trusted once
+	// checked (0: every EnsureImage asks the registry).
+	TagRecheck time.Duration
 	// ShimGroup, when set, puts every instance in one runc shim group,
 	// kept warm by an anchor container of that name (see EnsureAnchor).
 	ShimGroup string
@@ -58,6 +61,9 @@ type Runtime struct {
 	client *containerd.Client
 	opts   Options
 	pulls  singleflight.Group
+	// checked maps a tag reference to the digest the registry gave and
+	// when (TagRecheck).
+	checked sync.Map
 	// envCache maps image digest → config env; image configs are immutable.
 	envCache sync.Map
 }
