@@ -61,9 +61,9 @@ type Worker struct {
 	PullTimeoutS int    `yaml:"pull_timeout_s,omitempty"`
 	// TagRecheckMs: a tag's registry digest, once checked, is trusted this
 	// long before the next event checks it again (0 = check every event).
-	TagRecheckMs *int `yaml:"tag_recheck_ms,omitempty"`
-	StopGraceS   *int   `yaml:"stop_grace_s,omitempty"`
-	LogMaxBytes  int64  `yaml:"log_max_bytes,omitempty"`
+	TagRecheckMs *int  `yaml:"tag_recheck_ms,omitempty"`
+	StopGraceS   *int  `yaml:"stop_grace_s,omitempty"`
+	LogMaxBytes  int64 `yaml:"log_max_bytes,omitempty"`
 	// CapacityMB bounds the sum of memory_mb of the instances running on
 	// this worker (0 = no bound).
 	CapacityMB int `yaml:"capacity_mb,omitempty"`
