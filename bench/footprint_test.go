@@ -111,14 +111,15 @@ func BenchmarkFootprint(b *testing.B) {
 		t0 := time.Now()
 		for running := 0; running < n+1; {
 			running = 0
-			for _, id := range ids {
-				rec, err := gw.Records.Get(ctx, id)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if rec.Status == record.Running {
+			sts, err := gw.Records.Statuses(ctx, ids)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for id, status := range sts {
+				if status == record.Running {
 					running++
-				} else if rec.Status.Terminal() {
+				} else if status.Terminal() {
+					rec, _ := gw.Records.Get(ctx, id)
 					b.Fatalf("%s ended: %+v", id, rec)
 				}
 			}
@@ -137,8 +138,8 @@ func BenchmarkFootprint(b *testing.B) {
 		b.Logf("alongside, per instance: log driver %s (%d processes), shim %s (%d processes)",
 			mib(float64(logger1-logger0)/float64(n)), loggers, mib(float64(shim1-shim0)/float64(n)), shims)
 		row(b, fmt.Sprintf("footprint: outside the worker, per running instance (%d jobs)", n),
-			fmt.Sprintf("log driver %s, containerd shim %s, Redis %s", mib(float64(logger1-logger0)/float64(n)),
-				mib(float64(shim1-shim0)/float64(n)), mib(float64(redis1-redis0)/float64(n))), "—", nanRatio, "—", true)
+			fmt.Sprintf("log driver %s, containerd shim %s, Redis %.1f KiB", mib(float64(logger1-logger0)/float64(n)),
+				mib(float64(shim1-shim0)/float64(n)), float64(redis1-redis0)/float64(n)/1024), "—", nanRatio, "—", true)
 
 		// End the sleepers (SIGKILL through containerd) before the next part.
 		client, err := containerd.New(s.Containerd)

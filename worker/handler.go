@@ -176,7 +176,12 @@ func (w *Worker) start(ctx context.Context, rec *record.Record, fn *config.Funct
 	tImage := w.now()
 	labels := map[string]string{
 		runtime.LabelRequestID: rec.RequestId, runtime.LabelFunction: fn.Name,
-		runtime.LabelAttempt: strconv.Itoa(rec.Attempt), runtime.LabelDeadline: w.now().Add(fn.Timeout()).UTC().Format(time.RFC3339Nano),
+		// The time limit counts from the start, which is not known yet:
+		// the label (used only by a worker that re-attaches after a
+		// restart) allows a second for the create, so a job is never
+		// stopped early, at worst a second late. Correcting it after the
+		// start would cost a containerd metadata write per job.
+		runtime.LabelAttempt: strconv.Itoa(rec.Attempt), runtime.LabelDeadline: w.now().Add(fn.Timeout() + time.Second).UTC().Format(time.RFC3339Nano),
 		runtime.LabelNode: w.config().Worker.Node,
 	}
 	if wm := w.takeWarm(fn.Name, img.Digest); wm != nil {
@@ -267,8 +272,6 @@ func (w *Worker) startWarm(ctx context.Context, rec *record.Record, inst string,
 func (w *Worker) running(ctx context.Context, in *runtime.Instance, exitC <-chan runtime.ExitStatus, rec *record.Record, fn *config.Function,
 	inst, ctr string, adm *admission, img *runtime.Image, log zerolog.Logger, t0, tImage, tCreate time.Time) {
 	started := w.now()
-	// The time limit counts from the start; the label set at create (an
-	// estimate) is corrected so a re-attaching worker uses the same one.
 	deadline := started.Add(fn.Timeout())
 	w.supervise(in, exitC, sup{
 		id: rec.RequestId, inst: inst, ctr: ctr, function: fn.Name, attempt: rec.Attempt, deadline: deadline, started: started,
@@ -291,9 +294,6 @@ func (w *Worker) running(ctx context.Context, in *runtime.Instance, exitC <-chan
 	}
 	if err := w.keepClaim(bctx, inst); err != nil {
 		log.Warn().Err(err).Msg("persist start claim")
-	}
-	if err := in.SetLabel(bctx, runtime.LabelDeadline, deadline.UTC().Format(time.RFC3339Nano)); err != nil && !runtime.IsNotFound(err) {
-		log.Warn().Err(err).Msg("deadline label") // (not found: a fast job already ended and was removed)
 	}
 	if w.metrics != nil {
 		w.metrics.ScheduleSeconds.WithLabelValues(fn.Name).Observe(started.Sub(parseTime(rec.EnqueueTime)).Seconds())

@@ -98,7 +98,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		return nil, err
 	}
 	shimGroup := ""
-	if cfg.Worker.ShimGroup {
+	if *cfg.Worker.ShimGroup {
 		shimGroup = "jobgate-shim-" + containerSafe(cfg.Worker.Node)
 	}
 	rt, err := runtime.New(ctx, runtime.Options{

@@ -348,3 +348,41 @@ func parseRecTime(s string) time.Time {
 	t, _ := time.Parse(record.TimeFormat, s)
 	return t
 }
+
+// ppid is a process's parent.
+func ppid(t *testing.T, pid uint32) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pid (comm) state ppid ...; comm may hold spaces: cut after ")".
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	var p int
+	fmt.Sscan(fields[1], &p)
+	return p
+}
+
+// With worker.shim_group (the default), a job started while no other
+// start is under way runs under the worker's warm shim, the one that
+// holds the never-started anchor task.
+func TestJobStartsInTheWarmShim(t *testing.T) {
+	img := jobImage(t)
+	st := testenv.StartStack(t, config.Function{Name: "fn", Image: img, Args: []string{"sleep", "3s"}})
+	rt := st.Node.Worker.Runtime()
+	anchor, err := rt.AnchorPid(t.Context())
+	if err != nil || anchor == 0 {
+		t.Fatalf("anchor: %d %v", anchor, err)
+	}
+	rec := st.Invoke(t, "fn", "", []byte(`{}`), 200)
+	in, err := rt.Load(t.Context(), rec.RequestId)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, j := ppid(t, anchor), ppid(t, in.Pid()); a != j {
+		t.Fatalf("job's shim %d, warm shim %d", j, a)
+	}
+	if end := st.WaitEnd(t, rec.RequestId, time.Minute); end.Status != record.Finished {
+		t.Fatalf("%+v", end)
+	}
+}

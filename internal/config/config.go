@@ -81,11 +81,10 @@ type Worker struct {
 	// stdout/stderr; default: jobgate-logger next to the jobgate binary,
 	// else the jobgate binary itself.
 	LoggerBinary string `yaml:"logger_binary,omitempty"`
-	// ShimGroup runs all of this worker's jobs in one containerd shim,
-	// kept warm by an anchor: ~15 ms less per start when jobs arrive one
-	// at a time, but the shim serializes task operations, so concurrent
-	// starts queue behind each other (see docs/BENCHMARKS.md).
-	ShimGroup bool `yaml:"shim_group,omitempty"`
+	// ShimGroup [true] lets a job start in the worker's warm containerd
+	// shim when no other start is using it (~15 ms less per start); the
+	// rest start their own shim, since a shim serializes task creation.
+	ShimGroup *bool `yaml:"shim_group,omitempty"`
 }
 
 // Registry holds per-registry pull settings, keyed by host[:port].

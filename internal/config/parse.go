@@ -238,6 +238,10 @@ func (c *Config) applyDefaults() {
 	if c.Worker.PullTimeoutS == 0 {
 		c.Worker.PullTimeoutS = 300
 	}
+	if c.Worker.ShimGroup == nil {
+		on := true
+		c.Worker.ShimGroup = &on
+	}
 	if c.Worker.TagRecheckMs == nil {
 		ms := 2000
 		c.Worker.TagRecheckMs = &ms

@@ -368,3 +368,25 @@ func (w *Watcher) Wait(ctx context.Context, id string, until func(*Record) bool)
 		}
 	}
 }
+
+// Statuses returns the status of each of ids in one round trip (an id
+// without a record is left out): cheap polling of many invocations.
+func (s *Store) Statuses(ctx context.Context, ids []string) (map[string]Status, error) {
+	cmds := make([]*redis.StringCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGet(ctx, s.recKey(id), "Status")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("statuses: %w", err)
+	}
+	out := make(map[string]Status, len(ids))
+	for i, c := range cmds {
+		if v, err := c.Result(); err == nil {
+			out[ids[i]] = Status(v)
+		}
+	}
+	return out, nil
+}

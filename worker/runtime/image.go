@@ -107,8 +107,8 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) (*Image, error) {
 }
 
 type tagCheck struct {
-	digest string
-	at     time.Time
+	img *Image
+	at  time.Time
 }
 
 // LayerProgress is how far one blob of a pull has come.
@@ -123,21 +123,24 @@ const progressEvery = 200 * time.Millisecond
 
 // EnsureImageProgress is EnsureImage that calls report with every blob's
 // progress while it downloads (and once at the end), when report is set.
-func (r *Runtime) EnsureImageProgress(ctx context.Context, ref string, report func([]LayerProgress)) (*Image, error) {
+func (r *Runtime) EnsureImageProgress(ctx context.Context, ref string, report func([]LayerProgress)) (got *Image, _ error) {
 	ctx = r.ctx(ctx)
 	// A tag checked moments ago: trust it (bursts of events need one
 	// registry round trip, not one each).
+	// The image found unpacked then is used as is.
 	if c, ok := r.checked.Load(ref); ok && r.opts.TagRecheck > 0 {
-		if c := c.(tagCheck); time.Since(c.at) < r.opts.TagRecheck {
-			if local, err := r.localImage(ctx, ref, c.digest); err == nil {
-				return local, nil
-			}
+		if c := c.(tagCheck); time.Since(c.at) < r.opts.TagRecheck && c.img != nil {
+			return c.img, nil
 		}
 	}
 	res := r.resolver()
 	_, desc, err := res.Resolve(ctx, ref)
 	if err == nil {
-		r.checked.Store(ref, tagCheck{digest: desc.Digest.String(), at: time.Now()})
+		defer func() {
+			if got != nil && got.Digest == desc.Digest.String() {
+				r.checked.Store(ref, tagCheck{img: got, at: time.Now()})
+			}
+		}()
 	}
 	if err != nil {
 		if errdefs.IsNotFound(err) {

@@ -123,7 +123,10 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	if s.HostNetwork {
 		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostResolvconf, oci.WithHostHostsFile)
 	}
-	if r.opts.ShimGroup != "" {
+	// One start at a time joins the warm shim; the others start their
+	// own, since the shim serializes task creation (see EnsureAnchor).
+	if r.opts.ShimGroup != "" && r.groupBusy.CompareAndSwap(false, true) {
+		defer r.groupBusy.Store(false)
 		opts = append(opts, oci.WithAnnotations(map[string]string{groupAnnotation: r.opts.ShimGroup}))
 	}
 	if s.warm != nil {
@@ -155,6 +158,8 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 		if errdefs.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("create %s: %w", s.ID, err)
 		}
+		// The image may have gone since it was checked: check it anew.
+		r.checked.Delete(s.Image.Ref)
 		// A failed create may still have made the snapshot.
 		_ = r.client.SnapshotService(r.opts.Snapshotter).Remove(context.WithoutCancel(ctx), s.ID)
 		return nil, fmt.Errorf("create container %s: %w", s.ID, err)

@@ -121,6 +121,7 @@ func (r *Runtime) ImageLabels(ctx context.Context, ref string) (map[string]strin
 // RemoveImage deletes the local image ref and waits for containerd's
 // garbage collector, so its content and snapshots are gone unless pinned.
 func (r *Runtime) RemoveImage(ctx context.Context, ref string) error {
+	r.checked.Delete(ref)
 	err := r.client.ImageService().Delete(r.ctx(ctx), ref, images.SynchronousDelete())
 	if err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove image %s: %w", ref, err)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -47,8 +48,9 @@ type Options struct {
 	// TagRecheck is how long a tag's registry digest is trusted once
 	// checked (0: every EnsureImage asks the registry).
 	TagRecheck time.Duration
-	// ShimGroup, when set, puts every instance in one runc shim group,
-	// kept warm by an anchor container of that name (see EnsureAnchor).
+	// ShimGroup, when set, is the runc shim group an instance joins when
+	// no other is being created in it, kept warm by an anchor container
+	// of that name (see EnsureAnchor).
 	ShimGroup string
 	// StubBinary (static: it runs inside job containers) and StubDir (a
 	// run directory per warm instance) enable CreateWarm.
@@ -61,6 +63,8 @@ type Runtime struct {
 	client *containerd.Client
 	opts   Options
 	pulls  singleflight.Group
+	// groupBusy is held while a task is created in the shim group.
+	groupBusy atomic.Bool
 	// checked maps a tag reference to the digest the registry gave and
 	// when (TagRecheck).
 	checked sync.Map
