@@ -15,3 +15,7 @@ echo "==> staticcheck ./..."
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "==> go test ./..."
 go test -count=1 -p 2 -timeout 20m "$@" ./...
+# Benchmarks are not pass/fail on their targets: this smoke run (tiny
+# counts) only checks that `task bench` still works.
+echo "==> bench smoke (BENCH_SMOKE=1)"
+BENCH_SMOKE=1 go test -count=1 -run '^$' -bench . -benchtime 1x -timeout 10m ./bench
