@@ -10,6 +10,7 @@ import (
 	ctdlog "github.com/containerd/log"
 
 	"github.com/jobgate/jobgate/worker/logdriver"
+	"github.com/jobgate/jobgate/worker/stub"
 )
 
 const usage = `usage: jobgate <command> [flags]
@@ -31,6 +32,10 @@ func main() {
 		// Re-executed by containerd's shim as a job's log driver.
 		logdriver.Main(os.Args[2:])
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == stub.Arg {
+		// Inside a provisioned instance, when jobgate is the log driver.
+		stub.Main(os.Args[2:])
 	}
 	// containerd's client logs through logrus; only its warnings matter.
 	_ = ctdlog.SetLevel("warn")

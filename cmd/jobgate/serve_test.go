@@ -3,6 +3,8 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,6 +101,35 @@ func (e *serveEnv) stores() (*record.Store, *logstore.Store) {
 func TestSIGKILLMidRunFinishesOnce(t *testing.T) {
 	e := newServeEnv(t, `echo, a, sleep, 1500ms, echo, b, sleep, 1500ms, echo, c`)
 	serve := e.start(t)
+	killMidRun(t, e, serve)
+}
+
+// The same for a job started in a provisioned (warm) instance: its
+// container id is the pool's, its log and record the invocation's.
+func TestSIGKILLMidRunProvisioned(t *testing.T) {
+	e := newServeEnvWith(t, `echo, a, sleep, 1500ms, echo, b, sleep, 1500ms, echo, c`, "    provisioned: 1\n")
+	serve, out := e.startRole(t, "all", e.cfgPath, e.url)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(e.url + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), `"ready":1`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no warm instance within 30 s")
+		}
+	}
+	killMidRun(t, e, serve)
+	if !strings.Contains(out.String(), `"provisioned":true`) {
+		t.Fatalf("the job did not start in a warm instance:\n%s", out.String())
+	}
+}
+
+func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd) {
+	t.Helper()
 	var rec record.Record
 	if err := json.Unmarshal([]byte(e.cli(t, `{"crash":"test"}`, "invoke", "job", "--event", "-")), &rec); err != nil || rec.Status != record.Running {
 		t.Fatalf("invoke: %+v %v", rec, err)
