@@ -13,7 +13,6 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/imagebuild"
-	"github.com/jobgate/jobgate/internal/node"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testenv"
 	"github.com/jobgate/jobgate/internal/testjob"
@@ -79,7 +78,7 @@ func BenchmarkAcceleration(b *testing.B) {
 		config.Function{Name: "accel", Image: accelRef, Args: []string{"exit", "0"}, Acceleration: true})
 	cfg.Worker.PullTimeoutS = 600
 	cfg.Gateway.WaitTimeoutS = 600
-	st := testenv.StartStackWith(b, s, cfg, node.Options{})
+	st := startStack(b, s, cfg, "")
 	w := st.Node.Worker
 	ctx := context.Background()
 	for b.Loop() {
@@ -118,9 +117,9 @@ func BenchmarkProvisioned(b *testing.B) {
 	if _, err := testjob.Push(ref); err != nil {
 		b.Fatal(err)
 	}
-	st := testenv.StartStack(b,
+	st := startStack(b, s, s.Config(b, testenv.Redis(b),
 		config.Function{Name: "plain", Image: ref, Args: []string{"exit", "0"}},
-		config.Function{Name: "prov", Image: ref, Args: []string{"exit", "0"}, Provisioned: 2})
+		config.Function{Name: "prov", Image: ref, Args: []string{"exit", "0"}, Provisioned: 2}), "")
 	w := st.Node.Worker
 	timeToRunning(b, st, "plain") // cache the image
 	for b.Loop() {

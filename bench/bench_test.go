@@ -21,11 +21,16 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/node"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testenv"
 )
@@ -100,4 +105,18 @@ func invokeNone(c *http.Client, baseURL, fn string, event []byte) (*record.Recor
 		return nil, fmt.Errorf("invoke %s: %w", fn, err)
 	}
 	return &rec, nil
+}
+
+// startStack starts jobgate in-process for a benchmark, logging JSON to a
+// file at info level as `jobgate serve` does to stderr (not to b.Log, whose
+// buffering would be a cost production does not have).
+func startStack(b *testing.B, s *testenv.Services, cfg *config.Config, role string) *testenv.Stack {
+	b.Helper()
+	f, err := os.Create(filepath.Join(b.TempDir(), "jobgate.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	log := zerolog.New(f).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	return testenv.StartStackLogged(b, s, cfg, node.Options{Role: role, Logger: log})
 }

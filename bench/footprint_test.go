@@ -19,7 +19,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobgate/jobgate/internal/config"
-	"github.com/jobgate/jobgate/internal/node"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testenv"
 	"github.com/jobgate/jobgate/internal/testjob"
@@ -86,7 +85,7 @@ func BenchmarkFootprint(b *testing.B) {
 		cfg.Worker.Concurrency = launchParallelism
 		path := testenv.WriteConfig(b, cfg)
 		wk := s.StartServe(b, path, "worker", "")
-		gw := testenv.StartStackWith(b, s, cfg, node.Options{Role: "gateway"})
+		gw := startStack(b, s, cfg, "gateway")
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr})
 		defer rdb.Close()
 
@@ -158,7 +157,7 @@ func BenchmarkFootprint(b *testing.B) {
 
 		// Queued: gateway only, nothing consumes.
 		qcfg := s.Config(b, testenv.Redis(b), config.Function{Name: "fn", Image: ref})
-		q := testenv.StartStackWith(b, s, qcfg, node.Options{Role: "gateway"})
+		q := startStack(b, s, qcfg, "gateway")
 		qrdb := redis.NewClient(&redis.Options{Addr: qcfg.Redis.Addr})
 		defer qrdb.Close()
 		event := event1KiB()

@@ -16,7 +16,6 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/jobgate/jobgate/internal/config"
-	"github.com/jobgate/jobgate/internal/node"
 	"github.com/jobgate/jobgate/internal/testenv"
 )
 
@@ -95,7 +94,7 @@ func BenchmarkIngest(b *testing.B) {
 	n := scale(20000, 300)
 	s := testenv.Shared(b)
 	cfg := s.Config(b, testenv.Redis(b), config.Function{Name: "fn", Image: s.Registry + "/bench/none:1"})
-	st := testenv.StartStackWith(b, s, cfg, node.Options{Role: "gateway"})
+	st := startStack(b, s, cfg, "gateway")
 	event := event1KiB()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * ingestConcurrency}}
 	url := st.URL + "/v1/functions/fn/invoke?wait=none"

@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/containerd/oci"
 
 	"github.com/jobgate/jobgate/internal/config"
-	"github.com/jobgate/jobgate/internal/node"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testenv"
 	"github.com/jobgate/jobgate/internal/testjob"
@@ -38,7 +37,7 @@ func BenchmarkLaunchRate(b *testing.B) {
 	}
 	cfg := s.Config(b, testenv.Redis(b), config.Function{Name: "fn", Image: ref, Args: []string{"exit", "0"}})
 	cfg.Worker.Concurrency = launchParallelism
-	st := testenv.StartStackWith(b, s, cfg, node.Options{})
+	st := startStack(b, s, cfg, "")
 	warm := st.Invoke(b, "fn", "", []byte(`{}`), http.StatusOK)
 	st.WaitEnd(b, warm.RequestId, time.Minute)
 

@@ -28,7 +28,7 @@ func BenchmarkSchedule(b *testing.B) {
 	if _, err := testjob.Push(ref); err != nil {
 		b.Fatal(err)
 	}
-	st := testenv.StartStack(b, config.Function{Name: "fn", Image: ref, Args: []string{"exit", "0"}})
+	st := startStack(b, s, s.Config(b, testenv.Redis(b), config.Function{Name: "fn", Image: ref, Args: []string{"exit", "0"}}), "")
 	// Warm: pull the image once.
 	warm := st.Invoke(b, "fn", "", []byte(`{}`), 200)
 	st.WaitEnd(b, warm.RequestId, time.Minute)

@@ -36,10 +36,18 @@ func StartStack(t testing.TB, fns ...config.Function) *Stack {
 	return StartStackWith(t, s, cfg, node.Options{})
 }
 
-// StartStackWith starts a node for cfg with the given options.
+// StartStackWith starts a node for cfg with the given options; it logs
+// to t.
 func StartStackWith(t testing.TB, s *Services, cfg *config.Config, o node.Options) *Stack {
 	t.Helper()
 	o.Logger = Logger(t)
+	return StartStackLogged(t, s, cfg, o)
+}
+
+// StartStackLogged starts a node for cfg with o as given, o.Logger
+// included (benchmarks log as production does, not to t).
+func StartStackLogged(t testing.TB, s *Services, cfg *config.Config, o node.Options) *Stack {
+	t.Helper()
 	ctx := context.Background()
 	n, err := node.New(ctx, cfg, o)
 	if err != nil {
