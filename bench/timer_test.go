@@ -15,7 +15,7 @@ import (
 	"encoding/json"
 )
 
-// BenchmarkTimerLateness: an every-second timer for 60 fires; lateness is
+// BenchmarkTimerLateness: an every-second timer for 30 fires; lateness is
 // scheduled instant → container started (StartTime), median and p99.
 func BenchmarkTimerLateness(b *testing.B) {
 	s := testenv.Shared(b)
@@ -26,7 +26,7 @@ func BenchmarkTimerLateness(b *testing.B) {
 	for b.Loop() {
 		st := testenv.StartStack(b, config.Function{Name: "tick", Image: ref, Args: []string{"event"},
 			Triggers: []config.Trigger{{Type: "timer", Name: "sec", Options: map[string]any{"cron": "* * * * * * *"}}}})
-		time.Sleep(time.Duration(scale(61, 3)) * time.Second)
+		time.Sleep(time.Duration(scale(31, 3)) * time.Second)
 		_ = st.Node.Timers.Stop(b.Context())
 		recs, _, err := st.Records.List(b.Context(), record.Filter{Function: "tick"}, 100, "")
 		if err != nil {
