@@ -30,9 +30,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/config"
-	"github.com/jobgate/jobgate/internal/node"
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/record"
-	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -16,7 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/jobgate/jobgate/internal/config"
-	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
 )
 
 // ingestConcurrency is the fixed client concurrency of both loops.

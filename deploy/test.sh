@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command (2): installs what the tests need, then runs vet and every
 # test. Integration tests start their own redis-server, containerd and
-# registry (internal/testenv); they fail, never skip, when one is missing.
+# registry (internal/testkit/testenv); they fail, never skip, when one is missing.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"

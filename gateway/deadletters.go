@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/record"
@@ -15,74 +13,52 @@ type deadLetterPage struct {
 	NextCursor  string
 }
 
-func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request) {
-	limit := 20
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 100 {
-			writeError(w, http.StatusBadRequest, "InvalidParameterValue", "limit must be 1..100", "")
-			return
-		}
-		limit = n
-	}
-	es, next, err := g.d.DeadLetters.List(r.Context(), limit, r.URL.Query().Get("cursor"))
+// listDeadLetters handles GET /v1/deadletters?limit=&cursor=.
+func (g *Gateway) listDeadLetters(_ http.ResponseWriter, r *http.Request) (any, error) {
+	limit, cursor, err := page(r)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), "")
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, deadLetterPage{DeadLetters: es, NextCursor: next})
+	es, next, err := g.d.DeadLetters.List(r.Context(), limit, cursor)
+	if err != nil {
+		return nil, err
+	}
+	return deadLetterPage{DeadLetters: es, NextCursor: next}, nil
 }
 
-func (g *Gateway) deadLetter(w http.ResponseWriter, r *http.Request) (*deadletter.Entry, bool) {
-	id := r.PathValue("id")
-	e, err := g.d.DeadLetters.Get(r.Context(), id)
-	if errors.Is(err, deadletter.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "DeadLetterNotFound", fmt.Sprintf("no dead letter %s", id), id)
-		return nil, false
-	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), id)
-		return nil, false
-	}
-	return e, true
-}
-
-func (g *Gateway) getDeadLetter(w http.ResponseWriter, r *http.Request) {
-	if e, ok := g.deadLetter(w, r); ok {
-		writeJSON(w, http.StatusOK, e)
-	}
+// getDeadLetter handles GET /v1/deadletters/{id}.
+func (g *Gateway) getDeadLetter(_ http.ResponseWriter, r *http.Request) (any, error) {
+	return g.d.DeadLetters.Get(r.Context(), r.PathValue("id"))
 }
 
 // redrive runs a dead-lettered event again and removes it from the list.
-func (g *Gateway) redrive(w http.ResponseWriter, r *http.Request) {
-	e, ok := g.deadLetter(w, r)
-	if !ok {
-		return
+func (g *Gateway) redrive(_ http.ResponseWriter, r *http.Request) (any, error) {
+	e, err := g.d.DeadLetters.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil, err
 	}
 	rec, err := g.d.Submitter.Redrive(r.Context(), e)
-	switch {
-	case errors.Is(err, record.ErrStatus):
-		writeError(w, http.StatusConflict, "InvocationNotFailed", "the invocation is not FAILED (already redriven?)", e.RequestId)
-		return
-	case err != nil:
-		g.submitError(w, err, e.RequestId)
-		return
+	if errors.Is(err, record.ErrStatus) {
+		return nil, conflict(codeInvocationNotFailed, "the invocation is not FAILED (already redriven?)", nil)
+	}
+	if err != nil {
+		return nil, submitError(err, e.RequestId)
 	}
 	if err := g.d.DeadLetters.Delete(r.Context(), e.RequestId); err != nil && !errors.Is(err, deadletter.ErrNotFound) {
 		g.log.Warn().Err(err).Str("request_id", e.RequestId).Msg("remove redriven dead letter")
 	}
 	g.log.Info().Str("request_id", e.RequestId).Str("new_request_id", rec.RequestId).Int("attempt", rec.Attempt).Msg("dead letter redriven")
-	writeJSON(w, http.StatusAccepted, rec)
+	return answer{http.StatusAccepted, rec}, nil
 }
 
-func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request) {
-	e, ok := g.deadLetter(w, r)
-	if !ok {
-		return
+// deleteDeadLetter handles DELETE /v1/deadletters/{id}.
+func (g *Gateway) deleteDeadLetter(_ http.ResponseWriter, r *http.Request) (any, error) {
+	id := r.PathValue("id")
+	if _, err := g.d.DeadLetters.Get(r.Context(), id); err != nil {
+		return nil, err
 	}
-	if err := g.d.DeadLetters.Delete(r.Context(), e.RequestId); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), e.RequestId)
-		return
+	if err := g.d.DeadLetters.Delete(r.Context(), id); err != nil {
+		return nil, err
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return answer{status: http.StatusNoContent}, nil
 }

@@ -15,14 +15,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/control"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/internal/submit"
 )
 
-// Check is one readiness dependency.
+// Check is one readiness dependency (Redis, containerd, a broker).
 type Check struct {
 	Name string
 	Fn   func(ctx context.Context) error
@@ -46,17 +48,20 @@ type Deps struct {
 
 // Gateway is the HTTP API server.
 type Gateway struct {
-	d    Deps
-	info []readyInfo
-	log  zerolog.Logger
-	mux  *http.ServeMux
-	srv  *http.Server
-	ln   net.Listener
+	d       Deps
+	control *control.Requests
+	info    []readyInfo
+	log     zerolog.Logger
+	mux     *http.ServeMux
+	srv     *http.Server
+	group   *startstop.Group
+	ln      net.Listener
 }
 
 // New builds the routes.
 func New(d Deps) *Gateway {
-	g := &Gateway{d: d, log: d.Logger.With().Str("component", "gateway").Logger(), mux: http.NewServeMux()}
+	g := &Gateway{d: d, log: d.Logger.With().Str("component", "gateway").Logger(), mux: http.NewServeMux(),
+		control: control.New(d.Redis, d.Config.Redis.Prefix, d.Config.Retention())}
 	g.mux.Handle("POST /v1/functions/{name}/invoke", g.auth(g.invoke))
 	g.mux.Handle("GET /v1/invocations", g.auth(g.listInvocations))
 	g.mux.Handle("GET /v1/invocations/{id}", g.auth(g.getInvocation))
@@ -71,9 +76,9 @@ func New(d Deps) *Gateway {
 	if d.Metrics != nil {
 		g.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	g.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path), "")
-	})
+	g.mux.Handle("/v1/", g.serve(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		return nil, notFound(codeNotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
+	}))
 	return g
 }
 
@@ -88,11 +93,12 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.ln = ln
 	g.srv = &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
+	g.group = startstop.Start(ctx)
+	g.group.Go(func(context.Context) {
 		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			g.log.Error().Err(err).Msg("serve")
 		}
-	}()
+	})
 	g.log.Info().Str("listen", ln.Addr().String()).Msg("gateway listening")
 	return nil
 }
@@ -105,7 +111,8 @@ func (g *Gateway) Stop(ctx context.Context) error {
 	if g.srv == nil {
 		return nil
 	}
-	return g.srv.Shutdown(ctx)
+	err := g.srv.Shutdown(ctx)
+	return errors.Join(err, g.group.Stop(ctx))
 }
 
 func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -2,18 +2,13 @@ package gateway
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/jobgate/jobgate/internal/jobenv"
 	"github.com/jobgate/jobgate/internal/submit"
-	"github.com/jobgate/jobgate/triggers"
 	"github.com/jobgate/jobgate/triggers/httptrigger"
 )
 
@@ -23,7 +18,7 @@ var pathParam = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // checked they collide with nothing).
 func (g *Gateway) MountHTTPTriggers(trs []httptrigger.Trigger) {
 	for _, tr := range trs {
-		h := g.httpTrigger(tr)
+		h := g.serve(g.httpTrigger(tr))
 		for _, p := range tr.Opts.Patterns() {
 			g.mux.Handle(p, h)
 		}
@@ -31,29 +26,24 @@ func (g *Gateway) MountHTTPTriggers(trs []httptrigger.Trigger) {
 	}
 }
 
-func (g *Gateway) httpTrigger(tr httptrigger.Trigger) http.HandlerFunc {
+// httpTrigger is one webhook's endpoint: authenticate, normalize into
+// SCF's API Gateway event, submit.
+func (g *Gateway) httpTrigger(tr httptrigger.Trigger) endpoint {
 	names := pathParam.FindAllStringSubmatch(tr.Opts.Path, -1)
-	return func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) (any, error) {
 		wait := r.URL.Query().Get("wait")
 		if wait == "" {
 			wait = "none"
 		}
 		// Never read past what could fit in the event.
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(jobenv.MaxEventBytes)))
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "EventTooLarge", fmt.Sprintf("body is over %d bytes, the largest event", jobenv.MaxEventBytes), "")
-			return
-		}
+		body, err := readBody(w, r)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "InvalidParameterValue", "read body: "+err.Error(), "")
-			return
+			return nil, err
 		}
 		if err := tr.Authenticate(r, body, time.Now()); err != nil {
 			g.log.Warn().Str("function", tr.Function).Str("trigger", tr.Name).Str("reason", err.Error()).Str("remote", r.RemoteAddr).Msg("HTTP trigger refused")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="jobgate"`)
-			writeError(w, http.StatusUnauthorized, "AuthFailure", err.Error(), "")
-			return
+			return nil, &apiError{status: http.StatusUnauthorized, code: codeAuthFailure, msg: err.Error()}
 		}
 		id := uuid.NewString()
 		for _, h := range []string{"Idempotency-Key", "X-Request-Id"} {
@@ -68,11 +58,10 @@ func (g *Gateway) httpTrigger(tr httptrigger.Trigger) http.HandlerFunc {
 		}
 		event, err := json.Marshal(tr.Normalize(r, body, params, id))
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "InternalError", err.Error(), id)
-			return
+			return nil, &apiError{status: http.StatusInternalServerError, code: codeInternalError, msg: "the event could not be encoded", requestID: id, cause: err}
 		}
-		g.submitAndAnswer(w, r, submit.Request{
-			Function: tr.Function, Event: event, RequestID: id, Source: triggers.SourceHTTP, TriggerName: tr.Name,
+		return g.submitAndAnswer(r, submit.Request{
+			Function: tr.Function, Event: event, RequestID: id, Source: httptrigger.Source, TriggerName: tr.Name,
 		}, wait, true)
 	}
 }

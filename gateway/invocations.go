@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,18 +9,9 @@ import (
 	"github.com/jobgate/jobgate/internal/record"
 )
 
-func (g *Gateway) getInvocation(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	rec, err := g.d.Records.Get(r.Context(), id)
-	if errors.Is(err, record.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "InvocationNotFound", fmt.Sprintf("no invocation %s (unknown or past retention)", id), id)
-		return
-	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), id)
-		return
-	}
-	writeJSON(w, http.StatusOK, rec)
+// getInvocation handles GET /v1/invocations/{id}.
+func (g *Gateway) getInvocation(_ http.ResponseWriter, r *http.Request) (any, error) {
+	return g.lookup(r.Context(), r.PathValue("id"))
 }
 
 type listResponse struct {
@@ -29,54 +19,42 @@ type listResponse struct {
 	NextCursor  string
 }
 
-func (g *Gateway) listInvocations(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit := 20
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 100 {
-			writeError(w, http.StatusBadRequest, "InvalidParameterValue", "limit must be 1..100", "")
-			return
-		}
-		limit = n
+// listInvocations handles GET /v1/invocations?function=&status=&limit=&cursor=.
+func (g *Gateway) listInvocations(_ http.ResponseWriter, r *http.Request) (any, error) {
+	limit, cursor, err := page(r)
+	if err != nil {
+		return nil, err
 	}
+	q := r.URL.Query()
 	st := record.Status(q.Get("status"))
 	if st != "" && !st.Valid() {
-		writeError(w, http.StatusBadRequest, "InvalidParameterValue", fmt.Sprintf("unknown status %q", st), "")
-		return
+		return nil, badRequest("unknown status %q", st)
 	}
-	recs, next, err := g.d.Records.List(r.Context(), record.Filter{Function: q.Get("function"), Status: st}, limit, q.Get("cursor"))
+	recs, next, err := g.d.Records.List(r.Context(), record.Filter{Function: q.Get("function"), Status: st}, limit, cursor)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), "")
-		return
+		return nil, err
 	}
 	if recs == nil {
 		recs = []*record.Record{}
 	}
-	writeJSON(w, http.StatusOK, listResponse{Invocations: recs, NextCursor: next})
+	return listResponse{Invocations: recs, NextCursor: next}, nil
 }
 
 // getLogs streams NDJSON lines; with follow=1 it keeps the response open
 // until the log is complete (END and Report written).
-func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := r.PathValue("id")
 	ctx := r.Context()
-	rec, err := g.d.Records.Get(ctx, id)
+	rec, err := g.lookup(ctx, id)
 	if err != nil {
-		if errors.Is(err, record.ErrNotFound) {
-			writeError(w, http.StatusNotFound, "InvocationNotFound", fmt.Sprintf("no invocation %s", id), id)
-		} else {
-			writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), id)
-		}
-		return
+		return nil, err
 	}
 	// One log per attempt; the current one unless ?attempt=N.
 	attempt := rec.Attempt
 	if s := r.URL.Query().Get("attempt"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > rec.Attempt {
-			writeError(w, http.StatusBadRequest, "InvalidParameterValue", fmt.Sprintf("attempt must be 1..%d", rec.Attempt), id)
-			return
+			return nil, badRequest("attempt must be 1..%d", rec.Attempt)
 		}
 		attempt = n
 	}
@@ -90,11 +68,11 @@ func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) {
 		lines, done, err := g.d.Logs.Range(ctx, logID, next)
 		if err != nil {
 			g.log.Warn().Err(err).Str("request_id", id).Msg("read logs")
-			return
+			return nil, nil // the answer has begun: end the stream
 		}
 		for _, l := range lines {
 			if _, err := fmt.Fprintln(w, l); err != nil {
-				return
+				return nil, nil
 			}
 		}
 		next += int64(len(lines))
@@ -102,11 +80,11 @@ func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 		if !follow || done {
-			return
+			return nil, nil
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil, nil
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

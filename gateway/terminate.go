@@ -9,46 +9,32 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jobgate/jobgate/internal/control"
 	"github.com/jobgate/jobgate/internal/record"
 )
 
 // terminate handles POST /v1/invocations/{id}/terminate
 // {"GraceShutdown":bool}: a pending or scheduling invocation is cancelled
 // (never started); a running one is stopped by the worker that runs it,
-// wherever it is. Either way it ends ABORTED/499.
-func (g *Gateway) terminate(w http.ResponseWriter, r *http.Request) {
+// wherever it is (internal/control). Either way it ends ABORTED/499.
+func (g *Gateway) terminate(_ http.ResponseWriter, r *http.Request) (any, error) {
 	id := r.PathValue("id")
 	var body struct{ GraceShutdown bool }
 	if b, _ := io.ReadAll(io.LimitReader(r.Body, 4096)); len(b) > 0 {
 		if err := json.Unmarshal(b, &body); err != nil {
-			writeError(w, http.StatusBadRequest, "InvalidParameterValue", "body must be {\"GraceShutdown\": bool}", id)
-			return
+			return nil, badRequest(`body must be {"GraceShutdown": bool}`)
 		}
 	}
 	ctx := r.Context()
-	rec, err := g.d.Records.Get(ctx, id)
-	if errors.Is(err, record.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "InvocationNotFound", fmt.Sprintf("no invocation %s", id), id)
-		return
-	}
+	rec, err := g.lookup(ctx, id)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), id)
-		return
+		return nil, err
 	}
 	if rec.Status.Terminal() {
-		writeErrorWith(w, http.StatusConflict, "InvocationEnded", fmt.Sprintf("invocation %s already ended: %s", id, rec.Status), id, rec)
-		return
+		return nil, conflict(codeInvocationEnded, fmt.Sprintf("invocation %s already ended: %s", id, rec.Status), rec)
 	}
-	mode := control.Kill
-	if body.GraceShutdown {
-		mode = control.Grace
-	}
-	// The key first: a worker between its last check and Start finds it.
-	prefix := g.d.Config.Redis.Prefix
-	if err := g.d.Redis.Set(ctx, control.TerminateKey(prefix, id), mode, g.d.Config.Retention()).Err(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), id)
-		return
+	// The request first: a worker between its last check and Start finds it.
+	if err := g.control.Request(ctx, id, body.GraceShutdown); err != nil {
+		return nil, err
 	}
 	now := time.Now()
 	msg := "terminated by user before it started"
@@ -57,20 +43,16 @@ func (g *Gateway) terminate(w http.ResponseWriter, r *http.Request) {
 	})
 	if err == nil {
 		g.log.Info().Str("request_id", id).Msg("terminated before start")
-		got, _ := g.d.Records.Get(ctx, id)
-		writeJSON(w, http.StatusOK, got)
-		return
+		return g.lookup(ctx, id)
 	}
 	if !errors.Is(err, record.ErrStatus) {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), id)
-		return
+		return nil, err
 	}
 	// Running: tell the workers; the one that runs it stops it.
-	if err := g.d.Redis.Publish(ctx, control.Channel(prefix), id).Err(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "StoreUnavailable", err.Error(), id)
-		return
+	if err := g.control.Announce(ctx, id); err != nil {
+		return nil, err
 	}
-	g.log.Info().Str("request_id", id).Str("mode", mode).Msg("terminate requested")
+	g.log.Info().Str("request_id", id).Bool("grace", body.GraceShutdown).Msg("terminate requested")
 	wait := 10 * time.Second
 	if body.GraceShutdown {
 		wait += g.d.Config.Worker.StopGrace()
@@ -80,8 +62,7 @@ func (g *Gateway) terminate(w http.ResponseWriter, r *http.Request) {
 	got, err := g.d.Watcher.Wait(wctx, id, func(r *record.Record) bool { return r.Status.Terminal() })
 	if err != nil || got == nil || !got.Status.Terminal() {
 		// Requested and durable; the worker will act on it.
-		writeJSON(w, http.StatusAccepted, got)
-		return
+		return answer{http.StatusAccepted, got}, nil
 	}
-	writeJSON(w, http.StatusOK, got)
+	return got, nil
 }

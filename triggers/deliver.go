@@ -12,6 +12,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/submit"
 )
@@ -56,12 +57,12 @@ type Deliverer struct {
 }
 
 func (d *Deliverer) journalKey(partition, first string) string {
-	return fmt.Sprintf("%s:batch:%s:%s:%s:%s", d.Prefix, d.Function, d.Trigger, partition, first)
+	return keyspace.New(d.Prefix).Batch(d.Function, d.Trigger, partition, first)
 }
 
 // memberKey maps a message to the first key of the batch it was queued in.
 func (d *Deliverer) memberKey(partition, key string) string {
-	return fmt.Sprintf("%s:batchmember:%s:%s:%s:%s", d.Prefix, d.Function, d.Trigger, partition, key)
+	return keyspace.New(d.Prefix).BatchMember(d.Function, d.Trigger, partition, key)
 }
 
 // Queued returns how many leading messages of msgs belong to a batch that
@@ -211,7 +212,7 @@ func (d *Deliverer) Backlogged() bool {
 	d.checked = time.Now()
 	// asynq's pending list; Inspector.GetQueueInfo runs heavy Lua scripts
 	// (and fails on v0.26 when a sampled task is gone: asynq#728).
-	n, err := d.Redis.LLen(context.Background(), "asynq:{"+queue.Name+"}:pending").Result()
+	n, err := d.Redis.LLen(context.Background(), keyspace.AsynqPending(queue.Name)).Result()
 	if err != nil {
 		return false // Redis trouble: Submit will report it
 	}

@@ -22,9 +22,3 @@ type Sink interface {
 }
 
 var _ Sink = (*submit.Submitter)(nil)
-
-// RequestSource values (SCF's DLQ Body.RequestSource).
-const (
-	SourceTimer = "TRIGGER_TIMER"
-	SourceHTTP  = "TRIGGER_HTTP"
-)

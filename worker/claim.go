@@ -4,35 +4,47 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobgate/jobgate/internal/keyspace"
 )
 
-// A claim is a Redis key naming the node that may start an invocation. It
-// is short-lived while scheduling (a crashed node's claim lapses) and kept
+// A claim is a Redis key naming the node that may start an attempt. It is
+// short-lived while scheduling (a crashed node's claim lapses) and kept
 // for the retention once the instance has started.
 const claimTTL = 10 * time.Minute
 
-func (w *Worker) claimKey(id string) string { return w.config().Redis.Prefix + ":claim:" + id }
+// claims takes and keeps start claims for one node.
+type claims struct {
+	rdb       redis.UniversalClient
+	keys      keyspace.Keys
+	node      string
+	retention time.Duration
+}
 
-// claim reports whether this node may start id.
-func (w *Worker) claim(ctx context.Context, id string) (bool, error) {
-	ok, err := w.rdb.SetNX(ctx, w.claimKey(id), w.config().Worker.Node, claimTTL).Result()
+// take reports whether this node may start instance id.
+func (c *claims) take(ctx context.Context, id string) (bool, error) {
+	ok, err := c.rdb.SetNX(ctx, c.keys.Claim(id), c.node, claimTTL).Result()
 	if err != nil {
 		return false, fmt.Errorf("claim %s: %w", id, err)
 	}
 	if ok {
 		return true, nil
 	}
-	owner, err := w.rdb.Get(ctx, w.claimKey(id)).Result()
+	owner, err := c.rdb.Get(ctx, c.keys.Claim(id)).Result()
 	if err != nil {
 		return false, fmt.Errorf("claim %s: %w", id, err)
 	}
-	return owner == w.config().Worker.Node, nil
+	return owner == c.node, nil
 }
 
-func (w *Worker) keepClaim(ctx context.Context, id string) error {
-	return w.rdb.Expire(ctx, w.claimKey(id), w.config().Retention()).Err()
+// keep holds the claim for the retention: the attempt has started.
+func (c *claims) keep(ctx context.Context, id string) error {
+	return c.rdb.Expire(ctx, c.keys.Claim(id), c.retention).Err()
 }
 
-func (w *Worker) unclaim(ctx context.Context, id string) {
-	_ = w.rdb.Del(ctx, w.claimKey(id)).Err()
+// drop gives the claim up: the attempt did not start here.
+func (c *claims) drop(ctx context.Context, id string) {
+	_ = c.rdb.Del(ctx, c.keys.Claim(id)).Err()
 }

@@ -2,85 +2,88 @@ package worker
 
 import (
 	"context"
-	"fmt"
+	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/jobgate/jobgate/internal/control"
+	"github.com/jobgate/jobgate/worker/runtime"
 )
 
-// stopRequest asks a supervisor to end its instance as a user terminate.
-type stopRequest struct{ grace bool }
+// runners is the set of attempts this worker supervises, by RequestId.
+type runners struct {
+	mu sync.Mutex
+	m  map[string]*attempt
+}
 
-// listenControl delivers terminate requests to the supervisors of this
-// worker; a request for an instance elsewhere is ignored here.
-func (w *Worker) listenControl(ctx context.Context) error {
-	ps := w.rdb.Subscribe(ctx, control.Channel(w.config().Redis.Prefix))
-	if _, err := ps.Receive(ctx); err != nil {
-		ps.Close()
-		return fmt.Errorf("subscribe control channel: %w", err)
+// add registers a; false if an attempt of that RequestId is supervised
+// already.
+func (r *runners) add(a *attempt) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m[a.id] != nil {
+		return false
 	}
-	go func() {
-		<-w.life.Done()
-		ps.Close()
-	}()
-	go func() {
-		for msg := range ps.Channel() {
-			w.deliverStop(w.life, msg.Payload)
-		}
-	}()
-	return nil
+	r.m[a.id] = a
+	return true
+}
+
+func (r *runners) remove(id string) {
+	r.mu.Lock()
+	delete(r.m, id)
+	r.mu.Unlock()
+}
+
+func (r *runners) get(id string) *attempt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m[id]
 }
 
 // deliverStop passes a pending terminate request for id to its
 // supervisor, if this worker runs it.
 func (w *Worker) deliverStop(ctx context.Context, id string) {
-	mode, err := w.rdb.Get(ctx, control.TerminateKey(w.config().Redis.Prefix, id)).Result()
-	if err == redis.Nil || err != nil {
+	requested, grace, err := w.control.Lookup(ctx, id)
+	if err != nil || !requested {
 		return
 	}
-	w.mu.Lock()
-	ch := w.watching[id]
-	w.mu.Unlock()
-	if ch == nil {
-		return
-	}
-	select {
-	case ch <- stopRequest{grace: mode == control.Grace}:
-	default:
+	if a := w.runners.get(id); a != nil {
+		a.requestStop(grace)
 	}
 }
 
 // terminateRequested reports whether a user asked to terminate id.
 func (w *Worker) terminateRequested(ctx context.Context, id string) bool {
-	n, err := w.rdb.Exists(ctx, control.TerminateKey(w.config().Redis.Prefix, id)).Result()
-	return err == nil && n == 1
+	requested, _, err := w.control.Lookup(ctx, id)
+	return err == nil && requested
 }
 
-// watchOOM records OOM kills reported by containerd, resubscribing if the
-// event stream breaks (containerd restarts).
-func (w *Worker) watchOOM() {
-	go func() {
-		for w.life.Err() == nil {
-			for id := range w.rt.SubscribeOOM(w.life) {
-				w.mu.Lock()
-				w.oomed[id] = true
-				w.mu.Unlock()
-			}
-			select {
-			case <-w.life.Done():
-			case <-time.After(time.Second):
-			}
+// oomTracker remembers instances the kernel OOM-killed in, as containerd
+// reports them, until their supervisor asks.
+type oomTracker struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// watch records OOM kills until ctx ends, resubscribing if the event
+// stream breaks (containerd restarts).
+func (o *oomTracker) watch(ctx context.Context, rt *runtime.Runtime) {
+	for ctx.Err() == nil {
+		for id := range rt.SubscribeOOM(ctx) {
+			o.mu.Lock()
+			o.m[id] = true
+			o.mu.Unlock()
 		}
-	}()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
-// takeOOM reports and forgets whether instance id was OOM-killed.
-func (w *Worker) takeOOM(id string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	v := w.oomed[id]
-	delete(w.oomed, id)
+// take reports and forgets whether container id was OOM-killed.
+func (o *oomTracker) take(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	v := o.m[id]
+	delete(o.m, id)
 	return v
 }

@@ -17,10 +17,10 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/imagebuild"
-	"github.com/jobgate/jobgate/internal/node"
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/record"
-	"github.com/jobgate/jobgate/internal/testenv"
-	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testjob"
 )
 
 func intp(n int) *int { return &n }

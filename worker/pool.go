@@ -10,8 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/worker/runtime"
 )
 
@@ -36,13 +39,17 @@ type PoolState struct {
 // one, which then only needs its labels and environment; the pool refills
 // in the background. Warm instances do not count against capacity_mb.
 type warmPool struct {
-	mu     sync.Mutex
-	want   map[string]config.Function // function → its config
-	ready  map[string][]*warm
-	errs   map[string]string
-	kick   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
+	rt     *runtime.Runtime
+	config func() *config.Config
+	log    zerolog.Logger
+	life   context.Context // the worker's: instances' waits live on it
+
+	mu    sync.Mutex
+	want  map[string]config.Function // function → its config
+	ready map[string][]*warm
+	errs  map[string]string
+	kick  chan struct{}
+	group *startstop.Group // the fill loop
 }
 
 type warm struct {
@@ -61,27 +68,27 @@ func (e *warm) alive() bool {
 	}
 }
 
-// startPool removes warm instances left by an earlier run (never taken)
-// and starts filling the pools for cfg.
-func (w *Worker) startPool(ctx context.Context, cfg *config.Config) {
-	p := &w.pool
-	p.ready, p.errs, p.kick = map[string][]*warm{}, map[string]string{}, make(chan struct{}, 1)
-	if left, err := w.rt.Warm(ctx); err == nil {
+func newWarmPool(rt *runtime.Runtime, cfg func() *config.Config, log zerolog.Logger) *warmPool {
+	return &warmPool{rt: rt, config: cfg, log: log, ready: map[string][]*warm{}, errs: map[string]string{},
+		want: map[string]config.Function{}, kick: make(chan struct{}, 1)}
+}
+
+// start removes warm instances left by an earlier run (never taken) and
+// starts filling the pools for cfg. life is the worker's lifetime.
+func (p *warmPool) start(ctx, life context.Context, cfg *config.Config) {
+	p.life = life
+	if left, err := p.rt.Warm(ctx); err == nil {
 		for id := range left {
-			if in, err := w.rt.LoadWarm(ctx, id); in != nil {
+			if in, err := p.rt.LoadWarm(ctx, id); in != nil {
 				_ = in.Remove(ctx)
 			} else if err != nil {
-				w.log.Warn().Err(err).Str("container", id).Msg("remove leftover warm instance")
+				p.log.Warn().Err(err).Str("container", id).Msg("remove leftover warm instance")
 			}
 		}
 	}
 	p.setWant(cfg)
-	lctx, cancel := context.WithCancel(w.life)
-	p.cancel, p.done = cancel, make(chan struct{})
-	go func() {
-		defer close(p.done)
-		w.fillLoop(lctx)
-	}()
+	p.group = startstop.Start(life)
+	p.group.Go(p.fillLoop)
 }
 
 func (p *warmPool) setWant(cfg *config.Config) {
@@ -109,45 +116,44 @@ func (p *warmPool) prompt() {
 
 // resizePool applies a config change: pools of removed or changed
 // functions and lower counts shrink at once, new ones fill.
-func (w *Worker) resizePool(cfg *config.Config) {
-	w.pool.mu.Lock()
-	old := w.pool.want
-	w.pool.mu.Unlock()
-	w.pool.setWant(cfg)
+func (p *warmPool) resize(cfg *config.Config) {
+	p.mu.Lock()
+	old := p.want
+	p.mu.Unlock()
+	p.setWant(cfg)
 	// A changed function (command, env, limits...) needs new instances.
-	w.pool.mu.Lock()
+	p.mu.Lock()
 	var drop []*warm
-	for name, fn := range w.pool.want {
+	for name, fn := range p.want {
 		if prev, ok := old[name]; ok && !reflect.DeepEqual(prev, fn) {
-			drop = append(drop, w.pool.ready[name]...)
-			w.pool.ready[name] = nil
+			drop = append(drop, p.ready[name]...)
+			p.ready[name] = nil
 		}
 	}
-	w.pool.mu.Unlock()
+	p.mu.Unlock()
 	for _, e := range drop {
-		w.discard(e)
+		p.discard(e)
 	}
-	w.pool.prompt()
+	p.prompt()
 }
 
 // fillLoop tops every pool up to its function's count, and trims pools
 // over it, whenever prompted and every poolCheck.
-func (w *Worker) fillLoop(ctx context.Context) {
+func (p *warmPool) fillLoop(ctx context.Context) {
 	t := time.NewTicker(poolCheck)
 	defer t.Stop()
 	for {
-		w.fillOnce(ctx)
+		p.fillOnce(ctx)
 		select {
 		case <-ctx.Done():
 			return
-		case <-w.pool.kick:
+		case <-p.kick:
 		case <-t.C:
 		}
 	}
 }
 
-func (w *Worker) fillOnce(ctx context.Context) {
-	p := &w.pool
+func (p *warmPool) fillOnce(ctx context.Context) {
 	p.mu.Lock()
 	want := p.want
 	var drop []*warm
@@ -165,14 +171,14 @@ func (w *Worker) fillOnce(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	for _, e := range drop {
-		w.discard(e)
+		p.discard(e)
 	}
 	for name, fn := range want {
 		if ctx.Err() != nil {
 			return
 		}
-		pctx, cancel := context.WithTimeout(ctx, w.config().Worker.PullTimeout())
-		img, err := w.rt.EnsureImage(pctx, fn.Image)
+		pctx, cancel := context.WithTimeout(ctx, p.config().Worker.PullTimeout())
+		img, err := p.rt.EnsureImage(pctx, fn.Image)
 		cancel()
 		if err != nil {
 			p.setErr(name, "image: "+err.Error())
@@ -194,7 +200,7 @@ func (w *Worker) fillOnce(ctx context.Context) {
 			if !short {
 				break
 			}
-			e, err := w.newWarm(ctx, fn, img)
+			e, err := p.newWarm(ctx, fn, img)
 			if err != nil {
 				p.setErr(name, err.Error())
 				break
@@ -207,23 +213,23 @@ func (w *Worker) fillOnce(ctx context.Context) {
 			}
 			p.mu.Unlock()
 			if e != nil {
-				w.discard(e)
+				p.discard(e)
 			}
 		}
 	}
 	for _, e := range drop {
-		w.discard(e)
+		p.discard(e)
 	}
 }
 
 // newWarm creates and starts one warm instance of fn.
-func (w *Worker) newWarm(ctx context.Context, fn config.Function, img *runtime.Image) (*warm, error) {
-	cfg := w.config()
+func (p *warmPool) newWarm(ctx context.Context, fn config.Function, img *runtime.Image) (*warm, error) {
+	cfg := p.config()
 	id := "jobgate-pool-" + containerSafe(fn.Name) + "-" + randomSuffix()
 	// Everything but the event and the request's own variables (they
 	// come with the environment at release).
 	env := jobenv.Build(img.Env, fn.Env, jobenv.Builtins{FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN}, nil)
-	in, err := w.rt.CreateWarm(ctx, runtime.Spec{
+	in, err := p.rt.CreateWarm(ctx, runtime.Spec{
 		ID: id, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
 		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host",
 		Labels: map[string]string{runtime.LabelPool: fn.Name, runtime.LabelFunction: fn.Name, runtime.LabelNode: cfg.Worker.Node},
@@ -231,7 +237,7 @@ func (w *Worker) newWarm(ctx context.Context, fn config.Function, img *runtime.I
 	if err != nil {
 		return nil, fmt.Errorf("provisioned instance: %w", err)
 	}
-	exitC, err := in.Wait(w.life)
+	exitC, err := in.Wait(p.life)
 	if err != nil {
 		_ = in.Remove(context.WithoutCancel(ctx))
 		return nil, err
@@ -245,9 +251,10 @@ func (w *Worker) newWarm(ctx context.Context, fn config.Function, img *runtime.I
 	return &warm{in: in, exitC: exitC, digest: img.Digest}, nil
 }
 
-func (w *Worker) discard(e *warm) {
-	if err := e.in.Remove(context.WithoutCancel(w.life)); err != nil {
-		w.log.Warn().Err(err).Str("container", e.in.ID).Msg("release provisioned instance")
+// discard removes a warm instance that will not be used.
+func (p *warmPool) discard(e *warm) {
+	if err := e.in.Remove(context.WithoutCancel(p.life)); err != nil {
+		p.log.Warn().Err(err).Str("container", e.in.ID).Msg("release provisioned instance")
 	}
 }
 
@@ -259,8 +266,7 @@ func (p *warmPool) setErr(fn, msg string) {
 
 // takeWarm hands out a warm instance of fn made from digest, or nil when
 // none is ready; the pool refills in the background.
-func (w *Worker) takeWarm(fn, digest string) *warm {
-	p := &w.pool
+func (p *warmPool) take(fn, digest string) *warm {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.ready[fn]
@@ -275,13 +281,13 @@ func (w *Worker) takeWarm(fn, digest string) *warm {
 }
 
 // stopPool stops refilling and removes every warm instance not taken.
-func (w *Worker) stopPool(ctx context.Context) {
-	p := &w.pool
-	if p.cancel == nil {
+func (p *warmPool) stop(ctx context.Context) {
+	if p.group == nil {
 		return
 	}
-	p.cancel()
-	<-p.done
+	if err := p.group.Stop(ctx); err != nil {
+		p.log.Warn().Err(err).Msg("provisioned pool: fill loop still busy")
+	}
 	p.mu.Lock()
 	var all []*warm
 	for _, list := range p.ready {
@@ -291,14 +297,15 @@ func (w *Worker) stopPool(ctx context.Context) {
 	p.mu.Unlock()
 	for _, e := range all {
 		if err := e.in.Remove(ctx); err != nil {
-			w.log.Warn().Err(err).Str("container", e.in.ID).Msg("release provisioned instance")
+			p.log.Warn().Err(err).Str("container", e.in.ID).Msg("release provisioned instance")
 		}
 	}
 }
 
 // Provisioned reports each provisioned function's pool on this worker.
-func (w *Worker) Provisioned() map[string]PoolState {
-	p := &w.pool
+func (w *Worker) Provisioned() map[string]PoolState { return w.pools.states() }
+
+func (p *warmPool) states() map[string]PoolState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	names := make([]string, 0, len(p.want))

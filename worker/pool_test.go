@@ -7,7 +7,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/record"
-	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/worker"
 	"github.com/jobgate/jobgate/worker/runtime"
 )

@@ -52,45 +52,19 @@ func (w *Worker) adopt(ctx context.Context, id string, provisioned bool, log zer
 	return adopted, err
 }
 
-// attach supervises an existing instance (by container id), or removes
-// it if it has no task. It reports whether the instance is (now)
-// supervised.
+// attach takes over an existing container (by container id): a running
+// task gets an attempt runner that supervises it; an ended one (outcome
+// label) is completed; one that never ran is removed. It reports whether
+// the instance is (now) supervised.
 func (w *Worker) attach(ctx context.Context, ctrID string, log zerolog.Logger) (bool, error) {
 	in, err := w.rt.Load(ctx, ctrID)
-	inst, ctr := ctrID, ""
-	if in != nil && in.Labels[runtime.LabelInstance] != "" && in.Labels[runtime.LabelInstance] != ctrID {
-		inst, ctr = in.Labels[runtime.LabelInstance], ctrID // a provisioned instance
-	}
-	if errors.Is(err, runtime.ErrNoTask) {
-		// Created but never started, or ended and mid-cleanup.
-		id := in.Labels[runtime.LabelRequestID]
-		attempt, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
-		var o outcome
-		if raw := in.Labels[runtime.LabelOutcome]; raw != "" && json.Unmarshal([]byte(raw), &o) == nil {
-			// It ended and its task was deleted just before a crash: the
-			// outcome label carries what the exit status said.
-			rec, gerr := w.records.Get(ctx, id)
-			if gerr != nil {
-				return false, gerr
-			}
-			started := parseTime(rec.StartTime)
-			log.Info().Str("status", string(o.Status)).Msg("completing an instance that ended during a worker crash")
-			w.complete(ctx, in, sup{id: id, inst: inst, ctr: ctr, function: rec.FunctionName, attempt: attempt, started: started, memoryMB: o.MemoryMB}, o, log)
-			return false, nil
-		}
-		rec, gerr := w.records.Get(ctx, id)
-		if gerr == nil && rec.Status == record.Running && rec.Attempt == attempt {
-			msg := "instance lost: its task was gone when the worker restarted"
-			now := w.now()
-			if w.records.Update(ctx, id, record.Update{Status: record.Failed, StatusCode: record.Ptr(record.CodeInternalError), Message: &msg, EndTime: &now}) == nil {
-				w.deadLetter(ctx, id, record.CodeInternalError, msg)
-			}
-		}
-		log.Info().Msg("removing instance without a task")
-		return false, in.Remove(ctx)
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, runtime.ErrNoTask) {
 		return false, err
+	}
+	id := in.Labels[runtime.LabelRequestID]
+	n, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
+	if errors.Is(err, runtime.ErrNoTask) {
+		return false, w.attachEnded(ctx, in, id, n, log)
 	}
 	if in.Waiting() {
 		// A provisioned instance taken just before a crash, whose stub
@@ -104,39 +78,93 @@ func (w *Worker) attach(ctx context.Context, ctrID string, log zerolog.Logger) (
 		log.Info().Msg("removing an instance that was created but never started")
 		return false, in.Remove(ctx)
 	}
-	id := in.Labels[runtime.LabelRequestID]
-	attempt, _ := strconv.Atoi(in.Labels[runtime.LabelAttempt])
-	deadline, err := time.Parse(time.RFC3339Nano, in.Labels[runtime.LabelDeadline])
-	if err != nil {
-		deadline = w.now() // no usable deadline: stop it now rather than never
-	}
 	rec, err := w.records.Get(ctx, id)
 	if err != nil {
-		return false, fmt.Errorf("record of instance %s: %w", inst, err)
+		return false, fmt.Errorf("record of instance %s: %w", ctrID, err)
 	}
-	fn := w.config().Function(rec.FunctionName)
-	memMB, timeoutS := 0, 0
-	var adm *admission
-	if fn != nil {
-		memMB, timeoutS = fn.MemoryMB, fn.TimeoutS
-		adm = w.readmit(ctx, fn, inst)
-	}
-	started := parseTime(rec.StartTime)
-	if started.IsZero() {
-		started = w.now()
-	}
-	exitC, err := in.Wait(w.life)
+	a := w.adoptAttempt(in, rec.FunctionName, id, n)
+	a.deadline, err = time.Parse(time.RFC3339Nano, in.Labels[runtime.LabelDeadline])
 	if err != nil {
-		adm.release(ctx)
+		a.deadline = w.now() // no usable deadline: stop it now rather than never
+	}
+	if a.started = parseTime(rec.StartTime); a.started.IsZero() {
+		a.started = w.now()
+	}
+	if a.fn != nil {
+		a.adm = w.admitter.readmit(ctx, a.fn, a.inst)
+	}
+	if a.exitC, err = in.Wait(w.group.Context()); err != nil {
+		a.adm.release(ctx)
 		return false, err
 	}
 	if !rec.Status.Started() {
 		code := record.CodeRunning
 		_ = w.records.UpdateFrom(ctx, id, []record.Status{record.Pending, record.Scheduling}, record.Update{
-			Status: record.Running, StatusCode: &code, StartTime: &started, Node: &w.config().Worker.Node})
+			Status: record.Running, StatusCode: &code, StartTime: &a.started, Node: &w.config().Worker.Node})
 	}
-	log.Info().Int("attempt", attempt).Time("deadline", deadline).Msg("re-attached to running instance")
-	w.supervise(in, exitC, sup{id: id, inst: inst, ctr: ctr, function: rec.FunctionName, attempt: attempt, deadline: deadline,
-		started: started, memoryMB: memMB, timeoutS: timeoutS, adm: adm})
+	a.log.Info().Time("deadline", a.deadline).Msg("re-attached to running instance")
+	a.supervise()
 	return true, nil
+}
+
+// attachEnded handles a container without a task: created but never
+// started, or ended and mid-cleanup when a worker died.
+func (w *Worker) attachEnded(ctx context.Context, in *runtime.Instance, id string, n int, log zerolog.Logger) error {
+	var o outcome
+	if raw := in.Labels[runtime.LabelOutcome]; raw != "" && json.Unmarshal([]byte(raw), &o) == nil {
+		// It ended and its task was deleted just before a crash: the
+		// outcome label carries what the exit status said.
+		rec, err := w.records.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		a := w.adoptAttempt(in, rec.FunctionName, id, n)
+		a.started, a.memMB = parseTime(rec.StartTime), o.MemoryMB
+		a.log.Info().Str("status", string(o.Status)).Msg("completing an instance that ended during a worker crash")
+		a.complete(ctx, o)
+		return nil
+	}
+	rec, err := w.records.Get(ctx, id)
+	if err == nil && rec.Status == record.Running && rec.Attempt == n {
+		msg := "instance lost: its task was gone when the worker restarted"
+		now := w.now()
+		if w.records.Update(ctx, id, record.Update{Status: record.Failed, StatusCode: record.Ptr(record.CodeInternalError), Message: &msg, EndTime: &now}) == nil {
+			w.deadLetter(ctx, id, record.CodeInternalError, msg)
+		}
+	}
+	log.Info().Msg("removing instance without a task")
+	return in.Remove(ctx)
+}
+
+// adoptAttempt is the runner of an instance found in containerd; a
+// provisioned one carries its instance id in a label.
+func (w *Worker) adoptAttempt(in *runtime.Instance, fnName, id string, n int) *attempt {
+	a := w.newAttempt(id, n, fnName)
+	a.in, a.ctr, a.inst = in, in.ID, in.ID
+	if inst := in.Labels[runtime.LabelInstance]; inst != "" {
+		a.inst = inst
+	}
+	return a
+}
+
+// rewait re-loads an instance after a broken wait, for up to 30 s while
+// containerd comes back.
+func (w *Worker) rewait(ctx context.Context, id string) (<-chan runtime.ExitStatus, error) {
+	var lastErr error
+	for i := 0; i < 30; i++ {
+		in, err := w.rt.Load(ctx, id)
+		if err == nil {
+			return in.Wait(ctx)
+		}
+		if errors.Is(err, runtime.ErrNoTask) || runtime.IsNotFound(err) {
+			return nil, err
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	return nil, lastErr
 }

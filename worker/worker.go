@@ -2,20 +2,23 @@
 // one as a container (acknowledging once it has started), and supervises
 // it to a final status.
 //
-// A newcomer's path through it: handler.go (ProcessTask: claim → image →
-// container → start → RUNNING → ack), supervisor.go (exit, timeout, logs,
-// final status, cleanup), reconcile.go (re-attach after a restart).
+// A newcomer's path through it: handler.go (ProcessTask → an attempt),
+// attempt.go (the attempt runner: claim → admit → image → container →
+// start → RUNNING → ack, then supervise → outcome → retry or dead letter
+// → cleanup), policy.go (every failure decision), reconcile.go (re-attach
+// after a restart). The parts an attempt uses have their own types and
+// locks: admission.go (capacity and concurrency), claim.go, pool.go
+// (provisioned instances), accel.go (image acceleration), control.go
+// (terminate requests, OOM events).
 package worker
 
 import (
 	"context"
 	"debug/elf"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,11 +27,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/control"
 	"github.com/jobgate/jobgate/internal/deadletter"
+	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/worker/logdriver"
 	"github.com/jobgate/jobgate/worker/runtime"
@@ -47,22 +53,32 @@ type Worker struct {
 	logs    *logstore.Store
 	dlq     *deadletter.Store
 	submit  *submit.Submitter
+	control *control.Requests
 	metrics *metrics.Metrics
 	log     zerolog.Logger
 	now     func() time.Time
 
-	srv *asynq.Server
-	// life outlives every handler call: supervisors run on it.
-	life     context.Context
-	stopLife context.CancelFunc
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	watching map[string]chan stopRequest // RequestId → its supervisor's stop requests
-	oomed    map[string]bool             // instance ids the kernel OOM-killed in
-	usedMB   int                         // memory_mb of admitted instances (capacity_mb)
-	accel    accelerator
-	pool     warmPool
+	// What attempts use; each part has its own lock.
+	admitter *admitter
+	claims   *claims
+	pool     warmSource
+	runners  *runners
+	ooms     *oomTracker
+	// Lifecycle.
+	pools *warmPool
+	accel *accelerator
+	srv   *asynq.Server
+	// group outlives every handler call: supervisors run on it.
+	group *startstop.Group
 }
+
+// warmSource is what an attempt needs of the provisioned pools.
+type warmSource interface {
+	take(function, digest string) *warm
+	discard(*warm)
+}
+
+var _ warmSource = (*warmPool)(nil)
 
 // Deps are a worker's collaborators.
 type Deps struct {
@@ -103,7 +119,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	}
 	rt, err := runtime.New(ctx, runtime.Options{
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
-		Registries: cfg.Registries, DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
+		Registries: RuntimeRegistries(cfg), DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
 		LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
 		ShimGroup: shimGroup, StubBinary: stubBin, StubDir: runDirs,
 		TagRecheck: time.Duration(*cfg.Worker.TagRecheckMs) * time.Millisecond,
@@ -113,10 +129,19 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	}
 	w := &Worker{
 		rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter, metrics: d.Metrics,
-		log: d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
-		now: time.Now, watching: map[string]chan stopRequest{}, oomed: map[string]bool{},
+		control: control.New(d.Redis, cfg.Redis.Prefix, cfg.Retention()),
+		log:     d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
+		now:     time.Now,
+		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), node: cfg.Worker.Node, retention: cfg.Retention()},
+		runners: &runners{m: map[string]*attempt{}},
+		ooms:    &oomTracker{m: map[string]bool{}},
 	}
 	w.conf.Store(cfg)
+	w.admitter = &admitter{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), now: w.now,
+		capacity: func() int { return w.config().Worker.CapacityMB }}
+	w.pools = newWarmPool(rt, w.config, w.log)
+	w.pool = w.pools
+	w.accel = &accelerator{rt: rt, config: w.config, log: w.log, now: w.now}
 	return w, nil
 }
 
@@ -130,8 +155,8 @@ func (w *Worker) Reload(ctx context.Context, cfg *config.Config) {
 	next.Redis, next.Containerd, next.Worker = cur.Redis, cur.Containerd, cur.Worker
 	w.conf.Store(&next)
 	w.log.Info().Int("functions", len(next.Functions)).Msg("configuration reloaded")
-	w.accelerate(w.life, &next)
-	w.resizePool(&next)
+	w.accel.accelerate(w.group.Context(), &next)
+	w.pools.resize(&next)
 }
 
 // config is the worker's current configuration.
@@ -189,19 +214,21 @@ func (w *Worker) Runtime() *runtime.Runtime { return w.rt }
 
 // Start re-attaches to instances left running, then starts taking tasks.
 func (w *Worker) Start(ctx context.Context) error {
-	w.life, w.stopLife = context.WithCancel(context.WithoutCancel(ctx))
+	w.group = startstop.Start(ctx)
 	if err := w.rt.Ping(ctx); err != nil {
 		return err
 	}
-	w.watchOOM()
-	if err := w.listenControl(ctx); err != nil {
+	w.group.Go(func(ctx context.Context) { w.ooms.watch(ctx, w.rt) })
+	listening, err := w.control.Listen(w.group.Context(), func(id string) { w.deliverStop(w.group.Context(), id) })
+	if err != nil {
 		return err
 	}
+	w.group.Go(func(context.Context) { <-listening })
 	if err := w.reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	w.accelerate(w.life, w.config())
-	w.startPool(ctx, w.config())
+	w.accel.accelerate(w.group.Context(), w.config())
+	w.pools.start(ctx, w.group.Context(), w.config())
 	if err := w.rt.EnsureAnchor(ctx, filepath.Join(w.config().Worker.StateDir, "anchor")); err != nil {
 		// Only speed depends on it: jobs then start their own shims.
 		w.log.Warn().Err(err).Msg("shim anchor not created; each job starts its own shim")
@@ -217,7 +244,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		DelayedTaskCheckInterval: time.Second,
 		// In-flight pulls get this long to finish before being re-queued.
 		ShutdownTimeout: 30 * time.Second,
-		RetryDelayFunc:  w.retryDelay,
+		RetryDelayFunc: func(n int, err error, _ *asynq.Task) time.Duration {
+			return retryDelay(n, err, time.Duration(w.config().Worker.LimitRetryS)*time.Second)
+		},
 		// Waiting for a slot is not a failure: it spends no retry budget
 		// (SCF's 432 semantics); the event's age bounds the wait.
 		IsFailure: func(err error) bool { return !isWait(err) },
@@ -236,40 +265,24 @@ func (w *Worker) Start(ctx context.Context) error {
 // Stop stops taking tasks and lets in-flight scheduling finish (or
 // re-queues it). Running instances are left running: their log driver
 // belongs to containerd, and the next Start re-attaches to them.
+//
+// Order: the asynq server first (no new attempts; scheduling ones finish
+// or are re-queued), then acceleration pulls, the provisioned pools
+// (their instances removed), the supervisors and listeners (the worker's
+// lifetime ends), the shim anchor, and the containerd connection last.
 func (w *Worker) Stop(ctx context.Context) error {
 	if w.srv != nil {
 		w.srv.Shutdown()
 	}
-	if w.stopLife != nil {
-		w.stopLife()
-	}
-	w.stopAccelerating()
-	w.stopPool(ctx)
-	done := make(chan struct{})
-	go func() { w.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	w.accel.stop()
+	w.pools.stop(ctx)
+	if err := w.group.Stop(ctx); err != nil {
+		w.log.Warn().Err(err).Msg("supervisors still busy at shutdown")
 	}
 	if err := w.rt.RemoveAnchor(ctx); err != nil {
 		w.log.Warn().Err(err).Msg("remove shim anchor")
 	}
 	return w.rt.Close()
-}
-
-// retryDelay: over the function's concurrency, about a minute (SCF);
-// node full, a couple of seconds; otherwise exponential backoff capped at
-// 5 min (SCF's cap for system errors).
-func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
-	switch {
-	case errors.Is(err, errOverLimit):
-		return time.Duration(w.config().Worker.LimitRetryS) * time.Second
-	case errors.Is(err, errNodeFull):
-		return 2 * time.Second
-	case errors.Is(err, errNotMine):
-		return 10 * time.Second
-	}
-	return min(time.Second<<min(n, 9), 5*time.Minute)
 }
 
 type asynqLogger struct{ l zerolog.Logger }
@@ -279,3 +292,42 @@ func (a asynqLogger) Info(args ...any)  { a.l.Info().Msg(fmt.Sprint(args...)) }
 func (a asynqLogger) Warn(args ...any)  { a.l.Warn().Msg(fmt.Sprint(args...)) }
 func (a asynqLogger) Error(args ...any) { a.l.Error().Msg(fmt.Sprint(args...)) }
 func (a asynqLogger) Fatal(args ...any) { a.l.Fatal().Msg(fmt.Sprint(args...)) }
+
+// deadLetter keeps the event of a failed invocation in the dead-letter
+// list (SCF's DLQ message).
+func (w *Worker) deadLetter(ctx context.Context, id string, code int, msg string) {
+	rec, err := w.records.Get(ctx, id)
+	if err != nil {
+		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter: read record")
+		return
+	}
+	event, err := w.records.Event(ctx, id)
+	if err != nil {
+		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter: read event")
+		return
+	}
+	err = w.dlq.Add(ctx, deadletter.Entry{
+		RequestId: id, ErrorCode: code, ErrorMessage: msg, Attempt: rec.Attempt,
+		Body: deadletter.Body{
+			FunctionName: rec.FunctionName, Namespace: rec.Namespace, Qualifier: rec.Qualifier,
+			RequestSource: rec.RequestSource, ClientContext: string(event), PushTime: rec.EnqueueTime, RetryNum: rec.Attempt - 1,
+		},
+	})
+	if err != nil {
+		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter")
+	}
+}
+
+// RuntimeRegistries resolves the config's registry settings (passwords
+// from their environment variables) for the runtime.
+func RuntimeRegistries(cfg *config.Config) map[string]runtime.Registry {
+	out := make(map[string]runtime.Registry, len(cfg.Registries))
+	for host, r := range cfg.Registries {
+		reg := runtime.Registry{Insecure: r.Insecure, Username: r.Username}
+		if r.PasswordEnv != "" {
+			reg.Password = os.Getenv(r.PasswordEnv)
+		}
+		out[host] = reg
+	}
+	return out
+}

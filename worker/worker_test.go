@@ -17,11 +17,11 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/imagebuild"
 	"github.com/jobgate/jobgate/internal/logstore"
-	"github.com/jobgate/jobgate/internal/node"
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
-	"github.com/jobgate/jobgate/internal/testenv"
-	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testjob"
 	"github.com/jobgate/jobgate/worker/runtime"
 )
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/worker"
 	"github.com/jobgate/jobgate/worker/runtime"
 )
 
@@ -33,7 +34,7 @@ func pull(args []string) error {
 	defer stop()
 	rt, err := runtime.New(ctx, runtime.Options{
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
-		Registries: cfg.Registries, DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
+		Registries: worker.RuntimeRegistries(cfg), DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
 	})
 	if err != nil {
 		return err

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/jobgate/jobgate/internal/imagebuild"
-	"github.com/jobgate/jobgate/internal/testenv"
-	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testjob"
 	"github.com/jobgate/jobgate/worker/runtime"
 )
 

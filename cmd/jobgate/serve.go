@@ -11,8 +11,8 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
-	"github.com/jobgate/jobgate/internal/node"
 )
 
 func newLogger(level string) zerolog.Logger {

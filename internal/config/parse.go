@@ -17,7 +17,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/jobenv"
 	"github.com/jobgate/jobgate/schemas"
-	"github.com/jobgate/jobgate/triggers/timer/scfcron"
+	"github.com/jobgate/jobgate/internal/scfcron"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/jobgate/jobgate/internal/keyspace"
 )
 
 // ErrNotFound: no dead letter with that RequestId.
@@ -41,17 +43,15 @@ type Entry struct {
 
 // Store keeps dead letters in Redis.
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
+	rdb  redis.UniversalClient
+	keys keyspace.Keys
 }
 
 // NewStore returns a Store.
 func NewStore(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, prefix: prefix}
+	return &Store{rdb: rdb, keys: keyspace.New(prefix)}
 }
 
-func (s *Store) idx() string               { return s.prefix + ":dlq" }
-func (s *Store) key(id string) string      { return s.prefix + ":dlq:" + id }
 func member(t time.Time, id string) string { return fmt.Sprintf("%019d:%s", t.UnixNano(), id) }
 
 // Add stores e (replacing an earlier entry for the same RequestId).
@@ -66,13 +66,13 @@ func (s *Store) Add(ctx context.Context, e Entry) error {
 	}
 	// The member is kept in the entry's key so Delete can find it.
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		old := s.rdb.HGet(ctx, s.key(e.RequestId), "member").Val()
+		old := s.rdb.HGet(ctx, s.keys.DeadLetter(e.RequestId), "member").Val()
 		if old != "" {
-			p.ZRem(ctx, s.idx(), old)
+			p.ZRem(ctx, s.keys.DeadLetters(), old)
 		}
 		m := member(now, e.RequestId)
-		p.HSet(ctx, s.key(e.RequestId), "entry", b, "member", m)
-		p.ZAdd(ctx, s.idx(), redis.Z{Score: 0, Member: m})
+		p.HSet(ctx, s.keys.DeadLetter(e.RequestId), "entry", b, "member", m)
+		p.ZAdd(ctx, s.keys.DeadLetters(), redis.Z{Score: 0, Member: m})
 		return nil
 	})
 	if err != nil {
@@ -83,7 +83,7 @@ func (s *Store) Add(ctx context.Context, e Entry) error {
 
 // Get returns one entry.
 func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
-	raw, err := s.rdb.HGet(ctx, s.key(id), "entry").Result()
+	raw, err := s.rdb.HGet(ctx, s.keys.DeadLetter(id), "entry").Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
 	}
@@ -99,7 +99,7 @@ func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
 
 // Delete removes an entry.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	m, err := s.rdb.HGet(ctx, s.key(id), "member").Result()
+	m, err := s.rdb.HGet(ctx, s.keys.DeadLetter(id), "member").Result()
 	if errors.Is(err, redis.Nil) {
 		return fmt.Errorf("%s: %w", id, ErrNotFound)
 	}
@@ -107,8 +107,8 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("delete dead letter %s: %w", id, err)
 	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.key(id))
-		p.ZRem(ctx, s.idx(), m)
+		p.Del(ctx, s.keys.DeadLetter(id))
+		p.ZRem(ctx, s.keys.DeadLetters(), m)
 		return nil
 	})
 	if err != nil {
@@ -123,7 +123,7 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) ([]*Entry, s
 	if cursor != "" {
 		start = "(" + cursor
 	}
-	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.idx(), Start: start, Stop: "-", ByLex: true, Rev: true, Count: int64(limit + 1)}).Result()
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.keys.DeadLetters(), Start: start, Stop: "-", ByLex: true, Rev: true, Count: int64(limit + 1)}).Result()
 	if err != nil {
 		return nil, "", fmt.Errorf("list dead letters: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/jobgate/jobgate/internal/keyspace"
 )
 
 // Streams of a log line.
@@ -30,7 +32,7 @@ type Line struct {
 // Store reads and writes logs.
 type Store struct {
 	rdb       redis.UniversalClient
-	prefix    string
+	keys      keyspace.Keys
 	retention time.Duration
 	maxBytes  int64
 }
@@ -39,37 +41,8 @@ type Store struct {
 // stored) are dropped after one truncation marker; platform lines are
 // always kept.
 func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration, maxBytes int64) *Store {
-	return &Store{rdb: rdb, prefix: prefix, retention: retention, maxBytes: maxBytes}
+	return &Store{rdb: rdb, keys: keyspace.New(prefix), retention: retention, maxBytes: maxBytes}
 }
-
-func (s *Store) listKey(id string) string { return s.prefix + ":log:" + id }
-func (s *Store) metaKey(id string) string { return s.prefix + ":log:" + id + ":meta" }
-
-// appendScript: ARGV = ttl_ms, max_bytes, force, done, lines...
-var appendScript = redis.NewScript(`
-local used = tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0')
-local trunc = redis.call('HGET', KEYS[2], 'truncated')
-local max = tonumber(ARGV[2])
-local added = 0
-for i = 5, #ARGV do
-  local l = ARGV[i]
-  if ARGV[3] == '1' then
-    redis.call('RPUSH', KEYS[1], l)
-  elseif used + #l <= max then
-    redis.call('RPUSH', KEYS[1], l)
-    used = used + #l
-    added = added + 1
-  elseif not trunc then
-    trunc = '1'
-    redis.call('RPUSH', KEYS[1], cjson.encode({ts = cjson.decode(l)['ts'], stream = 'platform', line = 'jobgate: log truncated at ' .. max .. ' bytes; further output dropped'}))
-    redis.call('HSET', KEYS[2], 'truncated', '1')
-  end
-end
-redis.call('HSET', KEYS[2], 'bytes', used)
-if ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'done', '1') end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return added`)
 
 // Append adds job output lines, within the cap.
 func (s *Store) Append(ctx context.Context, id string, lines []Line) error {
@@ -96,7 +69,7 @@ func (s *Store) append(ctx context.Context, id string, lines []Line, force, done
 		}
 		args = append(args, b)
 	}
-	if err := appendScript.Run(ctx, s.rdb, []string{s.listKey(id), s.metaKey(id)}, args...).Err(); err != nil {
+	if err := keyspace.LogAppend.Run(ctx, s.rdb, []string{s.keys.Log(id), s.keys.LogMeta(id)}, args...).Err(); err != nil {
 		return fmt.Errorf("append log %s: %w", id, err)
 	}
 	return nil
@@ -115,8 +88,8 @@ func (s *Store) Range(ctx context.Context, id string, from int64) (lines []strin
 	var lr *redis.StringSliceCmd
 	var dn *redis.StringCmd
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		dn = p.HGet(ctx, s.metaKey(id), "done")
-		lr = p.LRange(ctx, s.listKey(id), from, -1)
+		dn = p.HGet(ctx, s.keys.LogMeta(id), "done")
+		lr = p.LRange(ctx, s.keys.Log(id), from, -1)
 		return nil
 	})
 	if err != nil && err != redis.Nil {

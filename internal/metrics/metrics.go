@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/queue"
 )
 
@@ -44,7 +45,7 @@ func New(rdb redis.UniversalClient) *Metrics {
 		Help: "Tasks waiting in the asynq queue."}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		n, err := rdb.LLen(ctx, "asynq:{"+queue.Name+"}:pending").Result()
+		n, err := rdb.LLen(ctx, keyspace.AsynqPending(queue.Name)).Result()
 		if err != nil {
 			return -1
 		}

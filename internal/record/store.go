@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/jobgate/jobgate/internal/keyspace"
 )
 
 // Errors returned by Store.
@@ -25,43 +27,19 @@ var (
 // Store keeps records in Redis under a key prefix.
 type Store struct {
 	rdb       redis.UniversalClient
-	prefix    string
+	keys      keyspace.Keys
 	retention time.Duration
 }
 
 // NewStore returns a Store; records and their events expire after
 // retention.
 func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
-	return &Store{rdb: rdb, prefix: prefix, retention: retention}
+	return &Store{rdb: rdb, keys: keyspace.New(prefix), retention: retention}
 }
-
-func (s *Store) recKey(id string) string   { return s.prefix + ":inv:" + id }
-func (s *Store) eventKey(id string) string { return s.prefix + ":inv:" + id + ":event" }
-func (s *Store) attemptsKey(id string) string {
-	return s.prefix + ":inv:" + id + ":attempts"
-}
-func (s *Store) idxKey(fn string) string {
-	if fn == "" {
-		return s.prefix + ":idx"
-	}
-	return s.prefix + ":idx:fn:" + fn
-}
-func (s *Store) channel() string { return s.prefix + ":changes" }
 
 // indexMember orders entries by enqueue time, then id; ZRANGE BYLEX over
 // it gives a stable newest-first cursor.
 func indexMember(t time.Time, id string) string { return fmt.Sprintf("%019d:%s", t.UnixNano(), id) }
-
-var createScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[1])
-for i = 3, 4 do
-  redis.call('ZADD', KEYS[i], 0, ARGV[2])
-  redis.call('ZREMRANGEBYLEX', KEYS[i], '-', '(' .. ARGV[3])
-end
-return 1`)
 
 // Create stores a new PENDING record and its event. If a record with the
 // same RequestId exists, it returns that one and created=false.
@@ -75,8 +53,8 @@ func (s *Store) Create(ctx context.Context, r *Record, event []byte) (created bo
 	for k, v := range r.fields() {
 		args = append(args, k, v)
 	}
-	n, err := createScript.Run(ctx, s.rdb,
-		[]string{s.recKey(r.RequestId), s.eventKey(r.RequestId), s.idxKey(""), s.idxKey(r.FunctionName)}, args...).Int()
+	n, err := keyspace.RecordCreate.Run(ctx, s.rdb,
+		[]string{s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Index(""), s.keys.Index(r.FunctionName)}, args...).Int()
 	if err != nil {
 		return false, nil, fmt.Errorf("create record %s: %w", r.RequestId, err)
 	}
@@ -96,9 +74,9 @@ func (s *Store) Delete(ctx context.Context, r *Record) error {
 	enq, _ := time.Parse(TimeFormat, r.EnqueueTime)
 	m := indexMember(enq, r.RequestId)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.recKey(r.RequestId), s.eventKey(r.RequestId), s.attemptsKey(r.RequestId))
-		p.ZRem(ctx, s.idxKey(""), m)
-		p.ZRem(ctx, s.idxKey(r.FunctionName), m)
+		p.Del(ctx, s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Attempts(r.RequestId))
+		p.ZRem(ctx, s.keys.Index(""), m)
+		p.ZRem(ctx, s.keys.Index(r.FunctionName), m)
 		return nil
 	})
 	if err != nil {
@@ -112,8 +90,8 @@ func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
 	var h *redis.MapStringStringCmd
 	var a *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		h = p.HGetAll(ctx, s.recKey(id))
-		a = p.LRange(ctx, s.attemptsKey(id), 0, -1)
+		h = p.HGetAll(ctx, s.keys.Record(id))
+		a = p.LRange(ctx, s.keys.Attempts(id), 0, -1)
 		return nil
 	})
 	if err != nil {
@@ -137,7 +115,7 @@ func withAttempts(r *Record, raw []string) *Record {
 
 // Event returns the event stored with the record, byte for byte.
 func (s *Store) Event(ctx context.Context, id string) ([]byte, error) {
-	b, err := s.rdb.Get(ctx, s.eventKey(id)).Bytes()
+	b, err := s.rdb.Get(ctx, s.keys.Event(id)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("event of %s: %w", id, ErrNotFound)
 	}
@@ -146,30 +124,6 @@ func (s *Store) Event(ctx context.Context, id string) ([]byte, error) {
 	}
 	return b, nil
 }
-
-// updateScript: KEYS = record, attempts list. ARGV = channel, id, mode,
-// attempt JSON or "", number of fields to delete, those fields, then
-// field/value pairs. mode: "" = any non-final status, "*" = any status,
-// else a comma-separated list of allowed current statuses.
-var updateScript = redis.NewScript(`
-local s = redis.call('HGET', KEYS[1], 'Status')
-if not s then return -1 end
-local mode = ARGV[3]
-if mode == '' then
-  if s == 'FINISHED' or s == 'FAILED' or s == 'ABORTED' then return 0 end
-elseif mode ~= '*' then
-  if not string.find(',' .. mode .. ',', ',' .. s .. ',', 1, true) then return 0 end
-end
-local ndel = tonumber(ARGV[5])
-for i = 1, ndel do redis.call('HDEL', KEYS[1], ARGV[5 + i]) end
-if #ARGV > 5 + ndel then redis.call('HSET', KEYS[1], unpack(ARGV, 6 + ndel)) end
-if ARGV[4] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[4])
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1`)
 
 // Update applies u unless the record has already ended (ErrTerminal).
 func (s *Store) Update(ctx context.Context, id string, u Update) error {
@@ -202,9 +156,9 @@ func (s *Store) update(ctx context.Context, id string, u Update, mode string) er
 			del = append(del, k)
 		}
 	}
-	args := append([]any{s.channel(), id, mode, attempt, len(del)}, del...)
+	args := append([]any{s.keys.Changes(), id, mode, attempt, len(del)}, del...)
 	args = append(args, f...)
-	n, err := updateScript.Run(ctx, s.rdb, []string{s.recKey(id), s.attemptsKey(id)}, args...).Int()
+	n, err := keyspace.RecordUpdate.Run(ctx, s.rdb, []string{s.keys.Record(id), s.keys.Attempts(id)}, args...).Int()
 	switch {
 	case err != nil:
 		return fmt.Errorf("update record %s: %w", id, err)
@@ -229,7 +183,7 @@ type Filter struct {
 func (s *Store) List(ctx context.Context, f Filter, limit int, cursor string) ([]*Record, string, error) {
 	const batch = 100
 	const maxScan = 10000 // bound one request's work; the cursor resumes
-	key := s.idxKey(f.Function)
+	key := s.keys.Index(f.Function)
 	start := "+"
 	if cursor != "" {
 		start = "(" + cursor
@@ -249,8 +203,8 @@ func (s *Store) List(ctx context.Context, f Filter, limit int, cursor string) ([
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, m := range members {
 				_, id, _ := strings.Cut(m, ":")
-				cmds[i] = p.HGetAll(ctx, s.recKey(id))
-				atts[i] = p.LRange(ctx, s.attemptsKey(id), 0, -1)
+				cmds[i] = p.HGetAll(ctx, s.keys.Record(id))
+				atts[i] = p.LRange(ctx, s.keys.Attempts(id), 0, -1)
 			}
 			return nil
 		})
@@ -295,10 +249,10 @@ type Watcher struct {
 
 // NewWatcher subscribes to the store's change channel.
 func (s *Store) NewWatcher(ctx context.Context) (*Watcher, error) {
-	ps := s.rdb.Subscribe(ctx, s.channel())
+	ps := s.rdb.Subscribe(ctx, s.keys.Changes())
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
-		return nil, fmt.Errorf("subscribe %s: %w", s.channel(), err)
+		return nil, fmt.Errorf("subscribe %s: %w", s.keys.Changes(), err)
 	}
 	w := &Watcher{store: s, subs: map[string]map[chan struct{}]struct{}{}, ps: ps, done: make(chan struct{})}
 	go w.loop()
@@ -375,7 +329,7 @@ func (s *Store) Statuses(ctx context.Context, ids []string) (map[string]Status, 
 	cmds := make([]*redis.StringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.HGet(ctx, s.recKey(id), "Status")
+			cmds[i] = p.HGet(ctx, s.keys.Record(id), "Status")
 		}
 		return nil
 	})

@@ -13,7 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/jobgate/jobgate/internal/config"
-	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	amqpsrc "github.com/jobgate/jobgate/triggers/amqp"
 	"github.com/jobgate/jobgate/triggers/triggertest"
 )

@@ -30,6 +30,9 @@ type Trigger struct {
 	Opts     config.HTTPTrigger
 }
 
+// Source is the RequestSource of webhook events (SCF's DLQ Body.RequestSource).
+const Source = "TRIGGER_HTTP"
+
 // Triggers lists the HTTP triggers of a config.
 func Triggers(cfg *config.Config) ([]Trigger, error) {
 	var out []Trigger

@@ -12,8 +12,8 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/record"
-	"github.com/jobgate/jobgate/internal/testenv"
-	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testjob"
 	"github.com/jobgate/jobgate/schemas"
 	"github.com/jobgate/jobgate/triggers/httptrigger"
 )

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jobgate/jobgate/internal/config"
-	"github.com/jobgate/jobgate/internal/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/triggers/natsjs"
 	"github.com/jobgate/jobgate/triggers/triggertest"
 )

@@ -9,7 +9,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
-	"github.com/jobgate/jobgate/gateway"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/triggers"
@@ -81,15 +80,6 @@ func One(d Deps, fn string, tr config.Trigger) (triggers.Source, error) {
 		return natsjs.New(del, o)
 	}
 	return nil, fmt.Errorf("%s/%s: %s triggers are not built yet", fn, tr.Name, tr.Type)
-}
-
-// Checks report each source's broker connection in /readyz.
-func Checks(srcs []triggers.Source) []gateway.Check {
-	var out []gateway.Check
-	for _, s := range srcs {
-		out = append(out, gateway.Check{Name: "trigger " + s.Name(), Fn: func(context.Context) error { return s.Health() }})
-	}
-	return out
 }
 
 // Start starts every source.

@@ -18,10 +18,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/schemas"
 	"github.com/jobgate/jobgate/triggers"
-	"github.com/jobgate/jobgate/triggers/timer/scfcron"
+	"github.com/jobgate/jobgate/internal/scfcron"
 )
 
 // maxCatchup bounds the instants one catch-up fires.
@@ -44,6 +45,9 @@ type spec struct {
 	opts              config.TimerTrigger
 	sched             *scfcron.Schedule
 }
+
+// Source is the RequestSource of timer events (SCF's DLQ Body.RequestSource).
+const Source = "TRIGGER_TIMER"
 
 // New prepares the timers (the config has been validated).
 func New(cfg *config.Config, sink triggers.Sink, rdb redis.UniversalClient, log zerolog.Logger) (*Timers, error) {
@@ -121,14 +125,8 @@ func RequestID(function, trigger string, instant time.Time) string {
 }
 
 func (t *Timers) lastKey(s spec) string {
-	return t.cfg.Redis.Prefix + ":timer:" + s.function + ":" + s.trigger + ":last"
+	return keyspace.New(t.cfg.Redis.Prefix).TimerLast(s.function, s.trigger)
 }
-
-// setLastScript keeps the latest fired instant (replicas race).
-var setLastScript = redis.NewScript(`
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1`)
 
 func (t *Timers) run(ctx context.Context, s spec) {
 	log := t.log.With().Str("function", s.function).Str("trigger", s.trigger).Str("cron", s.sched.String()).Logger()
@@ -196,10 +194,10 @@ func (t *Timers) fire(ctx context.Context, s spec, instant time.Time, window tim
 	log = log.With().Str("request_id", id).Time("instant", instant).Logger()
 	for attempt := 0; ; attempt++ {
 		res, err := t.sink.Submit(ctx, submit.Request{
-			Function: s.function, Event: event, RequestID: id, Source: triggers.SourceTimer, TriggerName: s.trigger,
+			Function: s.function, Event: event, RequestID: id, Source: Source, TriggerName: s.trigger,
 		})
 		if err == nil {
-			_ = setLastScript.Run(ctx, t.rdb, []string{t.lastKey(s)}, instant.Unix()).Err()
+			_ = keyspace.TimerSetLast.Run(ctx, t.rdb, []string{t.lastKey(s)}, instant.Unix()).Err()
 			if !res.Duplicate {
 				log.Info().Dur("lateness", t.now().Sub(instant)).Msg("timer fired")
 			}

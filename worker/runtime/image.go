@@ -63,7 +63,7 @@ func (r *Runtime) hosts(host string) ([]docker.RegistryHost, error) {
 	}
 	auth := docker.NewDockerAuthorizer(docker.WithAuthCreds(func(string) (string, string, error) {
 		if reg.Username != "" {
-			return reg.Username, os.Getenv(reg.PasswordEnv), nil
+			return reg.Username, reg.Password, nil
 		}
 		return r.dockerConfigCreds(host)
 	}))

@@ -13,8 +13,6 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
 	"golang.org/x/sync/singleflight"
-
-	"github.com/jobgate/jobgate/internal/config"
 )
 
 // Labels set on every jobgate container.
@@ -30,12 +28,19 @@ const (
 	LabelOutcome = "jobgate.outcome"
 )
 
+// Registry is how to reach one registry host.
+type Registry struct {
+	Insecure bool   // plain HTTP
+	Username string // with Password: basic auth; else the docker config is consulted
+	Password string
+}
+
 // Options configure a Runtime.
 type Options struct {
 	Address     string
 	Namespace   string
 	Snapshotter string
-	Registries  map[string]config.Registry
+	Registries  map[string]Registry
 	// DockerConfig is a docker config.json consulted for registries
 	// without username/password_env.
 	DockerConfig string

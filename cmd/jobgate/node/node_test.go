@@ -11,8 +11,8 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/record"
-	"github.com/jobgate/jobgate/internal/testenv"
-	"github.com/jobgate/jobgate/internal/testjob"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testjob"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -121,7 +121,7 @@ func need(bin string) (string, error) {
 // ModuleRoot is the repository root.
 func ModuleRoot() string {
 	_, self, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(self), "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(self), "..", "..", ".."))
 }
 
 func start() (*Services, error) {

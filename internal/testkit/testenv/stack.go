@@ -13,7 +13,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/logstore"
-	"github.com/jobgate/jobgate/internal/node"
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/record"
 )
 

@@ -136,7 +136,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			n.rdb.Close()
 			return nil, err
 		}
-		n.Gateway.AddReadyChecks(sources.Checks(n.Sources)...)
+		for _, s := range n.Sources {
+			n.Gateway.AddReadyChecks(gateway.Check{Name: "trigger " + s.Name(), Fn: func(context.Context) error { return s.Health() }})
+		}
 		if n.Worker != nil {
 			n.Gateway.AddReadyInfo("acceleration", func() any { return n.Worker.Acceleration() })
 			n.Gateway.AddReadyInfo("provisioned", func() any { return n.Worker.Provisioned() })

@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/internal/record"
+)
+
+// Helpers the endpoints share: the body, paging, record lookup.
+
+// readBody reads at most the largest event that fits
+// (SCF_CUSTOM_CONTAINER_EVENT=<event> under Linux's per-string limit).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(jobenv.MaxEventBytes)))
+	var big *http.MaxBytesError
+	if errors.As(err, &big) {
+		return nil, tooLarge(fmt.Sprintf(
+			"event is over %d bytes: SCF_CUSTOM_CONTAINER_EVENT=<event> must stay under Linux's 128 KiB per-string limit (131072 bytes including the NUL)",
+			jobenv.MaxEventBytes))
+	}
+	if err != nil {
+		return nil, badRequest("read body: %v", err)
+	}
+	return body, nil
+}
+
+// readEvent reads the body and requires a JSON object.
+func readEvent(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if !json.Valid(body) || len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, badRequest("event must be a JSON object")
+	}
+	return body, nil
+}
+
+// page is a listing's ?limit= (1..100, default 20) and ?cursor=.
+func page(r *http.Request) (limit int, cursor string, err error) {
+	limit = 20
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100 {
+			return 0, "", badRequest("limit must be 1..100")
+		}
+		limit = n
+	}
+	return limit, r.URL.Query().Get("cursor"), nil
+}
+
+// lookup returns the record of id, or the answer for its absence.
+func (g *Gateway) lookup(ctx context.Context, id string) (*record.Record, error) {
+	rec, err := g.d.Records.Get(ctx, id)
+	if errors.Is(err, record.ErrNotFound) {
+		return nil, notFound(codeInvocationNotFound, "no invocation %s (unknown or past retention)", id)
+	}
+	return rec, err
+}

@@ -1,0 +1,101 @@
+// Package keyspace is jobgate's Redis key layout: the name of every key
+// and channel any component reads or writes, and (scripts.go) every Lua
+// script that touches several of them at once. Stores take a Keys value
+// and never build a key name themselves, so the layout (a hash tag per
+// invocation for Redis Cluster, a new prefix) changes here alone.
+//
+// Layout, under the configured prefix P (default "jobgate"):
+//
+//	P:inv:<id>                       invocation record (hash)
+//	P:inv:<id>:event                 its event, byte-for-byte (string)
+//	P:inv:<id>:attempts              earlier attempts' summaries (list)
+//	P:idx, P:idx:fn:<function>       newest-first listing indexes (zset, by lex)
+//	P:changes                        record change announcements (channel)
+//	P:log:<instance>, :meta          one attempt's NDJSON log (list) and its counters (hash)
+//	P:dlq, P:dlq:<id>                dead-letter index (zset) and entries (hash)
+//	P:terminate:<id>, P:control      terminate requests (string) and their announcements (channel)
+//	P:claim:<instance>               the node allowed to start an attempt (string)
+//	P:conc:<function>                concurrency leases (zset, score = expiry)
+//	P:timer:<function>:<trigger>:last  latest fired instant of a timer (string)
+//	P:batch:…, P:batchmember:…       broker batch journal (strings)
+//
+// asynq's own keys are "asynq:{<queue>}:…"; the one jobgate reads is
+// named here too (AsynqPending).
+package keyspace
+
+import "fmt"
+
+// Keys builds key names under one prefix.
+type Keys struct{ prefix string }
+
+// New returns the layout under prefix.
+func New(prefix string) Keys { return Keys{prefix: prefix} }
+
+// Prefix is the layout's prefix.
+func (k Keys) Prefix() string { return k.prefix }
+
+// Record is the hash of invocation id.
+func (k Keys) Record(id string) string { return k.prefix + ":inv:" + id }
+
+// Event holds the event of invocation id.
+func (k Keys) Event(id string) string { return k.prefix + ":inv:" + id + ":event" }
+
+// Attempts lists the summaries of id's earlier attempts.
+func (k Keys) Attempts(id string) string { return k.prefix + ":inv:" + id + ":attempts" }
+
+// Index lists every invocation (fn == "") or one function's, newest first.
+func (k Keys) Index(fn string) string {
+	if fn == "" {
+		return k.prefix + ":idx"
+	}
+	return k.prefix + ":idx:fn:" + fn
+}
+
+// Changes is the channel on which record changes are announced.
+func (k Keys) Changes() string { return k.prefix + ":changes" }
+
+// Log is the NDJSON line list of one attempt (its instance id).
+func (k Keys) Log(instance string) string { return k.prefix + ":log:" + instance }
+
+// LogMeta holds a log's byte count and its truncated/done flags.
+func (k Keys) LogMeta(instance string) string { return k.prefix + ":log:" + instance + ":meta" }
+
+// DeadLetters is the dead-letter index.
+func (k Keys) DeadLetters() string { return k.prefix + ":dlq" }
+
+// DeadLetter is one dead-letter entry.
+func (k Keys) DeadLetter(id string) string { return k.prefix + ":dlq:" + id }
+
+// Terminate holds a terminate request ("grace" or "kill") for id. The key
+// makes the request durable: a worker that was down when it was announced
+// still finds it when it re-attaches.
+func (k Keys) Terminate(id string) string { return k.prefix + ":terminate:" + id }
+
+// Control announces terminate requests to every worker (payload: the id).
+func (k Keys) Control() string { return k.prefix + ":control" }
+
+// Claim names the node allowed to start an attempt (its instance id).
+func (k Keys) Claim(instance string) string { return k.prefix + ":claim:" + instance }
+
+// Concurrency holds a function's concurrency leases.
+func (k Keys) Concurrency(fn string) string { return k.prefix + ":conc:" + fn }
+
+// TimerLast holds the latest instant a timer trigger fired.
+func (k Keys) TimerLast(fn, trigger string) string {
+	return k.prefix + ":timer:" + fn + ":" + trigger + ":last"
+}
+
+// Batch journals a broker batch queued from partition, starting at first.
+func (k Keys) Batch(fn, trigger, partition, first string) string {
+	return fmt.Sprintf("%s:batch:%s:%s:%s:%s", k.prefix, fn, trigger, partition, first)
+}
+
+// BatchMember maps a broker message to the first key of its batch.
+func (k Keys) BatchMember(fn, trigger, partition, key string) string {
+	return fmt.Sprintf("%s:batchmember:%s:%s:%s:%s", k.prefix, fn, trigger, partition, key)
+}
+
+// AsynqPending is asynq's list of a queue's pending task ids. asynq keeps
+// it private (internal/base.PendingKey); a test pins the name against a
+// real asynq server so an upgrade that moves it fails loudly.
+func AsynqPending(queue string) string { return "asynq:{" + queue + "}:pending" }

@@ -1,0 +1,95 @@
+package keyspace
+
+import "github.com/redis/go-redis/v9"
+
+// Lua scripts that touch several keys of the layout at once. Each is run
+// with the keys built by Keys, in the order its comment gives.
+var (
+	// RecordCreate creates a PENDING record if absent. KEYS = record, event,
+	// index, function index. ARGV = ttl (ms), index member, oldest member kept,
+	// event, then field/value pairs. Returns 1 if created, 0 if it existed.
+	RecordCreate = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[1])
+for i = 3, 4 do
+  redis.call('ZADD', KEYS[i], 0, ARGV[2])
+  redis.call('ZREMRANGEBYLEX', KEYS[i], '-', '(' .. ARGV[3])
+end
+return 1`)
+
+	// RecordUpdate: KEYS = record, attempts list. ARGV = channel, id, mode,
+	// attempt JSON or "", number of fields to delete, those fields, then
+	// field/value pairs. mode: "" = any non-final status, "*" = any status,
+	// else a comma-separated list of allowed current statuses. Returns -1 (no
+	// record), 0 (status refused) or 1.
+	RecordUpdate = redis.NewScript(`
+local s = redis.call('HGET', KEYS[1], 'Status')
+if not s then return -1 end
+local mode = ARGV[3]
+if mode == '' then
+  if s == 'FINISHED' or s == 'FAILED' or s == 'ABORTED' then return 0 end
+elseif mode ~= '*' then
+  if not string.find(',' .. mode .. ',', ',' .. s .. ',', 1, true) then return 0 end
+end
+local ndel = tonumber(ARGV[5])
+for i = 1, ndel do redis.call('HDEL', KEYS[1], ARGV[5 + i]) end
+if #ARGV > 5 + ndel then redis.call('HSET', KEYS[1], unpack(ARGV, 6 + ndel)) end
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1`)
+
+	// LogAppend adds lines to a log within its byte cap. KEYS = log, log meta.
+	// ARGV = ttl_ms, max_bytes, force, done, lines... Returns the lines added.
+	LogAppend = redis.NewScript(`
+local used = tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0')
+local trunc = redis.call('HGET', KEYS[2], 'truncated')
+local max = tonumber(ARGV[2])
+local added = 0
+for i = 5, #ARGV do
+  local l = ARGV[i]
+  if ARGV[3] == '1' then
+    redis.call('RPUSH', KEYS[1], l)
+  elseif used + #l <= max then
+    redis.call('RPUSH', KEYS[1], l)
+    used = used + #l
+    added = added + 1
+  elseif not trunc then
+    trunc = '1'
+    redis.call('RPUSH', KEYS[1], cjson.encode({ts = cjson.decode(l)['ts'], stream = 'platform', line = 'jobgate: log truncated at ' .. max .. ' bytes; further output dropped'}))
+    redis.call('HSET', KEYS[2], 'truncated', '1')
+  end
+end
+redis.call('HSET', KEYS[2], 'bytes', used)
+if ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'done', '1') end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return added`)
+
+	// LeaseAcquire takes a concurrency lease. KEYS[1] = the function's lease
+	// set; ARGV = now (ms), expiry (ms), limit, member. Expired leases
+	// (crashed workers) are dropped first; holding a lease already counts as
+	// acquiring it. Returns 1 if taken, 0 if the function is at its limit.
+	LeaseAcquire = redis.NewScript(`
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], 2 * (tonumber(ARGV[2]) - tonumber(ARGV[1])))
+return 1`)
+
+	// TimerSetLast keeps the latest fired instant of a timer (replicas race).
+	// KEYS[1] = TimerLast; ARGV[1] = the instant (Unix seconds).
+	TimerSetLast = redis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1`)
+)
