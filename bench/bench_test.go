@@ -29,8 +29,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/cmd/jobgate/node"
+	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 )

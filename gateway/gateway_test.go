@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/jobenv"
-	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/internal/testkit/testjob"

@@ -14,10 +14,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/imagebuild"
-	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/internal/testkit/testjob"

@@ -14,10 +14,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/hibiken/asynq"
 
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/imagebuild"
 	"github.com/jobgate/jobgate/internal/logstore"
-	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"

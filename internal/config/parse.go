@@ -15,10 +15,11 @@ import (
 	"github.com/distribution/reference"
 	"gopkg.in/yaml.v3"
 
-	"github.com/jobgate/jobgate/internal/jobenv"
-	"github.com/jobgate/jobgate/schemas"
-	"github.com/jobgate/jobgate/internal/scfcron"
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/internal/scfcron"
+	"github.com/jobgate/jobgate/schemas"
 )
 
 // Problem is one thing wrong in a config file.

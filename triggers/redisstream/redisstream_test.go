@@ -11,8 +11,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/cmd/jobgate/node"
+	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/internal/testkit/testjob"
 	"github.com/jobgate/jobgate/triggers/redisstream"

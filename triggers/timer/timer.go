@@ -19,10 +19,10 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/keyspace"
+	"github.com/jobgate/jobgate/internal/scfcron"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/schemas"
 	"github.com/jobgate/jobgate/triggers"
-	"github.com/jobgate/jobgate/internal/scfcron"
 )
 
 // maxCatchup bounds the instants one catch-up fires.

@@ -19,9 +19,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
-	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
