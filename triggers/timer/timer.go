@@ -11,15 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/scfcron"
+	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/schemas"
 	"github.com/jobgate/jobgate/triggers"
@@ -34,9 +35,8 @@ type Timers struct {
 	sink  triggers.Sink
 	rdb   redis.UniversalClient
 	log   zerolog.Logger
-	now   func() time.Time
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	clock clockwork.Clock // the fire schedule runs on it (a fake in tests)
+	group *startstop.Group
 	specs []spec
 }
 
@@ -49,9 +49,10 @@ type spec struct {
 // Source is the RequestSource of timer events (SCF's DLQ Body.RequestSource).
 const Source = "TRIGGER_TIMER"
 
-// New prepares the timers (the config has been validated).
-func New(cfg *config.Config, sink triggers.Sink, rdb redis.UniversalClient, log zerolog.Logger) (*Timers, error) {
-	t := &Timers{cfg: cfg, sink: sink, rdb: rdb, log: log.With().Str("component", "timer").Logger(), now: time.Now}
+// New prepares the timers (the config has been validated). clock is the
+// real one (clockwork.NewRealClock) outside tests.
+func New(cfg *config.Config, sink triggers.Sink, rdb redis.UniversalClient, log zerolog.Logger, clock clockwork.Clock) (*Timers, error) {
+	t := &Timers{cfg: cfg, sink: sink, rdb: rdb, log: log.With().Str("component", "timer").Logger(), clock: clock}
 	for _, fn := range cfg.Functions {
 		for _, tr := range fn.Triggers {
 			if tr.Type != config.TriggerTimer {
@@ -84,13 +85,9 @@ func New(cfg *config.Config, sink triggers.Sink, rdb redis.UniversalClient, log 
 
 // Start runs one loop per trigger.
 func (t *Timers) Start(ctx context.Context) error {
-	ctx, t.stop = context.WithCancel(context.WithoutCancel(ctx))
+	t.group = startstop.Start(ctx)
 	for _, s := range t.specs {
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			t.run(ctx, s)
-		}()
+		t.group.Go(func(ctx context.Context) { t.run(ctx, s) })
 	}
 	if len(t.specs) > 0 {
 		t.log.Info().Int("timers", len(t.specs)).Msg("timers started")
@@ -100,19 +97,7 @@ func (t *Timers) Start(ctx context.Context) error {
 
 // Stop ends the loops (fires in flight are abandoned; the next start's
 // catch-up and the deterministic RequestIds make that safe).
-func (t *Timers) Stop(ctx context.Context) error {
-	if t.stop != nil {
-		t.stop()
-	}
-	done := make(chan struct{})
-	go func() { t.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (t *Timers) Stop(ctx context.Context) error { return t.group.Stop(ctx) }
 
 // Event returns the SCF timer event for one instant.
 func Event(trigger, message string, instant time.Time) ([]byte, error) {
@@ -131,21 +116,17 @@ func (t *Timers) lastKey(s spec) string {
 func (t *Timers) run(ctx context.Context, s spec) {
 	log := t.log.With().Str("function", s.function).Str("trigger", s.trigger).Str("cron", s.sched.String()).Logger()
 	window := time.Duration(s.opts.CatchupWindowS) * time.Second
-	now := t.now()
+	now := t.clock.Now()
 	t.catchUp(ctx, s, now, window, log)
 	next := s.sched.Next(now)
 	for !next.IsZero() {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Until(next)):
+		case <-t.clock.After(next.Sub(t.clock.Now())):
 		}
 		instant := next
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			t.fire(ctx, s, instant, window, log)
-		}()
+		t.group.Go(func(ctx context.Context) { t.fire(ctx, s, instant, window, log) })
 		next = s.sched.Next(instant)
 	}
 	log.Info().Msg("schedule has no further instants (year field); timer ends")
@@ -199,11 +180,11 @@ func (t *Timers) fire(ctx context.Context, s spec, instant time.Time, window tim
 		if err == nil {
 			_ = keyspace.TimerSetLast.Run(ctx, t.rdb, []string{t.lastKey(s)}, instant.Unix()).Err()
 			if !res.Duplicate {
-				log.Info().Dur("lateness", t.now().Sub(instant)).Msg("timer fired")
+				log.Info().Dur("lateness", t.clock.Since(instant)).Msg("timer fired")
 			}
 			return
 		}
-		if !errors.Is(err, submit.ErrUnavailable) || t.now().Sub(instant) > window {
+		if !errors.Is(err, submit.ErrUnavailable) || t.clock.Since(instant) > window {
 			log.Error().Err(err).Int("attempts", attempt+1).Msg("timer instant NOT fired (gave up)")
 			return
 		}
@@ -214,7 +195,7 @@ func (t *Timers) fire(ctx context.Context, s spec, instant time.Time, window tim
 		case <-ctx.Done():
 			log.Warn().Msg("timer instant not fired: shutting down (a replica or the next start's catch-up may fire it)")
 			return
-		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
+		case <-t.clock.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -41,6 +42,9 @@ type Options struct {
 	Role   string
 	Tokens []string
 	Logger zerolog.Logger
+	// Clock drives the timer triggers' schedules; nil is the real clock
+	// (tests pass a fake one).
+	Clock clockwork.Clock
 }
 
 // Node is a running jobgate process.
@@ -91,6 +95,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	if o.Role == "" {
 		o.Role = RoleAll
 	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
 	if o.Role != RoleAll && o.Role != RoleGateway && o.Role != RoleWorker {
 		return nil, fmt.Errorf("unknown role %q (all, gateway or worker)", o.Role)
 	}
@@ -128,7 +135,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			return nil, err
 		}
 		n.Gateway.MountHTTPTriggers(hts)
-		if n.Timers, err = timer.New(cfg, sub, n.rdb, o.Logger); err != nil {
+		if n.Timers, err = timer.New(cfg, sub, n.rdb, o.Logger, o.Clock); err != nil {
 			n.rdb.Close()
 			return nil, err
 		}
