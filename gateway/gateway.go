@@ -82,9 +82,6 @@ func New(d Deps) *Gateway {
 	return g
 }
 
-// Handler returns the API's http.Handler.
-func (g *Gateway) Handler() http.Handler { return g.mux }
-
 // Start listens on the configured address.
 func (g *Gateway) Start(ctx context.Context) error {
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", g.d.Config.Gateway.Listen)

@@ -48,6 +48,7 @@ func decodeErr(t *testing.T, body []byte) apiErr {
 }
 
 func TestInvokeErrors(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t)})
 	cases := []struct {
 		name, fn string
@@ -92,6 +93,7 @@ func eventOfSize(n int) []byte {
 }
 
 func TestEventSizeEdges(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t), Args: []string{"eventsum"}})
 
 	// The largest event: SCF_CUSTOM_CONTAINER_EVENT=<event> is exactly
@@ -122,6 +124,7 @@ func TestEventSizeEdges(t *testing.T) {
 }
 
 func TestFunctionEnvCountsTowardsTotal(t *testing.T) {
+	t.Parallel()
 	// A function env that leaves ~1 KiB of the 2 MiB total: a 2 KiB
 	// event no longer fits, and the gateway says so before queueing.
 	env := map[string]string{}
@@ -157,6 +160,7 @@ func TestFunctionEnvCountsTowardsTotal(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t)})
 	st := testenv.StartStackWith(t, s, cfg, node.Options{Tokens: []string{"t0k3n", "other"}})
@@ -179,6 +183,7 @@ func TestAuth(t *testing.T) {
 }
 
 func TestWaitModesAndIdempotency(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "ran", "sleep", "2s"}})
 
 	// wait=none: 202 once queued.
@@ -227,6 +232,7 @@ func TestWaitModesAndIdempotency(t *testing.T) {
 }
 
 func TestListPagination(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "a", Image: jobImage(t)}, config.Function{Name: "b", Image: jobImage(t)})
 	var ids []string
 	for i := 0; i < 5; i++ {
@@ -286,6 +292,7 @@ func TestListPagination(t *testing.T) {
 }
 
 func TestRedisDownIs503(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	redis := testenv.StartRedis(t)
 	cfg := s.Config(t, redis.Addr, config.Function{Name: "fn", Image: jobImage(t)})
@@ -303,6 +310,7 @@ func TestRedisDownIs503(t *testing.T) {
 }
 
 func TestLogsFollow(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "one", "sleep", "1s", "stderr", "two"}})
 	rec := st.Invoke(t, "fn", "", []byte(`{}`), 200)
 	resp, err := http.Get(st.URL + "/v1/invocations/" + rec.RequestId + "/logs?follow=1")

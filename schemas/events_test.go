@@ -34,6 +34,7 @@ func schemaFor(t *testing.T, file string) string {
 // The documented SCF samples and real captures validate, and survive a
 // round trip through the Go types unchanged (as JSON values).
 func TestSamplesValidateAndRoundTrip(t *testing.T) {
+	t.Parallel()
 	files, _ := filepath.Glob("testdata/valid/*.json")
 	if len(files) < 4 {
 		t.Fatalf("samples missing: %v", files)
@@ -83,6 +84,7 @@ func TestSamplesValidateAndRoundTrip(t *testing.T) {
 }
 
 func TestInvalidSamplesAreRefused(t *testing.T) {
+	t.Parallel()
 	files, _ := filepath.Glob("testdata/invalid/*.json")
 	for _, f := range files {
 		name := filepath.Base(f)

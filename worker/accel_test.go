@@ -17,17 +17,13 @@ import (
 
 func waitAccel(t *testing.T, w *worker.Worker, fn, state string) worker.AccelState {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st, ok := w.Acceleration()[fn]
-		if ok && st.State == state {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("acceleration of %s: %+v, want %s", fn, w.Acceleration(), state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var st worker.AccelState
+	testenv.Eventually(t, 60*time.Second, "acceleration of "+fn+" "+state, func() bool {
+		var ok bool
+		st, ok = w.Acceleration()[fn]
+		return ok && st.State == state
+	})
+	return st
 }
 
 // An accelerated function's image is pulled, unpacked and pinned when the
@@ -35,6 +31,7 @@ func waitAccel(t *testing.T, w *worker.Worker, fn, state string) worker.AccelSta
 // (its layers are not downloaded again), shows in /readyz, and follows
 // config changes.
 func TestAccelerationPullsAtStartPinsAndFollowsReload(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	repo := "test/accel"
 	ref := s.Registry + "/" + repo + ":1"
@@ -53,7 +50,8 @@ func TestAccelerationPullsAtStartPinsAndFollowsReload(t *testing.T) {
 	}
 	ctx := context.Background()
 	rt := w.Runtime()
-	labels, err := rt.ImageLabels(ctx, ref)
+	ctd := testenv.OpenContainerd(t, st.Config.Containerd.Address, st.Config.Containerd.Namespace)
+	labels, _, err := ctd.ImageLabels(ctx, ref)
 	if err != nil || labels[runtime.LabelPinned] != "true" {
 		t.Fatalf("image labels %v, %v", labels, err)
 	}
@@ -71,7 +69,7 @@ func TestAccelerationPullsAtStartPinsAndFollowsReload(t *testing.T) {
 	}
 	// Remove the image record and let containerd collect: the lease keeps
 	// the layers, so the next pull fetches nothing.
-	if err := rt.RemoveImage(ctx, ref); err != nil {
+	if err := ctd.RemoveImage(ctx, ref); err != nil {
 		t.Fatal(err)
 	}
 	if end := run(t, st, "fast", []byte(`{}`)); end.Status != record.Finished {
@@ -103,13 +101,14 @@ func TestAccelerationPullsAtStartPinsAndFollowsReload(t *testing.T) {
 	if err != nil || len(pins) != 1 || pins[0] != "other" {
 		t.Fatalf("pins %v %v", pins, err)
 	}
-	if labels, _ := rt.ImageLabels(ctx, ref); labels[runtime.LabelPinned] != "" {
+	if labels, _, _ := ctd.ImageLabels(ctx, ref); labels[runtime.LabelPinned] != "" {
 		t.Fatalf("unpinned image keeps its label: %v", labels)
 	}
 }
 
 // A failing acceleration (image missing) is reported, not fatal.
 func TestAccelerationFailureIsReported(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	st := testenv.StartStack(t, config.Function{Name: "gone", Image: s.Registry + "/test/missing:1", Acceleration: true})
 	as := waitAccel(t, st.Node.Worker, "gone", "failed")

@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/hibiken/asynq"
 
 	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/imagebuild"
+	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/internal/testkit/testjob"
@@ -28,6 +30,7 @@ func intp(n int) *int { return &n }
 // A child is OOM-killed while PID 1 exits 0: still 434, from the kernel's
 // OOM report, not the exit code.
 func TestOOMKillIs434EvenWhenPID1ExitsZero(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "hog", Image: jobImage(t), MemoryMB: 64, Retry: noRetry,
 		Args: []string{"spawn", "alloc", "256"}})
 	end := run(t, st, "hog", []byte(`{}`))
@@ -57,6 +60,7 @@ func terminate(t *testing.T, st *testenv.Stack, id string, grace bool, want int)
 }
 
 func TestTerminate(t *testing.T) {
+	t.Parallel()
 	img := jobImage(t)
 	deadRegistry := fmt.Sprintf("127.0.0.1:%d/none/x:1", testenv.FreePort(t))
 	st := testenv.StartStack(t,
@@ -74,7 +78,8 @@ func TestTerminate(t *testing.T) {
 	})
 	t.Run("running, grace", func(t *testing.T) {
 		rec := st.Invoke(t, "polite", "", []byte(`{}`), 200)
-		time.Sleep(300 * time.Millisecond) // let it install its handler
+		// "started" is printed once its SIGTERM handler is installed.
+		testenv.Eventually(t, 10*time.Second, "the job's first line", func() bool { return len(st.Stdout(t, rec.RequestId)) > 0 })
 		end, took := terminate(t, st, rec.RequestId, true, 200)
 		if end.Status != record.Aborted || end.StatusCode != 499 || *end.ExitCode != 0 || !strings.Contains(end.Message, "GraceShutdown=true") {
 			t.Fatalf("%+v", end)
@@ -90,7 +95,13 @@ func TestTerminate(t *testing.T) {
 		if end.Status != record.Aborted || end.StatusCode != 499 || end.StartTime != "" {
 			t.Fatalf("%+v", end)
 		}
-		time.Sleep(2 * time.Second) // its retry comes due and must not start it
+		// Its retry comes due and must not start it: the handler
+		// acknowledges the task of an ended invocation.
+		insp := asynq.NewInspectorFromRedisClient(st.Node.Redis())
+		testenv.Eventually(t, 30*time.Second, "the cancelled task acknowledged", func() bool {
+			info, err := insp.GetTaskInfo(queue.Name, rec.RequestId)
+			return err != nil || info.State == asynq.TaskStateCompleted
+		})
 		if r, _ := st.Records.Get(t.Context(), rec.RequestId); r.Status != record.Aborted {
 			t.Fatalf("after the retry: %+v", r)
 		}
@@ -103,6 +114,7 @@ func TestTerminate(t *testing.T) {
 }
 
 func TestDiskQuotaExceeded(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "filler", Image: jobImage(t), Retry: noRetry,
 		Args: []string{"write", "600", "/tmp/big", "sleep", "1h"}})
 	end := run(t, st, "filler", []byte(`{}`))
@@ -113,6 +125,7 @@ func TestDiskQuotaExceeded(t *testing.T) {
 }
 
 func TestRetriesDeadLetterAndRedrive(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "flaky", Image: jobImage(t), Retry: config.Retry{Max: intp(2), DelayS: 1},
 		Args: []string{"env", "JOBGATE_ATTEMPT", "exit", "1"}})
 	rec := st.Invoke(t, "flaky", "?wait=none", []byte(`{"order":7}`), 202)
@@ -144,19 +157,13 @@ func TestRetriesDeadLetterAndRedrive(t *testing.T) {
 	if code, _ := st.Do(t, "GET", "/v1/deadletters/"+rec.RequestId, nil, nil); code != 404 {
 		t.Fatalf("still dead-lettered after redrive: %d", code)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r, _ := st.Records.Get(t.Context(), rec.RequestId)
-		if r != nil && r.Attempt == 4 && r.Status.Terminal() {
-			if r.Status != record.Failed || len(r.Attempts) != 3 {
-				t.Fatalf("after redrive %+v", r)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redrive did not run: %+v", r)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var r *record.Record
+	testenv.Eventually(t, 30*time.Second, "the redriven attempt 4 to end", func() bool {
+		r, _ = st.Records.Get(t.Context(), rec.RequestId)
+		return r != nil && r.Attempt == 4 && r.Status.Terminal()
+	})
+	if r.Status != record.Failed || len(r.Attempts) != 3 {
+		t.Fatalf("after redrive %+v", r)
 	}
 	if out := st.Stdout(t, record.InstanceID(rec.RequestId, 4)); len(out) != 1 || out[0] != "JOBGATE_ATTEMPT=4" {
 		t.Fatalf("attempt 4 output %v", out)
@@ -169,21 +176,17 @@ func TestRetriesDeadLetterAndRedrive(t *testing.T) {
 
 func getDeadLetter(t *testing.T, st *testenv.Stack, id string) *deadletter.Entry {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, body := st.Do(t, "GET", "/v1/deadletters/"+id, nil, nil)
-		if code == 200 {
-			var e deadletter.Entry
-			if err := json.Unmarshal(body, &e); err != nil {
-				t.Fatal(err)
-			}
-			return &e
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no dead letter %s: %d %s", id, code, body)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var body []byte
+	testenv.Eventually(t, 10*time.Second, "dead letter "+id, func() bool {
+		var code int
+		code, body = st.Do(t, "GET", "/v1/deadletters/"+id, nil, nil)
+		return code == 200
+	})
+	var e deadletter.Entry
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatal(err)
 	}
+	return &e
 }
 
 // maxOverlap is the most invocations whose [StartTime, EndTime] overlap.
@@ -227,6 +230,7 @@ func runAll(t *testing.T, st *testenv.Stack, fn string, n int) []*record.Record 
 }
 
 func TestFunctionConcurrencyLimit(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "one", Image: jobImage(t), Concurrency: 1, Args: []string{"sleep", "1s"}})
 	cfg.Worker.LimitRetryS = 1
@@ -238,6 +242,7 @@ func TestFunctionConcurrencyLimit(t *testing.T) {
 }
 
 func TestNodeCapacity(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "m", Image: jobImage(t), MemoryMB: 128, Args: []string{"sleep", "1s"}})
 	cfg.Worker.CapacityMB = 256
@@ -249,6 +254,7 @@ func TestNodeCapacity(t *testing.T) {
 }
 
 func TestEventOlderThanMaxAgeIsNotStarted(t *testing.T) {
+	t.Parallel()
 	port := testenv.FreePort(t)
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: fmt.Sprintf("127.0.0.1:%d/x/y:1", port), MaxEventAgeS: 3600})
 	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
@@ -270,6 +276,7 @@ func TestEventOlderThanMaxAgeIsNotStarted(t *testing.T) {
 // Every policy refusal happens from the manifests: the registry serves no
 // blob at all.
 func TestImagePolicyDownloadsNoBlob(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	big := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
 "config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"sha256:%s"},
@@ -318,6 +325,7 @@ func TestImagePolicyDownloadsNoBlob(t *testing.T) {
 }
 
 func TestPullTimeoutIs447(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	ref := s.Registry + "/slow/job:1"
 	if _, err := testjob.Push(ref); err != nil {
@@ -336,14 +344,17 @@ func TestPullTimeoutIs447(t *testing.T) {
 // The registry is down when the event arrives and comes back 20 s later:
 // the event is retried (not failed) and runs.
 func TestRegistryComingBackRunsTheEvent(t *testing.T) {
+	t.Parallel()
 	port := testenv.FreePort(t)
 	host := fmt.Sprintf("127.0.0.1:%d", port)
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: host + "/late/job:1", Args: []string{"echo", "ran"}})
 	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
-	time.Sleep(20 * time.Second)
-	if r, _ := st.Records.Get(t.Context(), rec.RequestId); r.Status != record.Pending || !strings.Contains(r.Message, "retrying after") {
-		t.Fatalf("while the registry is down: %+v", r)
-	}
+	// While the registry is down the event waits, PENDING, retried with
+	// backoff; once it is up the next retry runs it.
+	testenv.Eventually(t, 20*time.Second, "a retry while the registry is down", func() bool {
+		r, _ := st.Records.Get(t.Context(), rec.RequestId)
+		return r != nil && r.Status == record.Pending && strings.Contains(r.Message, "retrying after")
+	})
 	ln, err := net.Listen("tcp", host)
 	if err != nil {
 		t.Fatal(err)
@@ -430,6 +441,7 @@ func TestRegistryAuth(t *testing.T) {
 // What a job may do: no new privileges, seccomp filtering, the default
 // capability set, and no network but loopback.
 func TestHardening(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "probe", Image: jobImage(t), Args: []string{"status", "netifs"}})
 	end := run(t, st, "probe", []byte(`{}`))
 	got := strings.Join(st.Stdout(t, end.RequestId), "|")
@@ -445,6 +457,7 @@ func TestHardening(t *testing.T) {
 // A gateway on one node terminates an instance a worker on another node
 // runs: the request travels through Redis.
 func TestTerminateReachesTheOwningWorker(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	redisAddr := testenv.Redis(t)
 	fn := config.Function{Name: "sleeper", Image: jobImage(t), Args: []string{"sleep", "1h"}}

@@ -79,7 +79,7 @@ func (p *warmPool) start(ctx, life context.Context, cfg *config.Config) {
 	p.life = life
 	if left, err := p.rt.Warm(ctx); err == nil {
 		for id := range left {
-			if in, err := p.rt.LoadWarm(ctx, id); in != nil {
+			if in, err := p.rt.Load(ctx, id); in != nil {
 				_ = in.Remove(ctx)
 			} else if err != nil {
 				p.log.Warn().Err(err).Str("container", id).Msg("remove leftover warm instance")

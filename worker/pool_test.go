@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,29 +15,20 @@ import (
 
 func waitPool(t *testing.T, w *worker.Worker, fn string, ready int) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if st := w.Provisioned()[fn]; st.Ready == ready {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pool of %s: %+v, want %d ready", fn, w.Provisioned(), ready)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d ready in the pool of %s", ready, fn), func() bool {
+		return w.Provisioned()[fn].Ready == ready
+	})
 }
 
 func waitWarm(t *testing.T, rt *runtime.Runtime, n int) map[string]string {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		warm, err := rt.Warm(context.Background())
-		if err == nil && len(warm) == n {
-			return warm
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("warm instances %v (%v), want %d", warm, err, n)
-		}
-	}
+	var warm map[string]string
+	testenv.Eventually(t, 20*time.Second, fmt.Sprintf("%d warm instances", n), func() bool {
+		var err error
+		warm, err = rt.Warm(context.Background())
+		return err == nil && len(warm) == n
+	})
+	return warm
 }
 
 // provisioned: N keeps N warm instances (created and started, waiting for
@@ -44,6 +36,7 @@ func waitWarm(t *testing.T, rt *runtime.Runtime, n int) map[string]string {
 // variables, its log is under its RequestId, its container goes with it;
 // the pool refills, shrinks on reload and is removed on shutdown.
 func TestProvisionedInstancesTakeRefillAndRelease(t *testing.T) {
+	t.Parallel()
 	img := jobImage(t)
 	fn := config.Function{Name: "warm", Image: img, Args: []string{"env", "SCF_CUSTOM_CONTAINER_EVENT", "env", "JOBGATE_REQUEST_ID", "env", "GREETING"},
 		Env: map[string]string{"GREETING": "hi"}, Provisioned: 2, Retry: noRetry}
@@ -100,14 +93,11 @@ func TestProvisionedInstancesTakeRefillAndRelease(t *testing.T) {
 // A provisioned function whose command is not in the image reports it,
 // and its events still get the usual 445 from a normal create.
 func TestProvisionedBadCommandFallsBack(t *testing.T) {
+	t.Parallel()
 	img := jobImage(t)
 	st := testenv.StartStack(t, config.Function{Name: "bad", Image: img, Command: []string{"/no/such/binary"}, Provisioned: 1, Retry: noRetry})
 	w := st.Node.Worker
-	for deadline := time.Now().Add(30 * time.Second); w.Provisioned()["bad"].Error == ""; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no pool error: %+v", w.Provisioned())
-		}
-	}
+	testenv.Eventually(t, 30*time.Second, "the pool's error", func() bool { return w.Provisioned()["bad"].Error != "" })
 	end := run(t, st, "bad", []byte(`{}`))
 	if end.Status != record.Failed || end.StatusCode != record.CodeContainerInitError {
 		t.Fatalf("%+v", end)

@@ -46,6 +46,7 @@ func run(t *testing.T, st *testenv.Stack, fn string, event []byte) *record.Recor
 }
 
 func TestEventReachesContainerByteForByte(t *testing.T) {
+	t.Parallel()
 	img := jobImage(t)
 	st := testenv.StartStack(t,
 		config.Function{Name: "echo", Image: img, Args: []string{"event"}},
@@ -69,6 +70,7 @@ func TestEventReachesContainerByteForByte(t *testing.T) {
 }
 
 func TestBuiltinEnvAndOverrides(t *testing.T) {
+	t.Parallel()
 	img := jobImage(t)
 	names := []string{"TENCENTCLOUD_RUNENV", "USER_CODE_ROOT", "USER", "SCF_FUNCTIONNAME", "SCF_FUNCTIONVERSION",
 		"TENCENTCLOUD_REGION", "TENCENTCLOUD_APPID", "TENCENTCLOUD_UIN", "JOBGATE_REQUEST_ID", "JOBGATE_ATTEMPT",
@@ -103,6 +105,7 @@ func TestBuiltinEnvAndOverrides(t *testing.T) {
 }
 
 func TestExitCodesStderrAndCleanup(t *testing.T) {
+	t.Parallel()
 	img := jobImage(t)
 	st := testenv.StartStack(t,
 		config.Function{Name: "fails", Image: img, Args: []string{"echo", "out", "stderr", "err line", "exit", "3"}, Retry: noRetry},
@@ -148,20 +151,13 @@ func TestExitCodesStderrAndCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.EventuallyNoError(t, 10*time.Second, "no containers left", func() error {
 		ids, err := rt.List(t.Context())
-		if err != nil {
-			t.Fatal(err)
+		if err == nil && len(ids) > 0 {
+			err = fmt.Errorf("containers left: %v", ids)
 		}
-		if len(ids) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containers left: %v", ids)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	code, body := st.Do(t, "GET", "/v1/invocations?limit=100", nil, nil)
 	if code != 200 {
 		t.Fatal(code)
@@ -169,13 +165,14 @@ func TestExitCodesStderrAndCleanup(t *testing.T) {
 	var page struct{ Invocations []record.Record }
 	_ = json.Unmarshal(body, &page)
 	for _, r := range page.Invocations {
-		if ok, err := rt.SnapshotExists(t.Context(), r.RequestId); err != nil || ok {
+		if ok, err := testenv.OpenContainerd(t, st.Config.Containerd.Address, st.Config.Containerd.Namespace).SnapshotExists(t.Context(), r.RequestId); err != nil || ok {
 			t.Fatalf("snapshot of %s left (%v)", r.RequestId, err)
 		}
 	}
 }
 
 func TestImagePolicyFailsWithoutRetry(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	arm, err := imagebuild.RandomImage(1024, "linux", "arm64")
 	if err != nil {
@@ -217,44 +214,44 @@ func TestImagePolicyFailsWithoutRetry(t *testing.T) {
 			// Permanent: archived by asynq at once, not retried. (The
 			// record is written just before the handler returns.)
 			insp := asynq.NewInspectorFromRedisClient(st.Node.Redis())
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			testenv.EventuallyNoError(t, 10*time.Second, "the task archived without a retry", func() error {
 				info, err := insp.GetTaskInfo(queue.Name, e.RequestId)
-				if err == nil && info.State == asynq.TaskStateArchived && info.Retried == 0 {
-					break
+				switch {
+				case err != nil:
+					return err
+				case info.State == asynq.TaskStateRetry || info.Retried > 0:
+					t.Fatalf("a permanent failure was retried: %+v", info)
+				case info.State != asynq.TaskStateArchived:
+					return fmt.Errorf("task state %v", info.State)
 				}
-				if time.Now().After(deadline) || (err == nil && info.State == asynq.TaskStateRetry) {
-					t.Fatalf("task %+v %v", info, err)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return nil
+			})
 		})
 	}
 }
 
 func TestUnreachableRegistryIsRetried(t *testing.T) {
+	t.Parallel()
 	port := testenv.FreePort(t) // nothing listens there
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: fmt.Sprintf("127.0.0.1:%d/none/x:1", port)})
 	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
 	insp := asynq.NewInspectorFromRedisClient(st.Node.Redis())
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	// Transient: kept and retried, never failed.
+	testenv.Eventually(t, 20*time.Second, "PENDING with a retry scheduled", func() bool {
 		r, err := st.Records.Get(t.Context(), rec.RequestId)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if r.Status.Terminal() {
+			t.Fatalf("a transient failure ended the invocation: %+v", r)
+		}
 		info, ierr := insp.GetTaskInfo(queue.Name, rec.RequestId)
-		if r.Status == record.Pending && strings.Contains(r.Message, "retrying after") && ierr == nil && info.State == asynq.TaskStateRetry {
-			break // transient: kept and retried, not failed
-		}
-		if r.Status.Terminal() || time.Now().After(deadline) {
-			t.Fatalf("record %+v task %+v %v", r, info, ierr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return r.Status == record.Pending && strings.Contains(r.Message, "retrying after") && ierr == nil && info.State == asynq.TaskStateRetry
+	})
 }
 
 func TestRedeliveryDoesNotStartTwice(t *testing.T) {
+	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "once", "sleep", "2s"}})
 	rec := st.Invoke(t, "fn", "", []byte(`{}`), 200)
 	// Deliver the same task again, as asynq would after a lost ack.
@@ -286,6 +283,7 @@ func TestRedeliveryDoesNotStartTwice(t *testing.T) {
 // The gateway cannot see the image's env; the worker adds it and checks
 // the total again: over 2 MiB is FAILED/406 before anything runs.
 func TestImageEnvPushesOverTheTotal(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	ref := s.Registry + "/test/bigenv:1"
 	var imgEnv []string
@@ -317,6 +315,7 @@ func writeFile(path, content string) error { return os.WriteFile(path, []byte(co
 // A moved tag is picked up once worker.tag_recheck_ms has passed since
 // the registry was last asked; within it, events reuse the checked digest.
 func TestMovedTagPickedUpAfterRecheckWindow(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	ref := s.Registry + "/test/moving:1"
 	d1, err := testjob.PushWithEnv(ref, []string{"VERSION=1"})
@@ -367,19 +366,20 @@ func ppid(t *testing.T, pid uint32) int {
 // start is under way runs under the worker's warm shim, the one that
 // holds the never-started anchor task.
 func TestJobStartsInTheWarmShim(t *testing.T) {
+	t.Parallel()
 	img := jobImage(t)
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: img, Args: []string{"sleep", "3s"}})
-	rt := st.Node.Worker.Runtime()
-	anchor, err := rt.AnchorPid(t.Context())
+	ctd := testenv.OpenContainerd(t, st.Config.Containerd.Address, st.Config.Containerd.Namespace)
+	anchor, err := ctd.TaskPid(t.Context(), "jobgate-shim-"+st.Config.Worker.Node) // the anchor task
 	if err != nil || anchor == 0 {
 		t.Fatalf("anchor: %d %v", anchor, err)
 	}
 	rec := st.Invoke(t, "fn", "", []byte(`{}`), 200)
-	in, err := rt.Load(t.Context(), rec.RequestId)
+	job, err := ctd.TaskPid(t.Context(), rec.RequestId)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, j := ppid(t, anchor), ppid(t, in.Pid()); a != j {
+	if a, j := ppid(t, anchor), ppid(t, job); a != j {
 		t.Fatalf("job's shim %d, warm shim %d", j, a)
 	}
 	if end := st.WaitEnd(t, rec.RequestId, time.Minute); end.Status != record.Finished {

@@ -9,12 +9,12 @@ import (
 	"github.com/jobgate/jobgate/internal/imagebuild"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/internal/testkit/testjob"
-	"github.com/jobgate/jobgate/worker/runtime"
 )
 
 // `jobgate pull` downloads and unpacks into the worker's containerd and
 // prints a bar per blob with bytes/total; image policy errors are clear.
 func TestPullShowsProgressAndUnpacks(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	ref := s.Registry + "/test/pullcli:1"
 	if _, err := testjob.Push(ref); err != nil {
@@ -32,13 +32,9 @@ func TestPullShowsProgressAndUnpacks(t *testing.T) {
 			t.Fatalf("output lacks %q:\n%s", want, text)
 		}
 	}
-	rt, err := runtime.New(context.Background(), runtime.Options{Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	if _, err := rt.ImageLabels(context.Background(), ref); err != nil {
-		t.Fatalf("image not in containerd after pull: %v", err)
+	ctd := testenv.OpenContainerd(t, cfg.Containerd.Address, cfg.Containerd.Namespace)
+	if _, found, err := ctd.ImageLabels(context.Background(), ref); err != nil || !found {
+		t.Fatalf("image not in containerd after pull: found %t, %v", found, err)
 	}
 
 	// An arm64-only image is refused before any layer is fetched.

@@ -100,6 +100,7 @@ func (e *serveEnv) stores() (*record.Store, *logstore.Store) {
 // keeps running, its output is captured while no worker exists, and the
 // restarted worker carries it to FINISHED exactly once.
 func TestSIGKILLMidRunFinishesOnce(t *testing.T) {
+	t.Parallel()
 	e := newServeEnv(t, `echo, a, sleep, 1500ms, echo, b, sleep, 1500ms, echo, c`)
 	serve := e.start(t)
 	killMidRun(t, e, serve)
@@ -108,21 +109,18 @@ func TestSIGKILLMidRunFinishesOnce(t *testing.T) {
 // The same for a job started in a provisioned (warm) instance: its
 // container id is the pool's, its log and record the invocation's.
 func TestSIGKILLMidRunProvisioned(t *testing.T) {
+	t.Parallel()
 	e := newServeEnvWith(t, `echo, a, sleep, 1500ms, echo, b, sleep, 1500ms, echo, c`, "    provisioned: 1\n")
 	serve, out := e.startRole(t, "all", e.cfgPath, e.url)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	testenv.Eventually(t, 30*time.Second, "a warm instance", func() bool {
 		resp, err := http.Get(e.url + "/readyz")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(body), `"ready":1`) {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no warm instance within 30 s")
-		}
-	}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(body), `"ready":1`)
+	})
 	killMidRun(t, e, serve)
 	if !strings.Contains(out.String(), `"provisioned":true`) {
 		t.Fatalf("the job did not start in a warm instance:\n%s", out.String())
@@ -139,23 +137,25 @@ func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd) {
 		t.Fatal(err)
 	}
 	_ = serve.Wait()
-	time.Sleep(2 * time.Second) // "b" is printed while no jobgate runs
+	records, logs := e.stores()
+	// "b" is printed, and captured, while no jobgate runs.
+	testenv.Eventually(t, 10*time.Second, `"b" in the log with no jobgate running`, func() bool {
+		lines, _, _ := logs.Lines(t.Context(), rec.RequestId)
+		for _, l := range lines {
+			if l.Line == "b" {
+				return true
+			}
+		}
+		return false
+	})
 	e.start(t)
 
-	records, logs := e.stores()
-	deadline := time.Now().Add(30 * time.Second)
 	var end *record.Record
-	for {
+	testenv.Eventually(t, 30*time.Second, "the invocation to end", func() bool {
 		r, err := records.Get(t.Context(), rec.RequestId)
-		if err == nil && r.Status.Terminal() {
-			end = r
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not finished: %+v %v", r, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		end = r
+		return err == nil && r.Status.Terminal()
+	})
 	if end.Status != record.Finished || end.StatusCode != 200 || *end.ExitCode != 0 {
 		t.Fatalf("end: %+v", end)
 	}
@@ -187,6 +187,7 @@ func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd) {
 }
 
 func TestValidateCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("functions:\n  - name: x\n    image: a/b:1\n    memroy_mb: 5\n"), 0o600); err != nil {
@@ -210,6 +211,7 @@ func TestValidateCommand(t *testing.T) {
 // Two gateways fire the same every-second timer for 30 s: each instant
 // runs exactly once.
 func TestTwoGatewaysFireEachInstantOnce(t *testing.T) {
+	t.Parallel()
 	e := newServeEnvWith(t, `echo, tick`, "    triggers: [{type: timer, name: every-second, cron: '* * * * * * *'}]\n")
 	e.startRole(t, "worker", e.cfgPath, "")
 	raw, err := os.ReadFile(e.cfgPath)
@@ -228,12 +230,17 @@ func TestTwoGatewaysFireEachInstantOnce(t *testing.T) {
 		cmd, out := e.startRole(t, "gateway", path, "http://"+addr)
 		gws, outs = append(gws, cmd), append(outs, out)
 	}
-	time.Sleep(30 * time.Second)
+	// Both gateways race for every instant until ten have fired.
+	records, logs := e.stores()
+	const fires = 10
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d fires of an every-second timer", fires), func() bool {
+		recs, _, err := records.List(t.Context(), record.Filter{Function: "job"}, fires, "")
+		return err == nil && len(recs) >= fires
+	})
 	for _, g := range gws {
 		_ = g.Process.Signal(syscall.SIGTERM)
 		_ = g.Wait()
 	}
-	records, logs := e.stores()
 	var recs []*record.Record
 	cursor := ""
 	for {
@@ -247,8 +254,8 @@ func TestTwoGatewaysFireEachInstantOnce(t *testing.T) {
 		}
 		cursor = next
 	}
-	if len(recs) < 28 {
-		t.Fatalf("%d fires in 30 s of an every-second timer", len(recs))
+	if len(recs) < fires {
+		t.Fatalf("%d fires recorded, want at least %d", len(recs), fires)
 	}
 	seen := map[string]bool{}
 	for _, r := range recs {
@@ -279,19 +286,13 @@ func TestTwoGatewaysFireEachInstantOnce(t *testing.T) {
 	}
 	// Each ran exactly once.
 	for _, r := range recs {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			got, _ := records.Get(t.Context(), r.RequestId)
-			if got != nil && got.Status.Terminal() {
-				if got.Status != record.Finished {
-					t.Fatalf("%+v", got)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("not finished: %+v", got)
-			}
-			time.Sleep(50 * time.Millisecond)
+		var got *record.Record
+		testenv.Eventually(t, 30*time.Second, "fire "+r.RequestId+" to end", func() bool {
+			got, _ = records.Get(t.Context(), r.RequestId)
+			return got != nil && got.Status.Terminal()
+		})
+		if got.Status != record.Finished {
+			t.Fatalf("%+v", got)
 		}
 		lines, _, _ := logs.Lines(t.Context(), r.RequestId)
 		starts := 0

@@ -10,6 +10,7 @@ import (
 )
 
 func TestSampleConfigParses(t *testing.T) {
+	t.Parallel()
 	raw, err := os.ReadFile(filepath.Join("..", "..", "deploy", "sample", "jobgate.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -30,6 +31,7 @@ func TestSampleConfigParses(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, yaml string
 		want       []string // each must appear in the error
@@ -73,6 +75,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestEmptyConfigGetsDefaults(t *testing.T) {
+	t.Parallel()
 	cfg, err := Parse(strings.NewReader(""), "empty.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +88,7 @@ func TestEmptyConfigGetsDefaults(t *testing.T) {
 }
 
 func TestPointerToPath(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{"/": "", "/functions/0/image": "functions[0].image", "/registries/a~1b": "registries.a/b"} {
 		if got := pointerToPath(in); got != want {
 			t.Errorf("%s → %q, want %q", in, got, want)

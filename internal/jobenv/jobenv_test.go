@@ -9,6 +9,7 @@ import (
 )
 
 func TestCheckEnvEdges(t *testing.T) {
+	t.Parallel()
 	val := func(n int) string { return strings.Repeat("v", n) }
 	key := "K="
 	cases := []struct {
@@ -47,6 +48,7 @@ func fill(total int) []string {
 }
 
 func TestBuildPrecedence(t *testing.T) {
+	t.Parallel()
 	env := Build(
 		[]string{"PATH=/bin", "USER=root", "FROM_IMAGE=1", "BOTH=image"},
 		map[string]string{"BOTH": "function", "FN": "2"},

@@ -13,6 +13,7 @@ import (
 )
 
 func TestCapTruncatesOnceButKeepsPlatformLines(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
 	defer rdb.Close()

@@ -25,6 +25,7 @@ func rec(id, fn string, at time.Time) *record.Record {
 }
 
 func TestCreateIsOnceAndUpdateNeverLeavesTerminal(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
 	r := rec("a", "f", time.Now())
@@ -56,6 +57,7 @@ func TestCreateIsOnceAndUpdateNeverLeavesTerminal(t *testing.T) {
 }
 
 func TestListIsNewestFirstWithStableCursor(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
 	base := time.Now()
@@ -103,6 +105,7 @@ func TestListIsNewestFirstWithStableCursor(t *testing.T) {
 }
 
 func TestWatcherWakesOnChange(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
 	w, err := s.NewWatcher(ctx)

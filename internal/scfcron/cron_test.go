@@ -17,6 +17,7 @@ func mustLoc(t *testing.T, name string) *time.Location {
 }
 
 func TestNextInstants(t *testing.T) {
+	t.Parallel()
 	sh := mustLoc(t, "Asia/Shanghai")
 	utc := time.UTC
 	at := func(loc *time.Location, s string) time.Time {
@@ -62,6 +63,7 @@ func TestNextInstants(t *testing.T) {
 }
 
 func TestYearRunsOut(t *testing.T) {
+	t.Parallel()
 	s, err := Parse("0 0 0 1 1 * 2027", time.UTC)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +77,7 @@ func TestYearRunsOut(t *testing.T) {
 // not fire that day, and a wall-clock time in the repeated hour fires
 // twice (two distinct instants, an hour apart — two events).
 func TestDST(t *testing.T) {
+	t.Parallel()
 	ny := mustLoc(t, "America/New_York")
 	s, err := Parse("0 30 2 * * * *", ny)
 	if err != nil {
@@ -95,6 +98,7 @@ func TestDST(t *testing.T) {
 }
 
 func TestBadExpressionsNameTheField(t *testing.T) {
+	t.Parallel()
 	cases := map[string]string{
 		"0 61 * * * * *":   `field minute "61"`,
 		"0 0 25 * * * *":   `field hour "25"`,

@@ -94,6 +94,12 @@ func (b *broker) Body(t *testing.T, el json.RawMessage) string {
 	return r.MsgBody
 }
 
-func TestSuite(t *testing.T) { triggertest.Run(t, newBroker) }
+func TestSuite(t *testing.T) {
+	t.Parallel()
+	triggertest.Run(t, newBroker)
+}
 
-func TestCrash(t *testing.T) { triggertest.Crash(t, "amqp (message ids set)", newBroker, 2000, 10) }
+func TestCrash(t *testing.T) {
+	t.Parallel()
+	triggertest.Crash(t, "amqp (message ids set)", newBroker, 2000, 10)
+}

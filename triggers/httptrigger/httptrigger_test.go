@@ -42,6 +42,7 @@ func asMap(t *testing.T, v any) map[string]any {
 // out of the equivalent request. jobgate always adds requestContext.
 // requestId and stageVariables, which this capture lacks.
 func TestNormalizeReproducesTheRealCapture(t *testing.T) {
+	t.Parallel()
 	want := sample(t, "apigw-capture.json")
 	tr := Trigger{Function: "f", Name: "h", Opts: config.HTTPTrigger{Path: "/ritchiechen-apigw-test", Methods: []string{"GET", "POST"}, ServiceID: "service-xxx", Stage: "test"}}
 	r := httptest.NewRequest("GET", "http://service-xxx-123456.ap-shanghai.apigateway.myqcloud.com/ritchiechen-apigw-test?a=b&a=c&x=y&i", nil)
@@ -68,6 +69,7 @@ func TestNormalizeReproducesTheRealCapture(t *testing.T) {
 // headerParameters: parameters declared on the API) is empty in jobgate,
 // and headers are lower-cased as in real captures.
 func TestNormalizeReproducesTheDocSample(t *testing.T) {
+	t.Parallel()
 	want := sample(t, "apigw-doc.json")
 	tr := Trigger{Function: "f", Name: "h", Opts: config.HTTPTrigger{Path: "/test/{path}", Methods: []string{"POST"}, ServiceID: "service-f94sy04v", Stage: "release"}}
 	r := httptest.NewRequest("POST", "http://service-3ei3tii4-251000691.ap-guangzhou.apigateway.myqloud.com/test/value?foo=bar&bob=alice", strings.NewReader(`{"test":"body"}`))
@@ -93,6 +95,7 @@ func TestNormalizeReproducesTheDocSample(t *testing.T) {
 }
 
 func TestBinaryBodyIsBase64(t *testing.T) {
+	t.Parallel()
 	tr := Trigger{Opts: config.HTTPTrigger{Path: "/b", Methods: []string{"POST"}, ServiceID: "s", Stage: "release"}}
 	body := []byte{0xff, 0x00, 0xfe, 'a'}
 	r := httptest.NewRequest("POST", "/b", nil)
@@ -156,6 +159,7 @@ func TestHMAC(t *testing.T) {
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
 func TestQueryStringForms(t *testing.T) {
+	t.Parallel()
 	got := asMap(t, QueryString("a=b&a=c&x=y&i&sp=a+b&enc=%2F%3D"))
 	want := map[string]any{"a": []any{"b", "c"}, "x": "y", "i": true, "sp": "a b", "enc": "/="}
 	if d := cmp.Diff(want, got); d != "" {

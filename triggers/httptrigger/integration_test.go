@@ -117,6 +117,7 @@ func TestWebhookReachesTheContainer(t *testing.T) {
 }
 
 func TestWebhookOversizeIs413(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	st := testenv.StartStack(t, config.Function{Name: "f", Image: s.Registry + "/test/job:1",
 		Triggers: []config.Trigger{{Type: "http", Name: "h", Options: map[string]any{"path": "/in"}}}})

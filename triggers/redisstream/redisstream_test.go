@@ -13,6 +13,8 @@ import (
 
 	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/keyspace"
+	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/internal/testkit/testjob"
 	"github.com/jobgate/jobgate/triggers/redisstream"
@@ -80,13 +82,20 @@ func (b *broker) Body(t *testing.T, el json.RawMessage) string {
 	return r.Fields["body"]
 }
 
-func TestSuite(t *testing.T) { triggertest.Run(t, newBroker) }
+func TestSuite(t *testing.T) {
+	t.Parallel()
+	triggertest.Run(t, newBroker)
+}
 
-func TestCrash(t *testing.T) { triggertest.Crash(t, "redis_stream", newBroker, 2000, 10) }
+func TestCrash(t *testing.T) {
+	t.Parallel()
+	triggertest.Crash(t, "redis_stream", newBroker, 2000, 10)
+}
 
 // With no worker running, the source stops fetching once the queue holds
 // max_pending tasks, and resumes when a worker drains it.
 func TestBackPressure(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	redisAddr := testenv.Redis(t)
 	b := newBroker(t, redisAddr).(*broker)
@@ -100,7 +109,7 @@ func TestBackPressure(t *testing.T) {
 	testenv.StartStackWith(t, s, s.Config(t, redisAddr, fn), node.Options{Role: node.RoleGateway})
 	b.Produce(t, tr, bodies(30)...)
 	time.Sleep(3 * time.Second)
-	pending, _ := b.rdb.LLen(context.Background(), "asynq:{jobgate}:pending").Result()
+	pending, _ := b.rdb.LLen(context.Background(), keyspace.AsynqPending(queue.Name)).Result()
 	if pending < 5 || pending > 6 {
 		t.Fatalf("%d tasks pending with max_pending 5", pending)
 	}
@@ -108,13 +117,7 @@ func TestBackPressure(t *testing.T) {
 		t.Fatalf("only %d left with the broker", un)
 	}
 	testenv.StartStackWith(t, s, s.Config(t, redisAddr, config.Function{Name: "consumer", Image: ref, Args: []string{"exit", "0"}}), node.Options{Role: node.RoleWorker})
-	deadline := time.Now().Add(2 * time.Minute)
-	for b.Unacked(t, tr) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("not drained: %d left", b.Unacked(t, tr))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testenv.Eventually(t, 2*time.Minute, "the stream drained", func() bool { return b.Unacked(t, tr) == 0 })
 }
 
 func bodies(n int) []string {

@@ -109,17 +109,6 @@ func bodies(t *testing.T, b Broker, records *record.Store, fn string) (map[strin
 	}
 }
 
-func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func deliversAndAcks(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	s := testenv.Shared(t)
 	redisAddr := testenv.Redis(t)
@@ -129,7 +118,7 @@ func deliversAndAcks(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	st := testenv.StartStackWith(t, s, cfg, nodeOptions())
 	want := []string{"m1", "m2 ✓", `m3 "quoted"`, "m4", "m5", "m6", "m7"}
 	b.Produce(t, tr, want...)
-	eventually(t, 30*time.Second, "all bodies in events", func() bool {
+	testenv.Eventually(t, 30*time.Second, "all bodies in events", func() bool {
 		seen, _ := bodies(t, b, st.Records, "consumer")
 		return len(seen) == len(want)
 	})
@@ -142,7 +131,7 @@ func deliversAndAcks(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	if runs > len(want) || runs < 3 {
 		t.Fatalf("%d events for %d messages with batch max 3", runs, len(want))
 	}
-	eventually(t, 30*time.Second, "all acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
+	testenv.Eventually(t, 30*time.Second, "all acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
 	if code, body := st.Do(t, "GET", "/readyz", nil, nil); code != 200 || !strings.Contains(string(body), "trigger consumer/q") {
 		t.Fatalf("readyz: %d %s", code, body)
 	}
@@ -206,7 +195,7 @@ func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
 		t.Fatal(err)
 	}
 	b.Produce(t, tr, "only-once")
-	eventually(t, 30*time.Second, "the first submit", func() bool { return first.calls() >= 1 })
+	testenv.Eventually(t, 30*time.Second, "the first submit", func() bool { return first.calls() >= 1 })
 	// "Crash": stop without having acknowledged.
 	if err := src.Stop(context.Background()); err != nil {
 		t.Fatal(err)
@@ -226,11 +215,11 @@ func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
 		t.Fatal(err)
 	}
 	defer src2.Stop(context.Background())
-	eventually(t, 60*time.Second, "the redelivery", func() bool { return second.calls() >= 1 })
+	testenv.Eventually(t, 60*time.Second, "the redelivery", func() bool { return second.calls() >= 1 })
 	if second.ids[0] != first.ids[0] || !second.duplicates[0] {
 		t.Fatalf("redelivery: RequestId %s (duplicate %v), first was %s", second.ids[0], second.duplicates[0], first.ids[0])
 	}
-	eventually(t, 30*time.Second, "acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
+	testenv.Eventually(t, 30*time.Second, "acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
 	end := st.WaitEnd(t, first.ids[0], 30*time.Second)
 	starts := 0
 	for _, l := range st.Lines(t, end.RequestId) {
@@ -251,7 +240,7 @@ func oversize(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	cfg := s.Config(t, redisAddr, config.Function{Name: "consumer", Image: image(t), Args: []string{"exit", "0"}, Triggers: []config.Trigger{tr}})
 	st := testenv.StartStackWith(t, s, cfg, nodeOptions())
 	b.Produce(t, tr, strings.Repeat("x", 140_000), "small-after")
-	eventually(t, 30*time.Second, "the small message after the oversize one", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the small message after the oversize one", func() bool {
 		seen, _ := bodies(t, b, st.Records, "consumer")
 		return seen["small-after"] == 1
 	})
@@ -261,7 +250,7 @@ func oversize(t *testing.T, newBroker func(*testing.T, string) Broker) {
 		!strings.Contains(es[0].Body.ClientContext, strings.Repeat("x", 1000)) {
 		t.Fatalf("dead letters %+v %v", es, err)
 	}
-	eventually(t, 30*time.Second, "all acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
+	testenv.Eventually(t, 30*time.Second, "all acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
 }
 
 // CrashResult is one row of the crash-test table.
@@ -300,7 +289,7 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 	}()
 	for kill := 1; kill <= 2; kill++ {
 		target := n * kill / 3
-		eventually(t, 3*time.Minute, fmt.Sprintf("%d bodies before kill %d", target, kill), func() bool {
+		testenv.Eventually(t, 3*time.Minute, fmt.Sprintf("%d bodies before kill %d", target, kill), func() bool {
 			seen, _ := bodies(t, b, records, "consumer")
 			return len(seen) >= target
 		})
@@ -309,12 +298,12 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 		serve = s.StartServe(t, path, "all", url)
 	}
 	<-produced
-	eventually(t, 5*time.Minute, "every body", func() bool {
+	testenv.Eventually(t, 5*time.Minute, "every body", func() bool {
 		seen, _ := bodies(t, b, records, "consumer")
 		return len(seen) >= n
 	})
 	queued := time.Since(t0)
-	eventually(t, 2*time.Minute, "all acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
+	testenv.Eventually(t, 2*time.Minute, "all acknowledged", func() bool { return b.Unacked(t, tr) == 0 })
 	seen, runs := bodies(t, b, records, "consumer")
 	res := CrashResult{Broker: name, Produced: n, Events: runs}
 	for _, w := range want {
@@ -336,11 +325,12 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 			t.Fatal(err)
 		}
 		for _, r := range page {
-			deadline := time.Now().Add(4 * time.Minute)
-			for !r.Status.Terminal() && time.Now().Before(deadline) {
-				time.Sleep(100 * time.Millisecond)
-				r, _ = records.Get(context.Background(), r.RequestId)
-			}
+			testenv.Eventually(t, 4*time.Minute, "event "+r.RequestId+" to end", func() bool {
+				if got, err := records.Get(context.Background(), r.RequestId); err == nil {
+					r = got
+				}
+				return r.Status.Terminal()
+			})
 			if r.Status != record.Finished {
 				t.Fatalf("event %s ended %s: %s", r.RequestId, r.Status, r.Message)
 			}

@@ -104,16 +104,3 @@ func (r *Runtime) RemoveAnchor(ctx context.Context) error {
 	}
 	return nil
 }
-
-// AnchorPid is the process id of the anchor's (never started) task, a
-// child of the warm shim; 0 when there is no anchor.
-func (r *Runtime) AnchorPid(ctx context.Context) (uint32, error) {
-	if r.opts.ShimGroup == "" {
-		return 0, nil
-	}
-	in, err := r.Load(ctx, r.opts.ShimGroup)
-	if err != nil {
-		return 0, err
-	}
-	return in.Pid(), nil
-}

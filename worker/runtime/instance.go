@@ -209,18 +209,6 @@ func (in *Instance) SetLabel(ctx context.Context, k, v string) error {
 	return nil
 }
 
-// Pid returns the process id on the host.
-func (in *Instance) Pid() uint32 { return in.task.Pid() }
-
-// Running reports whether the task's process is still alive.
-func (in *Instance) Running(ctx context.Context) (bool, error) {
-	st, err := in.task.Status(ctx)
-	if err != nil {
-		return false, fmt.Errorf("status %s: %w", in.ID, err)
-	}
-	return st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing, nil
-}
-
 // Started reports whether the task's process was ever started (a worker
 // killed between NewTask and Start leaves it "created").
 func (in *Instance) Started(ctx context.Context) (bool, error) {
@@ -370,14 +358,4 @@ func (r *Runtime) WritableBytes(ctx context.Context, id string) (int64, error) {
 		return 0, fmt.Errorf("snapshot usage %s: %w", id, err)
 	}
 	return u.Size, nil
-}
-
-// SnapshotExists reports whether an instance's snapshot is still there
-// (for tests and leak checks).
-func (r *Runtime) SnapshotExists(ctx context.Context, id string) (bool, error) {
-	_, err := r.client.SnapshotService(r.opts.Snapshotter).Stat(r.ctx(ctx), id)
-	if errdefs.IsNotFound(err) {
-		return false, nil
-	}
-	return err == nil, err
 }

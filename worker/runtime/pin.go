@@ -104,27 +104,3 @@ func (r *Runtime) Pins(ctx context.Context) ([]string, error) {
 	}
 	return keys, nil
 }
-
-// ImageLabels returns the labels of the local image ref (ErrImageNotFound
-// when it is not here).
-func (r *Runtime) ImageLabels(ctx context.Context, ref string) (map[string]string, error) {
-	img, err := r.client.GetImage(r.ctx(ctx), ref)
-	if errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("%s: %w", ref, ErrImageNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", ref, err)
-	}
-	return img.Labels(), nil
-}
-
-// RemoveImage deletes the local image ref and waits for containerd's
-// garbage collector, so its content and snapshots are gone unless pinned.
-func (r *Runtime) RemoveImage(ctx context.Context, ref string) error {
-	r.checked.Delete(ref)
-	err := r.client.ImageService().Delete(r.ctx(ctx), ref, images.SynchronousDelete())
-	if err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("remove image %s: %w", ref, err)
-	}
-	return nil
-}

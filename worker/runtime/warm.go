@@ -169,9 +169,6 @@ func (r *Runtime) Warm(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
-// LoadWarm loads a pooled instance by container id.
-func (r *Runtime) LoadWarm(ctx context.Context, id string) (*Instance, error) { return r.Load(ctx, id) }
-
 // SetLabels updates several labels of the container at once.
 func (in *Instance) SetLabels(ctx context.Context, labels map[string]string) error {
 	if _, err := in.ctr.SetLabels(ctx, labels); err != nil {

@@ -18,6 +18,7 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestInvokeRunsToFinished(t *testing.T) {
+	t.Parallel()
 	s := testenv.Shared(t)
 	ref := s.Registry + "/test/job:1"
 	if _, err := testjob.Push(ref); err != nil {
@@ -54,14 +55,10 @@ func TestInvokeRunsToFinished(t *testing.T) {
 	}
 	// The counters saw it (the running gauge drops once the supervisor
 	// has removed the instance, just after the record ended).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, "the running gauge back at 0", func() bool {
 		_, body := st.Do(t, "GET", "/metrics", nil, nil)
-		if strings.Contains(string(body), "jobgate_instances_running 0") || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return strings.Contains(string(body), "jobgate_instances_running 0")
+	})
 	code, body := st.Do(t, "GET", "/metrics", nil, nil)
 	for _, want := range []string{
 		`jobgate_events_in_total{function="hello",source="API"} 1`,

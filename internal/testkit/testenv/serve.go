@@ -57,23 +57,20 @@ func (s *Services) StartServe(t testing.TB, cfgPath, role, url string) *Serve {
 			t.Logf("jobgate serve --role %s output:\n%s", role, out.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	if err := poll(20*time.Second, func() bool {
 		if role == "worker" {
-			if strings.Contains(out.String(), "worker started") {
-				return &Serve{Cmd: cmd, Out: out}
-			}
-		} else if resp, err := http.Get(url + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return &Serve{Cmd: cmd, Out: out}
-			}
+			return strings.Contains(out.String(), "worker started")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jobgate serve --role %s not ready:\n%s", role, out.String())
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}); err != nil {
+		t.Fatalf("jobgate serve --role %s not ready within 20 s:\n%s", role, out.String())
 	}
+	return &Serve{Cmd: cmd, Out: out}
 }
 
 // SyncBuffer is a bytes.Buffer safe for a subprocess writer and a reader.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -75,17 +76,15 @@ func StartStackLogged(t testing.TB, s *Services, cfg *config.Config, o node.Opti
 // WaitEnd polls the record until it is terminal.
 func (st *Stack) WaitEnd(t testing.TB, id string, timeout time.Duration) *record.Record {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		r, err := st.Records.Get(context.Background(), id)
-		if err == nil && r.Status.Terminal() {
-			return r
+	var r *record.Record
+	EventuallyNoError(t, timeout, "invocation "+id+" to end", func() error {
+		var err error
+		if r, err = st.Records.Get(context.Background(), id); err == nil && !r.Status.Terminal() {
+			err = fmt.Errorf("status %s: %s", r.Status, r.Message)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("invocation %s did not end within %s (last: %+v, err %v)", id, timeout, r, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
+	return r
 }
 
 // Lines returns the log lines of id.

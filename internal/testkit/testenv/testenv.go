@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -41,6 +42,7 @@ type Services struct {
 	reg        *httptest.Server
 	mu         sync.Mutex
 	namespaces []string
+	stateDirs  []string                 // workers' state dirs (log driver settings live there)
 	blobGets   map[string]int           // repo → blob GETs served
 	slowBlobs  map[string]time.Duration // repo → delay before serving a blob
 }
@@ -89,10 +91,16 @@ var shared struct {
 }
 
 // Main runs the package's tests, then stops the shared services.
+// Every test leaves no process behind: after the services stop, any
+// process of theirs still alive (a job, a provisioned stub, a log driver,
+// a shim) fails the run.
 func Main(m *testing.M) {
 	code := m.Run()
 	if shared.s != nil {
-		shared.s.stop()
+		if left := shared.s.stop(); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "testenv: %d processes outlived the tests:\n  %s\n", len(left), strings.Join(left, "\n  "))
+			code = 1
+		}
 	}
 	if rabbit.r != nil {
 		rabbit.r.stop()
@@ -147,19 +155,8 @@ func start() (*Services, error) {
 	// The jobgate binary doubles as the log driver that containerd's shim
 	// runs, so it must be a real file.
 	// jobgate-logger goes next to it, where the worker looks for it.
-	s.JobgateBin = filepath.Join(dir, "jobgate")
-	s.LoggerBin = filepath.Join(dir, "jobgate-logger")
-	for _, args := range [][]string{
-		{"build", "-o", s.JobgateBin, "./cmd/jobgate"},
-		// Static and stripped, as deploy/up.sh builds it: it starts per job.
-		{"build", "-trimpath", "-ldflags=-s -w", "-o", s.LoggerBin, "./cmd/jobgate-logger"},
-	} {
-		build := exec.Command("go", args...)
-		build.Dir = ModuleRoot()
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build jobgate: %v: %s", err, out)
-		}
+	if err := s.binaries(dir); err != nil {
+		return nil, err
 	}
 
 	cfg := fmt.Sprintf(`version = 2
@@ -201,9 +198,56 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	return s, nil
 }
 
-func (s *Services) stop() {
+// binaries builds jobgate and jobgate-logger into dir, or, when
+// deploy/test.sh built them once for every test binary
+// ($JOBGATE_TEST_BINDIR), uses those.
+func (s *Services) binaries(dir string) error {
+	if pre := os.Getenv("JOBGATE_TEST_BINDIR"); pre != "" {
+		s.JobgateBin, s.LoggerBin = filepath.Join(pre, "jobgate"), filepath.Join(pre, "jobgate-logger")
+		for _, b := range []string{s.JobgateBin, s.LoggerBin} {
+			if _, err := os.Stat(b); err != nil {
+				return fmt.Errorf("JOBGATE_TEST_BINDIR: %w", err)
+			}
+		}
+		return nil
+	}
+	s.JobgateBin = filepath.Join(dir, "jobgate")
+	s.LoggerBin = filepath.Join(dir, "jobgate-logger")
+	for _, args := range [][]string{
+		{"build", "-o", s.JobgateBin, "./cmd/jobgate"},
+		// Static and stripped, as deploy/up.sh builds it: it starts per job.
+		{"build", "-trimpath", "-ldflags=-s -w", "-o", s.LoggerBin, "./cmd/jobgate-logger"},
+	} {
+		build := exec.Command("go", args...)
+		build.Dir = ModuleRoot()
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("build jobgate: %v: %s", err, out)
+		}
+	}
+	return nil
+}
+
+// stop ends every container of every test namespace (a test that
+// SIGKILLed a worker leaves its instances to this), then containerd and
+// the registry, and returns the processes still alive that belong to
+// them.
+func (s *Services) stop() (left []string) {
 	if s.reg != nil {
 		s.reg.Close()
+	}
+	s.mu.Lock()
+	nss, dirs := append([]string(nil), s.namespaces...), append([]string(nil), s.stateDirs...)
+	s.mu.Unlock()
+	if c, err := containerd.New(s.Containerd); err == nil {
+		for _, ns := range nss {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if err := (&Containerd{c: c, ns: ns}).Purge(ctx); err != nil {
+				fmt.Fprintf(os.Stderr, "testenv: purge namespace %s: %v\n", ns, err)
+			}
+			cancel()
+		}
+		c.Close()
 	}
 	// Shims outlive containerd by design; end ours.
 	_ = exec.Command("pkill", "-9", "-f", "containerd-shim-runc-v2 .*"+s.Containerd).Run()
@@ -221,6 +265,34 @@ func (s *Services) stop() {
 	}
 	s.mu.Unlock()
 	_ = os.RemoveAll(s.dir)
+	return leftovers(append([]string{s.dir}, dirs...), nss)
+}
+
+// leftovers lists live processes whose command line names one of dirs
+// (shims name the socket, log drivers their settings) or whose cgroup is
+// in one of the containerd namespaces (jobs, stubs).
+func leftovers(dirs, namespaces []string) []string {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	var out []string
+	for _, p := range procs {
+		raw, err := os.ReadFile(p + "/cmdline")
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		cmdline := strings.TrimSpace(strings.ReplaceAll(string(raw), "\x00", " "))
+		cg, _ := os.ReadFile(p + "/cgroup")
+		mine := false
+		for _, d := range dirs {
+			mine = mine || strings.Contains(cmdline, d+"/")
+		}
+		for _, ns := range namespaces {
+			mine = mine || strings.Contains(string(cg), "/"+ns+"/")
+		}
+		if mine {
+			out = append(out, filepath.Base(p)+" "+cmdline)
+		}
+	}
+	return out
 }
 
 func unmountUnder(dir string) {
@@ -249,6 +321,15 @@ func (s *Services) Namespace(t testing.TB) string {
 	s.namespaces = append(s.namespaces, ns)
 	s.mu.Unlock()
 	return ns
+}
+
+// stateDir is a worker state dir for t, remembered for the leak check.
+func (s *Services) stateDir(t testing.TB) string {
+	d := t.TempDir()
+	s.mu.Lock()
+	s.stateDirs = append(s.stateDirs, d)
+	s.mu.Unlock()
+	return d
 }
 
 // Redis starts a private redis-server for t and returns its address.
@@ -317,7 +398,7 @@ func (s *Services) Config(t testing.TB, redisAddr string, fns ...config.Function
 		Redis:      config.Redis{Addr: redisAddr},
 		Containerd: config.Containerd{Address: s.Containerd, Namespace: s.Namespace(t)},
 		Gateway:    config.Gateway{Listen: "127.0.0.1:0", WaitTimeoutS: 30},
-		Worker:     config.Worker{Node: "test-node", StateDir: t.TempDir(), LoggerBinary: s.LoggerBin, PullTimeoutS: 60, StopGraceS: &grace},
+		Worker:     config.Worker{Node: "test-node", StateDir: s.stateDir(t), LoggerBinary: s.LoggerBin, PullTimeoutS: 60, StopGraceS: &grace},
 		Region:     "ap-guangzhou", AppID: "1250000000", UIN: "100000000001",
 		Functions: fns,
 	}
@@ -327,15 +408,13 @@ func (s *Services) Config(t testing.TB, redisAddr string, fns ...config.Function
 	return c
 }
 
+// waitFor is EventuallyNoError for code without a testing.TB.
 func waitFor(d time.Duration, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
+	var last error
+	if poll(d, func() bool { last = f(); return last == nil }) != nil {
+		return last
 	}
+	return nil
 }
 
 // Logger returns a zerolog logger writing to t, silent once t is done
