@@ -26,8 +26,10 @@ CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bindir/jobgate-logger" ./
 export JOBGATE_TEST_BINDIR=$bindir
 echo "==> go test ./..."
 # Integration tests mostly wait on containers and brokers: more of them
-# run at once than there are cores (-parallel), two packages at a time.
-go test -count=1 -p 2 -parallel 4 -timeout 20m "$@" ./...
+# run at once than there are cores (-parallel), four packages at a time
+# (the broker crash tests spend most of their minute waiting for asynq's
+# lease recovery).
+go test -count=1 -p 4 -parallel 4 -timeout 20m "$@" ./...
 # Benchmarks are not pass/fail on their targets: this smoke run (tiny
 # counts) only checks that `task bench` still works.
 echo "==> bench smoke (BENCH_SMOKE=1)"

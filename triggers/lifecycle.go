@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+
+	"github.com/jobgate/jobgate/internal/startstop"
 )
 
 // Lifecycle is the Start/Stop/Health/Name half of a Source that every
@@ -14,8 +16,7 @@ type Lifecycle struct {
 	close  func() error
 	mu     sync.Mutex
 	health error
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	group  *startstop.Group
 }
 
 // Init sets the loop (usually Deliverer.Pump) and what Stop closes.
@@ -42,27 +43,16 @@ func (l *Lifecycle) SetHealth(err error) {
 
 // Start runs the loop until Stop.
 func (l *Lifecycle) Start(ctx context.Context) error {
-	ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		l.loop(ctx)
-	}()
+	l.group = startstop.Start(ctx)
+	l.group.Go(l.loop)
 	return nil
 }
 
 // Stop ends the loop; what was fetched but not acknowledged stays with
 // the broker, which redelivers it.
 func (l *Lifecycle) Stop(ctx context.Context) error {
-	if l.cancel != nil {
-		l.cancel()
-	}
-	done := make(chan struct{})
-	go func() { l.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := l.group.Stop(ctx); err != nil {
+		return err
 	}
 	if l.close != nil {
 		return l.close()

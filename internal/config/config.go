@@ -1,10 +1,20 @@
 // Package config parses and validates jobgate's YAML configuration.
 //
-// Parse is strict: the document is first checked against
+// Parse is strict and pure: the document is first checked against
 // schemas/config.schema.json (unknown keys, wrong types and bad values are
-// reported with their key path), then decoded, defaulted and checked for
-// what a schema cannot express (duplicate names, image references, env
-// limits).
+// reported with their key path), then decoded over Default() (functions
+// over DefaultFunction(), each trigger's options once into its typed
+// form, with that trigger's defaults), then checked for what a schema
+// cannot express (duplicate names, image references, env limits, cron,
+// routes). Resolve is the separate step that consults the environment:
+// the node name, and that every variable and file the config names
+// exists. Load does both.
+//
+// Defaults live in Default, DefaultFunction and the trigger decoders, and
+// nowhere else. A field that is a pointer is one where zero is a valid
+// setting that differs from the default (stop_grace_s: 0, retry.max: 0):
+// nil means "not set". Every other zero means "not set" only in Go-built
+// configs, which Complete round-trips through Parse.
 package config
 
 import (
@@ -87,6 +97,35 @@ type Worker struct {
 	ShimGroup *bool `yaml:"shim_group,omitempty"`
 }
 
+// Default is the configuration of an empty file.
+func Default() Config {
+	return Config{
+		Redis:      Redis{Prefix: "jobgate"},
+		Containerd: Containerd{Address: "/run/containerd/containerd.sock", Namespace: "jobgate", Snapshotter: "overlayfs"},
+		Gateway:    Gateway{Listen: "127.0.0.1:9100", WaitTimeoutS: 60},
+		Worker: Worker{
+			Concurrency: 4, StateDir: "/var/lib/jobgate", PullTimeoutS: 300,
+			TagRecheckMs: ptr(2000), StopGraceS: ptr(10), ShimGroup: ptr(true),
+			LogMaxBytes: 16 << 20, DiskLimitMB: 512, DiskPollMs: 1000, LimitRetryS: 60, MaxImageMB: 1024,
+		},
+		Region:     "ap-guangzhou",
+		Timezone:   "Asia/Shanghai", // SCF evaluates timers in UTC+8
+		RetentionH: 72,              // SCF keeps async event status 3 days
+	}
+}
+
+// DefaultFunction is a function's settings before its own keys.
+func DefaultFunction() Function {
+	return Function{
+		Namespace: "default", MemoryMB: 128, TimeoutS: 900,
+		Retry:        Retry{Max: ptr(2), DelayS: 60}, // SCF RetryNum default
+		MaxEventAgeS: 21600,                          // SCF MsgTTL default: 6 h
+		Network:      "none",
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
 // Registry holds per-registry pull settings, keyed by host[:port].
 type Registry struct {
 	Insecure     bool   `yaml:"insecure,omitempty"`
@@ -120,12 +159,17 @@ type Retry struct {
 	DelayS int  `yaml:"delay_s,omitempty"`
 }
 
-// Trigger is one event source of a function. Only the common keys are
-// typed here; each adapter decodes its own options.
+// Trigger is one event source of a function: the common keys, the
+// options as written (Options, what a config file round-trips) and, once
+// parsed, the options decoded for its type (Timer, HTTP, Queue).
 type Trigger struct {
 	Type    string         `yaml:"type,omitempty"`
 	Name    string         `yaml:"name,omitempty"`
 	Options map[string]any `yaml:",inline"`
+
+	timer *TimerTrigger
+	http  *HTTPTrigger
+	queue *QueueTrigger
 }
 
 // MaxEventAge is SCF's MsgTTL: older events are not started.

@@ -56,7 +56,6 @@ func TestParseErrors(t *testing.T) {
 		{"bad trigger zone", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: timer, name: t, cron: '* * * * *', timezone: Nowhere/Land}]\n", []string{"triggers[0].timezone", "unknown time zone"}},
 		{"http path on the API", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: /v1/functions/x}]\n", []string{"triggers[0].path", "collides with the API"}},
 		{"http path twice", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: '/hooks/{x}'}]\n  - name: b\n    image: r/b:1\n    triggers: [{type: http, name: h, path: '/hooks/{y}'}]\n", []string{"functions[1].triggers[0].path", "cannot be served"}},
-		{"http secret env unset", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: /h, auth: {hmac_sha256: {secret_env: JG_SURELY_UNSET}}}]\n", []string{"triggers[0].auth", "JG_SURELY_UNSET is not set"}},
 		{"not yaml", "functions: [\n", []string{"not valid YAML"}},
 	}
 	for _, c := range cases {
@@ -71,6 +70,77 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Parse reads only its input; Resolve is where the environment is
+// consulted (unset secrets, missing files, the node name).
+func TestParseIsPureResolveChecksTheEnvironment(t *testing.T) {
+	t.Parallel()
+	doc := "worker: {docker_config: /surely/not/here.json}\nfunctions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: /h, auth: {hmac_sha256: {secret_env: JG_SURELY_UNSET}}}]\n"
+	cfg, err := Parse(strings.NewReader(doc), "t.yaml")
+	if err != nil {
+		t.Fatalf("Parse looked at the environment: %v", err)
+	}
+	if cfg.Worker.Node != "" {
+		t.Fatalf("Parse resolved the node name: %q", cfg.Worker.Node)
+	}
+	err = Resolve(cfg, "t.yaml")
+	for _, want := range []string{"functions[0].triggers[0].auth: environment variable JG_SURELY_UNSET is not set", "worker.docker_config"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Resolve error lacks %q: %v", want, err)
+		}
+	}
+	if cfg.Worker.Node == "" {
+		t.Fatal("Resolve left the node name empty")
+	}
+}
+
+// Keys are decoded over Default(): what a file leaves out keeps its
+// default, and a zero that is a valid setting (a pointer field) stays
+// zero.
+func TestDecodeOverDefaults(t *testing.T) {
+	t.Parallel()
+	doc := "worker: {stop_grace_s: 0, concurrency: 9}\nfunctions:\n  - {name: a, image: r/a:1, retry: {max: 0}}\n  - name: b\n    image: r/b:1\n    triggers:\n      - {type: kafka, name: k, brokers: [b:9092], topic: t, group: g, batch: {max: 3}}\n      - {type: timer, name: t, cron: '* * * * *'}\n"
+	cfg, err := Parse(strings.NewReader(doc), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := Default()
+	if *cfg.Worker.StopGraceS != 0 || cfg.Worker.Concurrency != 9 || cfg.Worker.PullTimeoutS != def.Worker.PullTimeoutS || *cfg.Worker.TagRecheckMs != 2000 {
+		t.Fatalf("worker %+v", cfg.Worker)
+	}
+	a, b := cfg.Function("a"), cfg.Function("b")
+	if *a.Retry.Max != 0 || a.Retry.DelayS != 60 || *b.Retry.Max != 2 || b.MemoryMB != 128 || b.Namespace != "default" {
+		t.Fatalf("functions %+v %+v", a, b)
+	}
+	q := b.Triggers[0].Queue()
+	if q.Batch.Max != 3 || q.Batch.WaitMs != 1000 || q.MaxPending != 10000 || q.Prefetch != 6 || q.Start != "latest" {
+		t.Fatalf("kafka options %+v", q)
+	}
+	if tm := b.Triggers[1].Timer(); tm.Cron != "* * * * *" || tm.Catchup != "none" || tm.CatchupWindowS != 300 {
+		t.Fatalf("timer options %+v", tm)
+	}
+}
+
+// A config built in code becomes what Parse makes of the same YAML.
+func TestCompleteRoundTripsThroughParse(t *testing.T) {
+	t.Parallel()
+	grace := 0
+	c := &Config{Worker: Worker{Node: "n1", StopGraceS: &grace}, Functions: []Function{{Name: "f", Image: "r/f:1",
+		Triggers: []Trigger{{Type: TriggerHTTP, Name: "h", Options: map[string]any{"path": "/in"}}}}}}
+	if err := Complete(c, "code"); err != nil {
+		t.Fatal(err)
+	}
+	if c.Redis.Addr != DefaultRedisAddr || c.Worker.Node != "n1" || *c.Worker.StopGraceS != 0 || c.Functions[0].MemoryMB != 128 {
+		t.Fatalf("%+v", c)
+	}
+	if h := c.Functions[0].Triggers[0].HTTP(); h.Path != "/in" || len(h.Methods) != 1 || h.Methods[0] != "POST" {
+		t.Fatalf("http options %+v", h)
+	}
+	bad := &Config{Functions: []Function{{Name: "9bad", Image: "r/f:1"}}}
+	if err := Complete(bad, "code"); err == nil || !strings.Contains(err.Error(), "functions[0].name") {
+		t.Fatalf("Complete accepted a bad name: %v", err)
 	}
 }
 

@@ -72,48 +72,91 @@ func (t Trigger) decodeOptions(v any) error {
 	return nil
 }
 
-// Timer returns the timer options with defaults applied.
-func (t Trigger) Timer() (TimerTrigger, error) {
-	var o TimerTrigger
-	if err := t.decodeOptions(&o); err != nil {
-		return o, err
+// Timer is a timer trigger's options, as Parse decoded them (defaults
+// applied); the zero value for another type.
+func (t Trigger) Timer() TimerTrigger { return deref(t.timer) }
+
+// HTTP is an HTTP trigger's options, as Parse decoded them.
+func (t Trigger) HTTP() HTTPTrigger { return deref(t.http) }
+
+// Queue is a message-queue trigger's options, as Parse decoded them.
+func (t Trigger) Queue() QueueTrigger { return deref(t.queue) }
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
 	}
-	if o.Catchup == "" {
-		o.Catchup = "none"
-	}
-	if o.CatchupWindowS == 0 {
-		o.CatchupWindowS = 300
-	}
-	return o, nil
+	return *p
 }
 
-// HTTP returns the HTTP trigger options with defaults applied.
-func (t Trigger) HTTP() (HTTPTrigger, error) {
-	var o HTTPTrigger
-	if err := t.decodeOptions(&o); err != nil {
-		return o, err
-	}
-	if len(o.Methods) == 0 {
-		o.Methods = []string{"POST"}
-	}
-	if o.ServiceID == "" {
-		o.ServiceID = "jobgate"
-	}
-	if o.Stage == "" {
-		o.Stage = "release"
-	}
-	if a := o.Auth; a != nil && a.HMACSHA256 != nil {
-		if a.HMACSHA256.Header == "" {
-			a.HMACSHA256.Header = "X-Hub-Signature-256"
-			if a.HMACSHA256.Prefix == "" {
-				a.HMACSHA256.Prefix = "sha256="
+// decodeTriggers decodes every trigger's options, once, into its typed
+// form with that type's defaults.
+func (c *Config) decodeTriggers() []Problem {
+	var probs []Problem
+	for i := range c.Functions {
+		for j := range c.Functions[i].Triggers {
+			t := &c.Functions[i].Triggers[j]
+			if err := t.decode(); err != nil {
+				probs = append(probs, Problem{Path: fmt.Sprintf("functions[%d].triggers[%d]", i, j), Message: err.Error()})
 			}
 		}
-		if a.HMACSHA256.ToleranceS == 0 {
-			a.HMACSHA256.ToleranceS = 300
-		}
 	}
-	return o, nil
+	return probs
+}
+
+func (t *Trigger) decode() error {
+	switch t.Type {
+	case TriggerTimer:
+		o := TimerTrigger{Catchup: "none", CatchupWindowS: 300}
+		if err := t.decodeOptions(&o); err != nil {
+			return err
+		}
+		t.timer = &o
+	case TriggerHTTP:
+		o := HTTPTrigger{ServiceID: "jobgate", Stage: "release"}
+		if err := t.decodeOptions(&o); err != nil {
+			return err
+		}
+		if len(o.Methods) == 0 {
+			o.Methods = []string{"POST"}
+		}
+		if h := authHMAC(o.Auth); h != nil {
+			if h.Header == "" {
+				h.Header = "X-Hub-Signature-256"
+				if h.Prefix == "" {
+					h.Prefix = "sha256="
+				}
+			}
+			if h.ToleranceS == 0 {
+				h.ToleranceS = 300
+			}
+		}
+		t.http = &o
+	case TriggerKafka, TriggerNATS, TriggerAMQP, TriggerRedisStream:
+		batch := 1
+		if t.Type == TriggerKafka {
+			batch = 10
+		}
+		o := QueueTrigger{Batch: Batch{Max: batch, WaitMs: 1000}, Start: "latest", MaxPending: 10000, AckWaitS: 60}
+		if err := t.decodeOptions(&o); err != nil {
+			return err
+		}
+		if o.Prefetch == 0 {
+			o.Prefetch = 2 * o.Batch.Max
+		}
+		t.queue = &o
+	default:
+		return fmt.Errorf("unknown trigger type %s", t.Type)
+	}
+	return nil
+}
+
+func authHMAC(a *HTTPAuth) *HMACAuth {
+	if a == nil {
+		return nil
+	}
+	return a.HMACSHA256
 }
 
 // Message-queue trigger types.
@@ -138,7 +181,7 @@ type QueueTrigger struct {
 	// (default, as SCF) or earliest.
 	Start string `json:"start"`
 	// MaxPending pauses fetching while jobgate's queue holds more
-	// pending tasks than this (back-pressure); 0 = 10000.
+	// pending tasks than this (back-pressure); default 10000.
 	MaxPending int `json:"max_pending"`
 
 	// kafka
@@ -176,34 +219,4 @@ type TLS struct {
 	Enabled            bool   `json:"enabled"`
 	CAFile             string `json:"ca_file"`
 	InsecureSkipVerify bool   `json:"insecure_skip_verify"`
-}
-
-// Queue returns a message-queue trigger's options with defaults.
-func (t Trigger) Queue() (QueueTrigger, error) {
-	var o QueueTrigger
-	if err := t.decodeOptions(&o); err != nil {
-		return o, err
-	}
-	if o.Batch.Max == 0 {
-		o.Batch.Max = 1
-		if t.Type == TriggerKafka {
-			o.Batch.Max = 10
-		}
-	}
-	if o.Batch.WaitMs == 0 {
-		o.Batch.WaitMs = 1000
-	}
-	if o.Start == "" {
-		o.Start = "latest"
-	}
-	if o.MaxPending == 0 {
-		o.MaxPending = 10000
-	}
-	if o.AckWaitS == 0 {
-		o.AckWaitS = 60
-	}
-	if o.Prefetch == 0 {
-		o.Prefetch = 2 * o.Batch.Max
-	}
-	return o, nil
 }

@@ -41,11 +41,7 @@ func Triggers(cfg *config.Config) ([]Trigger, error) {
 			if tr.Type != config.TriggerHTTP {
 				continue
 			}
-			o, err := tr.HTTP()
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, Trigger{Function: fn.Name, Name: tr.Name, Opts: o})
+			out = append(out, Trigger{Function: fn.Name, Name: tr.Name, Opts: tr.HTTP()})
 		}
 	}
 	return out, nil

@@ -119,6 +119,9 @@ func TestHMAC(t *testing.T) {
 	}
 	cfg := &config.Config{Functions: []config.Function{{Name: "f", Image: "r/a:1", Triggers: []config.Trigger{{Type: "http", Name: "h",
 		Options: map[string]any{"path": "/h", "auth": map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET"}}}}}}}}
+	if err := config.Complete(cfg, "test"); err != nil {
+		t.Fatal(err)
+	}
 	trs, err := Triggers(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -56,10 +56,7 @@ func Build(d Deps) ([]triggers.Source, error) {
 
 // One makes the source of one trigger of function fn.
 func One(d Deps, fn string, tr config.Trigger) (triggers.Source, error) {
-	o, err := tr.Queue()
-	if err != nil {
-		return nil, err
-	}
+	o := tr.Queue()
 	del := &triggers.Deliverer{
 		Function: fn, Trigger: tr.Name, Sink: d.Sink, DeadLetters: d.DeadLetters, Redis: d.Redis,
 		Prefix: d.Config.Redis.Prefix, Retention: d.Config.Retention(), MaxPending: o.MaxPending,

@@ -58,10 +58,7 @@ func New(cfg *config.Config, sink triggers.Sink, rdb redis.UniversalClient, log 
 			if tr.Type != config.TriggerTimer {
 				continue
 			}
-			o, err := tr.Timer()
-			if err != nil {
-				return nil, err
-			}
+			o := tr.Timer()
 			if o.Enabled != nil && !*o.Enabled {
 				continue
 			}

@@ -187,7 +187,7 @@ func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
 			Redis: st.Node.RedisClient(), Logger: testenv.Logger(t)}
 	}
 	first := &faultySink{inner: sub, broker: b, tr: tr, t: t, failAfter: true}
-	src, err := sources.One(deps(first), "consumer", tr)
+	src, err := sources.One(deps(first), "consumer", parsed(t, cfg, tr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
 		t.Fatalf("after a failed delivery %d unacknowledged, want 1", n)
 	}
 	second := &faultySink{inner: sub, broker: b, tr: tr, t: t}
-	src2, err := sources.One(deps(second), "consumer", tr)
+	src2, err := sources.One(deps(second), "consumer", parsed(t, cfg, tr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,4 +347,16 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 		t.Fatalf("%d messages lost", res.Lost)
 	}
 	return res
+}
+
+// parsed is tr as a parsed config holds it (options decoded, defaults
+// applied): sources.One takes parsed triggers.
+func parsed(t *testing.T, cfg *config.Config, tr config.Trigger) config.Trigger {
+	t.Helper()
+	c := *cfg
+	c.Functions = []config.Function{{Name: "consumer", Image: "r/consumer:1", Triggers: []config.Trigger{tr}}}
+	if err := config.Complete(&c, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return c.Functions[0].Triggers[0]
 }

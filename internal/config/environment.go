@@ -1,0 +1,70 @@
+package config
+
+import (
+	"fmt"
+	"os"
+)
+
+// Resolve completes a parsed config from this host's environment and
+// checks what only the environment can say: worker.node defaults to
+// $JOBGATE_NODE (e.g. the Kubernetes node name), then the hostname; every
+// *_env variable the config names must be set, every file it names must
+// exist. name is used in errors.
+func Resolve(c *Config, name string) error {
+	c.resolveNode()
+	var probs []Problem
+	add := func(path, format string, args ...any) {
+		probs = append(probs, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	needEnv := func(path, env string) {
+		if env == "" {
+			return
+		}
+		if _, ok := os.LookupEnv(env); !ok {
+			add(path, "environment variable %s is not set", env)
+		}
+	}
+	needEnv("redis.password_env", c.Redis.PasswordEnv)
+	if c.Worker.DockerConfig != "" {
+		if _, err := os.Stat(c.Worker.DockerConfig); err != nil {
+			add("worker.docker_config", "%v", err)
+		}
+	}
+	for host, r := range c.Registries {
+		needEnv("registries."+host+".password_env", r.PasswordEnv)
+	}
+	for i, f := range c.Functions {
+		for j, t := range f.Triggers {
+			tp := fmt.Sprintf("functions[%d].triggers[%d]", i, j)
+			if t.http != nil && t.http.Auth != nil {
+				needEnv(tp+".auth", envOf(t.http.Auth.Bearer))
+				needEnv(tp+".auth", envOfHMAC(t.http.Auth.HMACSHA256))
+			}
+			if q := t.queue; q != nil {
+				needEnv(tp, q.PasswordEnv)
+				needEnv(tp, q.URLEnv)
+				if q.SASL != nil {
+					needEnv(tp+".sasl", q.SASL.PasswordEnv)
+				}
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return &Error{File: name, Problems: probs}
+	}
+	return nil
+}
+
+// resolveNode fills worker.node from the environment when unset.
+func (c *Config) resolveNode() {
+	if c.Worker.Node == "" {
+		c.Worker.Node = os.Getenv("JOBGATE_NODE")
+	}
+	if c.Worker.Node == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		c.Worker.Node = h
+	}
+}

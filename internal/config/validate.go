@@ -1,0 +1,112 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+
+	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/internal/scfcron"
+)
+
+var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// reservedEnvPrefixes are SCF's reserved prefixes plus jobgate's own.
+var reservedEnvPrefixes = []string{"SCF_", "QCLOUD_", "TENCENTCLOUD_", "JOBGATE_"}
+
+// validate checks what the schema cannot express. It reads only c: the
+// environment is Resolve's.
+func (c *Config) validate() []Problem {
+	var probs []Problem
+	add := func(path, format string, args ...any) {
+		probs = append(probs, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	if c.Redis.Addr != "" && c.Redis.URL != "" {
+		add("redis", "set addr or url, not both")
+	}
+	if _, err := time.LoadLocation(c.Timezone); err != nil {
+		add("timezone", "unknown time zone %q", c.Timezone)
+	}
+	seen := map[string]int{}
+	routes := newRouteSet()
+	for i, f := range c.Functions {
+		p := fmt.Sprintf("functions[%d]", i)
+		if j, dup := seen[f.Name]; dup {
+			add(p+".name", "function %q is already defined at functions[%d]", f.Name, j)
+		}
+		seen[f.Name] = i
+		if _, err := reference.ParseNormalizedNamed(f.Image); err != nil {
+			add(p+".image", "not an image reference %q: %v", f.Image, err)
+		}
+		var envStrings []string
+		for k, v := range f.Env {
+			switch {
+			case !envKey.MatchString(k):
+				add(p+".env."+k, "not a valid environment variable name")
+			case jobenv.IsBuiltin(k) || hasReservedPrefix(k):
+				add(p+".env."+k, "reserved: names starting with %s and SCF's built-in variables are set by jobgate", strings.Join(reservedEnvPrefixes, ", "))
+			}
+			envStrings = append(envStrings, k+"="+v)
+		}
+		if err := jobenv.CheckEnv(envStrings); err != nil {
+			add(p+".env", "%v", err)
+		}
+		for j, a := range append(append([]string{}, f.Command...), f.Args...) {
+			if err := jobenv.CheckArg(a); err != nil {
+				add(p, "command/args item %d: %v", j, err)
+			}
+		}
+		tseen := map[string]bool{}
+		for j, t := range f.Triggers {
+			tp := fmt.Sprintf("%s.triggers[%d]", p, j)
+			if tseen[t.Name] {
+				add(tp+".name", "trigger %q is defined twice for this function", t.Name)
+			}
+			tseen[t.Name] = true
+			switch {
+			case t.timer != nil:
+				zone := t.timer.Timezone
+				if zone == "" {
+					zone = c.Timezone
+				}
+				loc, err := time.LoadLocation(zone)
+				if err != nil {
+					add(tp+".timezone", "unknown time zone %q", zone)
+					continue
+				}
+				if _, err := scfcron.Parse(t.timer.Cron, loc); err != nil {
+					add(tp+".cron", "%v", err)
+				}
+			case t.http != nil:
+				if msg := routes.add(f.Name, t.Name, *t.http); msg != "" {
+					add(tp+".path", "%s", msg)
+				}
+				if a := t.http.Auth; a != nil && a.Bearer != nil && a.HMACSHA256 != nil {
+					add(tp+".auth", "choose bearer or hmac_sha256, not both")
+				}
+			case t.queue != nil:
+				if t.Type == TriggerAMQP && (t.queue.URL == "") == (t.queue.URLEnv == "") {
+					add(tp, "set url or url_env (one of them)")
+				}
+			}
+		}
+	}
+	for host, r := range c.Registries {
+		if r.PasswordEnv != "" && r.Username == "" {
+			add("registries."+host, "password_env needs username")
+		}
+	}
+	return probs
+}
+
+func hasReservedPrefix(k string) bool {
+	for _, p := range reservedEnvPrefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
