@@ -118,49 +118,66 @@ func (a *attempt) schedule(ctx context.Context, rec *record.Record) error {
 	return err
 }
 
-// start pulls, creates (or takes a warm instance) and starts, then hands
-// the instance to its supervisor.
-func (a *attempt) start(ctx context.Context, rec *record.Record) error {
+// prepare ensures the image (pull per policy) and builds the instance's
+// environment, checking SCF's limits: everything a start needs before
+// containerd creates anything.
+func (a *attempt) prepare(ctx context.Context, rec *record.Record) (*runtime.Image, []string, error) {
 	w, fn, cfg := a.w, a.fn, a.w.config()
 	event, err := w.records.Event(ctx, a.id)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	t0 := w.now()
 	pctx, cancel := context.WithTimeout(ctx, cfg.Worker.PullTimeout())
 	img, err := w.rt.EnsureImage(pctx, fn.Image)
 	cancel()
 	switch {
 	case err != nil && runtime.IsPermanent(err):
-		return permanent(record.CodePullImageFailed, err)
+		return nil, nil, permanent(record.CodePullImageFailed, err)
 	case err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		return permanent(record.CodePullImageTimeOut, fmt.Errorf("image pull exceeded pull_timeout_s (%s): %w", cfg.Worker.PullTimeout(), err))
+		return nil, nil, permanent(record.CodePullImageTimeOut, fmt.Errorf("image pull exceeded pull_timeout_s (%s): %w", cfg.Worker.PullTimeout(), err))
 	case err != nil:
-		return err
+		return nil, nil, err
 	}
 	env := jobenv.Build(img.Env, fn.Env, jobenv.Builtins{
 		FunctionName: fn.Name, Qualifier: rec.Qualifier, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN,
 		RequestID: a.id, Attempt: a.n,
 	}, event)
 	if err := jobenv.CheckEnv(env); err != nil {
-		return permanent(record.CodeEventTooLarge, err)
+		return nil, nil, permanent(record.CodeEventTooLarge, err)
 	}
 	for _, arg := range append(append([]string{}, fn.Command...), fn.Args...) {
 		if err := jobenv.CheckArg(arg); err != nil {
-			return permanent(record.CodeContainerInitError, err)
+			return nil, nil, permanent(record.CodeContainerInitError, err)
 		}
 	}
-	tImage := w.now()
-	labels := map[string]string{
-		runtime.LabelRequestID: a.id, runtime.LabelFunction: fn.Name,
+	return img, env, nil
+}
+
+// labels are the instance's containerd labels: what a worker that
+// re-attaches after a restart needs to know of it.
+func (a *attempt) labels() map[string]string {
+	return map[string]string{
+		runtime.LabelRequestID: a.id, runtime.LabelFunction: a.fnName, runtime.LabelAttempt: strconv.Itoa(a.n),
 		// The time limit counts from the start, which is not known yet:
-		// the label (used only by a worker that re-attaches after a
-		// restart) allows a second for the create, so a job is never
+		// the label allows a second for the create, so a job is never
 		// stopped early, at worst a second late. Correcting it after the
 		// start would cost a containerd metadata write per job.
-		runtime.LabelAttempt: strconv.Itoa(a.n), runtime.LabelDeadline: w.now().Add(a.timeout + time.Second).UTC().Format(time.RFC3339Nano),
-		runtime.LabelNode: cfg.Worker.Node,
+		runtime.LabelDeadline: a.w.now().Add(a.timeout + time.Second).UTC().Format(time.RFC3339Nano),
+		runtime.LabelNode:     a.w.config().Worker.Node,
 	}
+}
+
+// start prepares, creates (or takes a warm instance) and starts, then
+// hands the instance to its supervisor.
+func (a *attempt) start(ctx context.Context, rec *record.Record) error {
+	w, fn := a.w, a.fn
+	t0 := w.now()
+	img, env, err := a.prepare(ctx, rec)
+	if err != nil {
+		return err
+	}
+	tImage := w.now()
+	labels := a.labels()
 	if wm := w.pool.take(fn.Name, img.Digest); wm != nil {
 		err := a.startWarm(ctx, wm, labels, env)
 		if err == nil {
