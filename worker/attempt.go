@@ -222,6 +222,9 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 		cleanup()
 		return err
 	}
+	// The start instant is taken before Start: a process may exit before
+	// Start returns, and its exit time must not precede its start.
+	a.started = w.now()
 	if err := in.Start(ctx); err != nil {
 		cleanup()
 		return permanent(record.CodeContainerInitError, err)
@@ -258,6 +261,7 @@ func (a *attempt) startWarm(ctx context.Context, wm *warm, labels map[string]str
 		w.pool.discard(wm)
 		return err
 	}
+	a.started = w.now() // before the command can run (see start)
 	if err := wm.in.Release(ctx, a.inst, env); err != nil {
 		return unusable(err)
 	}
@@ -268,7 +272,6 @@ func (a *attempt) startWarm(ctx context.Context, wm *warm, labels map[string]str
 // RUNNING.
 func (a *attempt) running(ctx context.Context, rec *record.Record, img *runtime.Image, t0, tImage, tCreate time.Time) {
 	w := a.w
-	a.started = w.now()
 	a.deadline = a.started.Add(a.timeout)
 	a.supervise()
 

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -90,6 +91,8 @@ type Deps struct {
 	Submitter   *submit.Submitter
 	Metrics     *metrics.Metrics // optional
 	Logger      zerolog.Logger
+	// Clock times the tag recheck window (nil: the real clock).
+	Clock clockwork.Clock
 }
 
 // New connects to containerd and prepares the log driver settings.
@@ -122,7 +125,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		Registries: RuntimeRegistries(cfg), DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
 		LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
 		ShimGroup: shimGroup, StubBinary: stubBin, StubDir: runDirs,
-		TagRecheck: time.Duration(*cfg.Worker.TagRecheckMs) * time.Millisecond,
+		TagRecheck: time.Duration(*cfg.Worker.TagRecheckMs) * time.Millisecond, Clock: d.Clock,
 	})
 	if err != nil {
 		return nil, err

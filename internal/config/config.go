@@ -32,6 +32,7 @@ type Config struct {
 	UIN        string              `yaml:"uin,omitempty"`
 	Timezone   string              `yaml:"timezone,omitempty"`
 	RetentionH int                 `yaml:"retention_h,omitempty"`
+	DeadLetter DeadLetter          `yaml:"deadletter,omitempty"`
 	Registries map[string]Registry `yaml:"registries,omitempty"`
 	Functions  []Function          `yaml:"functions,omitempty"`
 }
@@ -46,6 +47,13 @@ type Redis struct {
 	// Prefix namespaces jobgate's own keys (records, logs); asynq's keys
 	// are always "asynq:{queue}:...".
 	Prefix string `yaml:"prefix,omitempty"`
+}
+
+// DeadLetter bounds the dead-letter list, so that with Redis's noeviction
+// policy it can never fill memory and stop every write.
+type DeadLetter struct {
+	RetentionH int `yaml:"retention_h,omitempty"` // entries expire after this
+	Max        int `yaml:"max,omitempty"`         // per function; the oldest go first
 }
 
 // Containerd is the worker host's containerd.
@@ -111,6 +119,7 @@ func Default() Config {
 		Region:     "ap-guangzhou",
 		Timezone:   "Asia/Shanghai", // SCF evaluates timers in UTC+8
 		RetentionH: 72,              // SCF keeps async event status 3 days
+		DeadLetter: DeadLetter{RetentionH: 168, Max: 10000},
 	}
 }
 
@@ -189,6 +198,11 @@ func (c *Config) Function(name string) *Function {
 		}
 	}
 	return nil
+}
+
+// DeadLetterRetention is how long a dead letter is kept.
+func (c *Config) DeadLetterRetention() time.Duration {
+	return time.Duration(c.DeadLetter.RetentionH) * time.Hour
 }
 
 // Retention is how long records and logs are kept.

@@ -1,7 +1,9 @@
 // Package deadletter keeps the events jobgate gave up on: those whose
 // retries or age ran out, and those that can never run (bad image,
 // unfit environment). Entries are modelled on SCF's dead-letter message
-// and stay until they are redriven or deleted.
+// and stay until they are redriven or deleted, or fall out of the list's
+// bounds (Limits): with Redis's noeviction policy an unbounded list would
+// in the end stop every write.
 package deadletter
 
 import (
@@ -41,22 +43,37 @@ type Entry struct {
 	Attempt      int    // attempts made
 }
 
-// Store keeps dead letters in Redis.
-type Store struct {
-	rdb  redis.UniversalClient
-	keys keyspace.Keys
+// Limits bound the list.
+type Limits struct {
+	Retention time.Duration // an entry expires this long after it was added
+	Max       int           // entries per function; the oldest are dropped first
+	// Dropped, if set, hears of every entry that left the list through a
+	// bound: reason "retention" (n entries found expired) or "max".
+	Dropped func(function, reason string, ids []string, n int)
+	Now     func() time.Time // nil: time.Now
 }
 
-// NewStore returns a Store.
-func NewStore(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, keys: keyspace.New(prefix)}
+// Store keeps dead letters in Redis.
+type Store struct {
+	rdb    redis.UniversalClient
+	keys   keyspace.Keys
+	limits Limits
+}
+
+// NewStore returns a Store within limits.
+func NewStore(rdb redis.UniversalClient, prefix string, limits Limits) *Store {
+	if limits.Now == nil {
+		limits.Now = time.Now
+	}
+	return &Store{rdb: rdb, keys: keyspace.New(prefix), limits: limits}
 }
 
 func member(t time.Time, id string) string { return fmt.Sprintf("%019d:%s", t.UnixNano(), id) }
 
-// Add stores e (replacing an earlier entry for the same RequestId).
+// Add stores e (replacing an earlier entry for the same RequestId),
+// keeping the list within its limits.
 func (s *Store) Add(ctx context.Context, e Entry) error {
-	now := time.Now().UTC()
+	now := s.limits.Now().UTC()
 	if e.DeadTime == "" {
 		e.DeadTime = now.Format(time.RFC3339Nano)
 	}
@@ -64,19 +81,26 @@ func (s *Store) Add(ctx context.Context, e Entry) error {
 	if err != nil {
 		return fmt.Errorf("dead letter %s: %w", e.RequestId, err)
 	}
+	fn := e.Body.FunctionName
 	// The member is kept in the entry's key so Delete can find it.
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		old := s.rdb.HGet(ctx, s.keys.DeadLetter(e.RequestId), "member").Val()
-		if old != "" {
-			p.ZRem(ctx, s.keys.DeadLetters(), old)
-		}
-		m := member(now, e.RequestId)
-		p.HSet(ctx, s.keys.DeadLetter(e.RequestId), "entry", b, "member", m)
-		p.ZAdd(ctx, s.keys.DeadLetters(), redis.Z{Score: 0, Member: m})
-		return nil
-	})
+	res, err := keyspace.DeadLetterAdd.Run(ctx, s.rdb,
+		[]string{s.keys.DeadLetter(e.RequestId), s.keys.DeadLetters(), s.keys.DeadLetterIndex(fn)},
+		b, member(now, e.RequestId), s.limits.Retention.Milliseconds(), member(now.Add(-s.limits.Retention), ""),
+		s.limits.Max, fn, s.keys.DeadLetterPrefix()).Slice()
 	if err != nil {
 		return fmt.Errorf("dead letter %s: %w", e.RequestId, err)
+	}
+	if s.limits.Dropped != nil && len(res) == 2 {
+		if n, _ := res[0].(int64); n > 0 {
+			s.limits.Dropped(fn, "retention", nil, int(n))
+		}
+		if ids, _ := res[1].([]any); len(ids) > 0 {
+			evicted := make([]string, len(ids))
+			for i, id := range ids {
+				evicted[i], _ = id.(string)
+			}
+			s.limits.Dropped(fn, "max", evicted, len(evicted))
+		}
 	}
 	return nil
 }
@@ -99,16 +123,19 @@ func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
 
 // Delete removes an entry.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	m, err := s.rdb.HGet(ctx, s.keys.DeadLetter(id), "member").Result()
-	if errors.Is(err, redis.Nil) {
-		return fmt.Errorf("%s: %w", id, ErrNotFound)
-	}
+	v, err := s.rdb.HMGet(ctx, s.keys.DeadLetter(id), "member", "function").Result()
 	if err != nil {
 		return fmt.Errorf("delete dead letter %s: %w", id, err)
+	}
+	m, _ := v[0].(string)
+	fn, _ := v[1].(string)
+	if m == "" {
+		return fmt.Errorf("%s: %w", id, ErrNotFound)
 	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, s.keys.DeadLetter(id))
 		p.ZRem(ctx, s.keys.DeadLetters(), m)
+		p.ZRem(ctx, s.keys.DeadLetterIndex(fn), m)
 		return nil
 	})
 	if err != nil {

@@ -13,6 +13,7 @@
 //	P:changes                        record change announcements (channel)
 //	P:log:<instance>, :meta          one attempt's NDJSON log (list) and its counters (hash)
 //	P:dlq, P:dlq:<id>                dead-letter index (zset) and entries (hash)
+//	P:dlq-fn:<function>              one function's dead letters (zset), for its bound
 //	P:terminate:<id>, P:control      terminate requests (string) and their announcements (channel)
 //	P:claim:<instance>               the node allowed to start an attempt (string)
 //	P:conc:<function>                concurrency leases (zset, score = expiry)
@@ -65,6 +66,13 @@ func (k Keys) DeadLetters() string { return k.prefix + ":dlq" }
 
 // DeadLetter is one dead-letter entry.
 func (k Keys) DeadLetter(id string) string { return k.prefix + ":dlq:" + id }
+
+// DeadLetterIndex lists one function's dead letters, oldest first.
+func (k Keys) DeadLetterIndex(fn string) string { return k.prefix + ":dlq-fn:" + fn }
+
+// DeadLetterPrefix is what DeadLetter puts before a RequestId (for the
+// script that evicts entries by id).
+func (k Keys) DeadLetterPrefix() string { return k.prefix + ":dlq:" }
 
 // Terminate holds a terminate request ("grace" or "kill") for id. The key
 // makes the request durable: a worker that was down when it was announced

@@ -86,6 +86,41 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], 2 * (tonumber(ARGV[2]) - tonumber(ARGV[1])))
 return 1`)
 
+	// DeadLetterAdd stores a dead letter within its bounds. KEYS = entry,
+	// index, function index. ARGV = entry JSON, member (<19-digit unix
+	// ns>:<id>), ttl (ms), oldest member kept (retention), max per
+	// function, function, DeadLetterPrefix. It replaces an earlier entry
+	// of the id, trims both indexes of members past the retention (their
+	// entries expired by TTL) and evicts the function's oldest entries over
+	// max. Returns {trimmed, evicted ids}. (Entry keys are built inside the
+	// script: not Cluster-safe as it stands.)
+	DeadLetterAdd = redis.NewScript(`
+local old = redis.call('HGET', KEYS[1], 'member')
+if old then
+  redis.call('ZREM', KEYS[2], old)
+  redis.call('ZREM', KEYS[3], old)
+end
+redis.call('HSET', KEYS[1], 'entry', ARGV[1], 'member', ARGV[2], 'function', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[2])
+local bound = '(' .. ARGV[4]
+local trimmed = redis.call('ZREMRANGEBYLEX', KEYS[3], '-', bound)
+redis.call('ZREMRANGEBYLEX', KEYS[2], '-', bound)
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+local evicted = {}
+local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+if over > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, over - 1)) do
+    local id = string.sub(m, 21)
+    redis.call('DEL', ARGV[7] .. id)
+    redis.call('ZREM', KEYS[2], m)
+    redis.call('ZREM', KEYS[3], m)
+    table.insert(evicted, id)
+  end
+end
+return {trimmed, evicted}`)
+
 	// TimerSetLast keeps the latest fired instant of a timer (replicas race).
 	// KEYS[1] = TimerLast; ARGV[1] = the instant (Unix seconds).
 	TimerSetLast = redis.NewScript(`

@@ -26,6 +26,9 @@ type Metrics struct {
 	Running prometheus.Gauge
 	// Outcomes counts ended attempts by function and SCF status code.
 	Outcomes *prometheus.CounterVec
+	// DeadLettersDropped counts dead letters that left the list through
+	// its bounds, by function and reason (retention, max).
+	DeadLettersDropped *prometheus.CounterVec
 }
 
 // New registers the collectors; queue depth is read from Redis on scrape.
@@ -40,6 +43,8 @@ func New(rdb redis.UniversalClient) *Metrics {
 			Help: "Instances this worker supervises."}),
 		Outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jobgate_outcomes_total",
 			Help: "Ended attempts by function and SCF status code."}, []string{"function", "status_code"}),
+		DeadLettersDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jobgate_deadletters_dropped_total",
+			Help: "Dead letters dropped by the list's bounds (deadletter.retention_h, deadletter.max), by function and reason."}, []string{"function", "reason"}),
 	}
 	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jobgate_queue_pending",
 		Help: "Tasks waiting in the asynq queue."}, func() float64 {
@@ -51,7 +56,7 @@ func New(rdb redis.UniversalClient) *Metrics {
 		}
 		return float64(n)
 	})
-	m.Registry.MustRegister(m.EventsIn, m.ScheduleSeconds, m.Running, m.Outcomes, depth,
+	m.Registry.MustRegister(m.EventsIn, m.ScheduleSeconds, m.Running, m.Outcomes, m.DeadLettersDropped, depth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

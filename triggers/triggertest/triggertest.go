@@ -183,7 +183,7 @@ func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	st := testenv.StartStackWith(t, s, cfg, nodeOptions())
 	sub := submit.New(cfg, st.Records, asynq.NewClientFromRedisClient(st.Node.Redis()))
 	deps := func(sink triggers.Sink) sources.Deps {
-		return sources.Deps{Config: cfg, Sink: sink, DeadLetters: deadletter.NewStore(st.Node.Redis(), cfg.Redis.Prefix),
+		return sources.Deps{Config: cfg, Sink: sink, DeadLetters: deadletter.NewStore(st.Node.Redis(), cfg.Redis.Prefix, deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max}),
 			Redis: st.Node.RedisClient(), Logger: testenv.Logger(t)}
 	}
 	first := &faultySink{inner: sub, broker: b, tr: tr, t: t, failAfter: true}
@@ -244,7 +244,7 @@ func oversize(t *testing.T, newBroker func(*testing.T, string) Broker) {
 		seen, _ := bodies(t, b, st.Records, "consumer")
 		return seen["small-after"] == 1
 	})
-	dl := deadletter.NewStore(st.Node.Redis(), cfg.Redis.Prefix)
+	dl := deadletter.NewStore(st.Node.Redis(), cfg.Redis.Prefix, deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max})
 	es, _, err := dl.List(context.Background(), 10, "")
 	if err != nil || len(es) != 1 || es[0].ErrorCode != 406 || !strings.Contains(es[0].ErrorMessage, "does not fit") ||
 		!strings.Contains(es[0].Body.ClientContext, strings.Repeat("x", 1000)) {
@@ -343,8 +343,8 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 	res.Elapsed = time.Since(t0)
 	t.Logf("crash test %s: produced %d, ran %d, lost %d, duplicates %d, in %d events; all queued after %s (%.0f messages/s through two SIGKILLs and restarts), all finished after %s",
 		name, res.Produced, res.Ran, res.Lost, res.Duplicates, res.Events, queued.Round(100*time.Millisecond), float64(n)/queued.Seconds(), res.Elapsed.Round(time.Second))
-	if res.Lost != 0 {
-		t.Fatalf("%d messages lost", res.Lost)
+	if res.Lost != 0 || res.Duplicates != 0 {
+		t.Fatalf("%d messages lost, %d ran twice", res.Lost, res.Duplicates)
 	}
 	return res
 }

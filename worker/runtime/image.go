@@ -129,7 +129,7 @@ func (r *Runtime) EnsureImageProgress(ctx context.Context, ref string, report fu
 	// registry round trip, not one each).
 	// The image found unpacked then is used as is.
 	if c, ok := r.checked.Load(ref); ok && r.opts.TagRecheck > 0 {
-		if c := c.(tagCheck); time.Since(c.at) < r.opts.TagRecheck && c.img != nil {
+		if c := c.(tagCheck); r.opts.Clock.Since(c.at) < r.opts.TagRecheck && c.img != nil {
 			return c.img, nil
 		}
 	}
@@ -138,7 +138,7 @@ func (r *Runtime) EnsureImageProgress(ctx context.Context, ref string, report fu
 	if err == nil {
 		defer func() {
 			if got != nil && got.Digest == desc.Digest.String() {
-				r.checked.Store(ref, tagCheck{img: got, at: time.Now()})
+				r.checked.Store(ref, tagCheck{img: got, at: r.opts.Clock.Now()})
 			}
 		}()
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
+	"github.com/jonboulle/clockwork"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -53,6 +54,8 @@ type Options struct {
 	// TagRecheck is how long a tag's registry digest is trusted once
 	// checked (0: every EnsureImage asks the registry).
 	TagRecheck time.Duration
+	// Clock times the TagRecheck window (nil: the real clock).
+	Clock clockwork.Clock
 	// ShimGroup, when set, is the runc shim group an instance joins when
 	// no other is being created in it, kept warm by an anchor container
 	// of that name (see EnsureAnchor).
@@ -84,6 +87,9 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 	}
 	if o.MaxImageBytes == 0 {
 		o.MaxImageBytes = 1 << 30
+	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
 	}
 	c, err := containerd.New(o.Address, containerd.WithDefaultNamespace(o.Namespace), containerd.WithTimeout(10*time.Second))
 	if err != nil {

@@ -42,8 +42,8 @@ type Options struct {
 	Role   string
 	Tokens []string
 	Logger zerolog.Logger
-	// Clock drives the timer triggers' schedules; nil is the real clock
-	// (tests pass a fake one).
+	// Clock drives the timer triggers' schedules and the worker's tag
+	// recheck window; nil is the real clock (tests pass a fake one).
 	Clock clockwork.Clock
 }
 
@@ -108,14 +108,21 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	n := &Node{cfg: cfg, opts: o, rdb: redis.NewClient(ro)}
 	records := record.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention())
 	logs := logstore.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention(), cfg.Worker.LogMaxBytes)
-	dlq := deadletter.NewStore(n.rdb, cfg.Redis.Prefix)
 	m := metrics.New(n.rdb)
+	dlqLog := o.Logger.With().Str("component", "deadletter").Logger()
+	dlq := deadletter.NewStore(n.rdb, cfg.Redis.Prefix, deadletter.Limits{
+		Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max,
+		Dropped: func(fn, reason string, ids []string, count int) {
+			m.DeadLettersDropped.WithLabelValues(fn, reason).Add(float64(count))
+			dlqLog.Warn().Str("function", fn).Str("reason", reason).Int("count", count).Strs("request_ids", ids).Msg("dead letters dropped by the list's bounds")
+		},
+	})
 	sub := submit.New(cfg, records, asynq.NewClientFromRedisClient(n.rdb)).WithMetrics(m)
 	ready := []gateway.Check{{Name: "redis", Fn: func(ctx context.Context) error { return n.rdb.Ping(ctx).Err() }}}
 
 	if o.Role != RoleGateway {
 		n.Worker, err = worker.New(ctx, worker.Deps{Config: cfg, Redis: n.rdb, Records: records, Logs: logs,
-			DeadLetters: dlq, Submitter: sub, Metrics: m, Logger: o.Logger},
+			DeadLetters: dlq, Submitter: sub, Metrics: m, Logger: o.Logger, Clock: o.Clock},
 			logdriver.Settings{RedisAddr: ro.Addr, RedisDB: ro.DB, Username: ro.Username, Password: ro.Password,
 				Prefix: cfg.Redis.Prefix, RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
 		if err != nil {
