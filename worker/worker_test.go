@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -60,6 +61,25 @@ func TestEventReachesContainerByteForByte(t *testing.T) {
 	}
 	if out := st.Stdout(t, end.RequestId); len(out) != 1 || out[0] != string(small) {
 		t.Fatalf("container saw\n%q\nwant\n%q", out, small)
+	}
+
+	// A line over the log driver's 64 KiB record comes back whole: cut on
+	// character boundaries into partial pieces that join to the line.
+	wide := []byte(`{"s":"` + strings.Repeat("ab✓", 100<<10/5) + `"}`)
+	end = run(t, st, "echo", wide)
+	var joined strings.Builder
+	pieces := 0
+	for _, l := range st.Lines(t, end.RequestId) {
+		if l.Stream == logstore.Stdout {
+			joined.WriteString(l.Line)
+			pieces++
+			if !utf8.ValidString(l.Line) {
+				t.Fatalf("a %d-byte piece of the line is not valid UTF-8", len(l.Line))
+			}
+		}
+	}
+	if end.Status != record.Finished || pieces < 2 || joined.String() != string(wide) {
+		t.Fatalf("100 KiB UTF-8 line: %s, %d pieces joining to %d bytes, want %d", end.Status, pieces, joined.Len(), len(wide))
 	}
 
 	big := []byte(`{"blob":"` + strings.Repeat(`é\"\\x`, 100<<10/6) + `"}`) // ~100 KiB

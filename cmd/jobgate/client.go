@@ -12,9 +12,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/logstore"
 )
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -212,20 +212,28 @@ func logs(args []string) error {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	// A line too long for one record comes in pieces marked partial:
+	// joined per stream, printed once whole.
+	pending := map[string]*logstore.Line{}
 	for sc.Scan() {
 		if *raw {
 			fmt.Println(sc.Text())
 			continue
 		}
-		var l struct {
-			TS     time.Time `json:"ts"`
-			Stream string    `json:"stream"`
-			Line   string    `json:"line"`
-		}
+		var l logstore.Line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			fmt.Println(sc.Text())
 			continue
 		}
+		if p := pending[l.Stream]; p != nil {
+			p.Line += l.Line
+			l.TS, l.Line = p.TS, p.Line
+		}
+		if l.Partial {
+			pending[l.Stream] = &l
+			continue
+		}
+		delete(pending, l.Stream)
 		fmt.Printf("%s %-8s %s\n", l.TS.Local().Format("15:04:05.000"), l.Stream, l.Line)
 	}
 	return sc.Err()

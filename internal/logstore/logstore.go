@@ -27,6 +27,10 @@ type Line struct {
 	TS     time.Time `json:"ts"`
 	Stream string    `json:"stream"`
 	Line   string    `json:"line"`
+	// Partial marks every piece but the last of an output line too long
+	// for one record (as Docker's log drivers do); pieces are cut on
+	// UTF-8 character boundaries, so joining them gives the line back.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // Store reads and writes logs.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containerd/containerd/runtime/v2/logging"
 	"github.com/redis/go-redis/v9"
@@ -121,22 +122,46 @@ func run(ctx context.Context, settingsPath string, cfg *logging.Config, ready fu
 }
 
 // scan reads one stream into lines until EOF. The pipes reach EOF when
-// the shim closes them (task delete), after the process has exited.
+// the shim closes them (task delete), after the process has exited. A
+// line longer than maxLine is cut into pieces on UTF-8 character
+// boundaries (a cut inside a character would store both halves as
+// U+FFFD); every piece but the last is marked partial.
 func scan(r io.Reader, stream string, out chan<- logstore.Line) {
 	br := bufio.NewReaderSize(r, maxLine)
+	var carry []byte // the start of a character cut off the last piece
 	for {
 		b, err := br.ReadSlice('\n')
-		if len(b) > 0 {
-			text := string(b)
-			if text[len(text)-1] == '\n' {
-				text = text[:len(text)-1]
+		full := errors.Is(err, bufio.ErrBufferFull)
+		if len(b) > 0 || len(carry) > 0 {
+			piece := append(append(make([]byte, 0, len(carry)+len(b)), carry...), b...)
+			carry = nil
+			if full {
+				cut := lastCharBoundary(piece)
+				piece, carry = piece[:cut], piece[cut:]
+			} else if n := len(piece); n > 0 && piece[n-1] == '\n' {
+				piece = piece[:n-1]
 			}
-			out <- logstore.Line{TS: time.Now().UTC(), Stream: stream, Line: text}
+			out <- logstore.Line{TS: time.Now().UTC(), Stream: stream, Line: string(piece), Partial: full}
 		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+		if err != nil && !full {
 			return
 		}
 	}
+}
+
+// lastCharBoundary is where p can be cut without splitting a UTF-8
+// character: len(p) unless p ends inside one. Bytes that are not UTF-8
+// are cut anywhere.
+func lastCharBoundary(p []byte) int {
+	for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(p[i]) {
+			if utf8.FullRune(p[i:]) {
+				return len(p)
+			}
+			return i
+		}
+	}
+	return len(p)
 }
 
 // ship writes lines in batches. Redis errors are retried: the pipe fills
