@@ -477,3 +477,23 @@ func TestTerminateReachesTheOwningWorker(t *testing.T) {
 	}
 	t.Logf("terminate across nodes → ABORTED in %v", took)
 }
+
+// A gateway that dies between recording an event and queueing its task
+// leaves a PENDING record with no task: the orphan sweeper queues it and
+// it runs, once.
+func TestOrphanedRecordRuns(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "ran"}})
+	cfg.Submit.OrphanS = 1
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	r := &record.Record{RequestId: "orphan-1", FunctionName: "fn", Namespace: "default", Qualifier: "$LATEST", RequestSource: "TRIGGER_TIMER",
+		Status: record.Pending, StatusCode: 202, Attempt: 1, EnqueueTime: time.Now().UTC().Format(record.TimeFormat)}
+	if created, _, err := st.Records.Create(t.Context(), r, []byte(`{}`)); err != nil || !created {
+		t.Fatalf("record: %v %v", created, err)
+	}
+	end := st.WaitEnd(t, r.RequestId, time.Minute)
+	if end.Status != record.Finished || len(st.Stdout(t, r.RequestId)) != 1 || end.Attempt != 1 {
+		t.Fatalf("orphan: %+v, output %v", end, st.Stdout(t, r.RequestId))
+	}
+}

@@ -33,6 +33,7 @@ type Config struct {
 	Timezone   string              `yaml:"timezone,omitempty"`
 	RetentionH int                 `yaml:"retention_h,omitempty"`
 	DeadLetter DeadLetter          `yaml:"deadletter,omitempty"`
+	Submit     Submit              `yaml:"submit,omitempty"`
 	Registries map[string]Registry `yaml:"registries,omitempty"`
 	Functions  []Function          `yaml:"functions,omitempty"`
 }
@@ -55,6 +56,16 @@ type DeadLetter struct {
 	RetentionH int `yaml:"retention_h,omitempty"` // entries expire after this
 	Max        int `yaml:"max,omitempty"`         // per function; the oldest go first
 }
+
+// Submit tunes the path from event to queued invocation.
+type Submit struct {
+	// OrphanS: an invocation PENDING and unwritten this long with no live
+	// task (a crash between recording and enqueueing) is queued again.
+	OrphanS int `yaml:"orphan_s,omitempty"`
+}
+
+// OrphanAfter is Submit.OrphanS as a duration.
+func (s Submit) OrphanAfter() time.Duration { return time.Duration(s.OrphanS) * time.Second }
 
 // Containerd is the worker host's containerd.
 type Containerd struct {
@@ -120,6 +131,7 @@ func Default() Config {
 		Timezone:   "Asia/Shanghai", // SCF evaluates timers in UTC+8
 		RetentionH: 72,              // SCF keeps async event status 3 days
 		DeadLetter: DeadLetter{RetentionH: 168, Max: 10000},
+		Submit:     Submit{OrphanS: 60},
 	}
 }
 

@@ -118,7 +118,7 @@ func TestDecodeOverDefaults(t *testing.T) {
 	if q.Batch.Max != 3 || q.Batch.WaitMs != 1000 || q.MaxPending != 10000 || q.Prefetch != 6 || q.Start != "latest" {
 		t.Fatalf("kafka options %+v", q)
 	}
-	if tm := b.Triggers[1].Timer(); tm.Cron != "* * * * *" || tm.Catchup != "none" || tm.CatchupWindowS != 300 {
+	if tm := b.Triggers[1].Timer(); tm.Cron != "* * * * *" || tm.Catchup != "last" || tm.CatchupWindowS != 300 {
 		t.Fatalf("timer options %+v", tm)
 	}
 }

@@ -18,7 +18,7 @@ type TimerTrigger struct {
 	Message  string `json:"message"`
 	Timezone string `json:"timezone"` // default: the config's timezone
 	// Catchup says what to do with instants missed while no gateway ran
-	// (or Redis was down): none (default), last, or all within
+	// (or Redis was down): last (default: the latest once), none, or all within
 	// CatchupWindowS. The window also bounds how long a fire that could
 	// not be enqueued keeps being retried.
 	Catchup        string `json:"catchup"`
@@ -108,7 +108,7 @@ func (c *Config) decodeTriggers() []Problem {
 func (t *Trigger) decode() error {
 	switch t.Type {
 	case TriggerTimer:
-		o := TimerTrigger{Catchup: "none", CatchupWindowS: 300}
+		o := TimerTrigger{Catchup: "last", CatchupWindowS: 300}
 		if err := t.decodeOptions(&o); err != nil {
 			return err
 		}

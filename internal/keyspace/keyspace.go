@@ -11,6 +11,9 @@
 //	P:inv:<id>:attempts              earlier attempts' summaries (list)
 //	P:idx, P:idx:fn:<function>       newest-first listing indexes (zset, by lex)
 //	P:changes                        record change announcements (channel)
+//	P:pending                        PENDING invocations (zset, score = ms since they last
+//	                                 became or stayed PENDING), for the orphan sweeper
+//	P:sweeper                        the lock that lets one sweeper run at a time
 //	P:log:<instance>, :meta          one attempt's NDJSON log (list) and its counters (hash)
 //	P:dlq, P:dlq:<id>                dead-letter index (zset) and entries (hash)
 //	P:dlq-fn:<function>              one function's dead letters (zset), for its bound
@@ -51,6 +54,13 @@ func (k Keys) Index(fn string) string {
 	}
 	return k.prefix + ":idx:fn:" + fn
 }
+
+// Pending holds the PENDING invocations, scored by when they last were
+// written as PENDING (milliseconds, Redis's clock).
+func (k Keys) Pending() string { return k.prefix + ":pending" }
+
+// SweeperLock is held by the one process sweeping orphans.
+func (k Keys) SweeperLock() string { return k.prefix + ":sweeper" }
 
 // Changes is the channel on which record changes are announced.
 func (k Keys) Changes() string { return k.prefix + ":changes" }

@@ -6,8 +6,10 @@ import "github.com/redis/go-redis/v9"
 // with the keys built by Keys, in the order its comment gives.
 var (
 	// RecordCreate creates a PENDING record if absent. KEYS = record, event,
-	// index, function index. ARGV = ttl (ms), index member, oldest member kept,
-	// event, then field/value pairs. Returns 1 if created, 0 if it existed.
+	// index, function index, pending set. ARGV = ttl (ms), index member
+	// (<19-digit ns>:<id>), oldest member kept, event, then field/value
+	// pairs. The id enters the pending set at Redis's own time. Returns 1
+	// if created, 0 if it existed.
 	RecordCreate = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
@@ -17,9 +19,11 @@ for i = 3, 4 do
   redis.call('ZADD', KEYS[i], 0, ARGV[2])
   redis.call('ZREMRANGEBYLEX', KEYS[i], '-', '(' .. ARGV[3])
 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[5], t[1] * 1000 + math.floor(t[2] / 1000), string.sub(ARGV[2], 21))
 return 1`)
 
-	// RecordUpdate: KEYS = record, attempts list. ARGV = channel, id, mode,
+	// RecordUpdate: KEYS = record, attempts list, pending set. ARGV = channel, id, mode,
 	// attempt JSON or "", number of fields to delete, those fields, then
 	// field/value pairs. mode: "" = any non-final status, "*" = any status,
 	// else a comma-separated list of allowed current statuses. Returns -1 (no
@@ -40,6 +44,12 @@ if ARGV[4] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[4])
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+if redis.call('HGET', KEYS[1], 'Status') == 'PENDING' then
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[2])
+else
+  redis.call('ZREM', KEYS[3], ARGV[2])
 end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1`)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +55,7 @@ func (s *Store) Create(ctx context.Context, r *Record, event []byte) (created bo
 		args = append(args, k, v)
 	}
 	n, err := keyspace.RecordCreate.Run(ctx, s.rdb,
-		[]string{s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Index(""), s.keys.Index(r.FunctionName)}, args...).Int()
+		[]string{s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Index(""), s.keys.Index(r.FunctionName), s.keys.Pending()}, args...).Int()
 	if err != nil {
 		return false, nil, fmt.Errorf("create record %s: %w", r.RequestId, err)
 	}
@@ -77,6 +78,7 @@ func (s *Store) Delete(ctx context.Context, r *Record) error {
 		p.Del(ctx, s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Attempts(r.RequestId))
 		p.ZRem(ctx, s.keys.Index(""), m)
 		p.ZRem(ctx, s.keys.Index(r.FunctionName), m)
+		p.ZRem(ctx, s.keys.Pending(), r.RequestId)
 		return nil
 	})
 	if err != nil {
@@ -158,7 +160,7 @@ func (s *Store) update(ctx context.Context, id string, u Update, mode string) er
 	}
 	args := append([]any{s.keys.Changes(), id, mode, attempt, len(del)}, del...)
 	args = append(args, f...)
-	n, err := keyspace.RecordUpdate.Run(ctx, s.rdb, []string{s.keys.Record(id), s.keys.Attempts(id)}, args...).Int()
+	n, err := keyspace.RecordUpdate.Run(ctx, s.rdb, []string{s.keys.Record(id), s.keys.Attempts(id), s.keys.Pending()}, args...).Int()
 	switch {
 	case err != nil:
 		return fmt.Errorf("update record %s: %w", id, err)
@@ -343,4 +345,30 @@ func (s *Store) Statuses(ctx context.Context, ids []string) (map[string]Status, 
 		}
 	}
 	return out, nil
+}
+
+// PendingSince returns up to limit invocations that have been PENDING,
+// unwritten, since before the given time (oldest first).
+func (s *Store) PendingSince(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.keys.Pending(), Start: "-inf",
+		Stop: strconv.FormatInt(before.UnixMilli(), 10), ByScore: true, Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("pending invocations: %w", err)
+	}
+	return ids, nil
+}
+
+// TouchPending marks id as seen PENDING now (it has a live task), or
+// forgets it if it has no record or is no longer PENDING.
+func (s *Store) TouchPending(ctx context.Context, id string, now time.Time, still bool) error {
+	var err error
+	if still {
+		err = s.rdb.ZAddXX(ctx, s.keys.Pending(), redis.Z{Score: float64(now.UnixMilli()), Member: id}).Err()
+	} else {
+		err = s.rdb.ZRem(ctx, s.keys.Pending(), id).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("pending set %s: %w", id, err)
+	}
+	return nil
 }

@@ -18,9 +18,11 @@ import (
 	"github.com/jobgate/jobgate/gateway"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
+	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/triggers"
 	"github.com/jobgate/jobgate/triggers/httptrigger"
@@ -57,6 +59,10 @@ type Node struct {
 	Timers  *timer.Timers
 	Sources []triggers.Source
 	Worker  *worker.Worker
+	// Sweeper queues orphaned PENDING invocations again (every role runs
+	// one; a Redis lock lets one sweep at a time).
+	Sweeper *submit.Sweeper
+	group   *startstop.Group
 }
 
 // RedisOptions turns the config into go-redis options.
@@ -118,6 +124,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 		},
 	})
 	sub := submit.New(cfg, records, asynq.NewClientFromRedisClient(n.rdb)).WithMetrics(m)
+	n.Sweeper = &submit.Sweeper{Submitter: sub, Records: records, Tasks: asynq.NewInspectorFromRedisClient(n.rdb), Redis: n.rdb,
+		Keys: keyspace.New(cfg.Redis.Prefix), OrphanAfter: cfg.Submit.OrphanAfter(), Log: o.Logger.With().Str("component", "sweeper").Logger()}
 	ready := []gateway.Check{{Name: "redis", Fn: func(ctx context.Context) error { return n.rdb.Ping(ctx).Err() }}}
 
 	if o.Role != RoleGateway {
@@ -185,6 +193,8 @@ func (n *Node) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	n.group = startstop.Start(ctx)
+	n.group.Go(n.Sweeper.Run)
 	if n.Gateway != nil {
 		w, err := record.NewStore(n.rdb, n.cfg.Redis.Prefix, n.cfg.Retention()).NewWatcher(ctx)
 		if err != nil {
@@ -207,9 +217,9 @@ func (n *Node) Start(ctx context.Context) error {
 
 // Stop shuts down in order: broker consumers stop (unacknowledged messages
 // stay with their brokers), timers stop firing, the gateway stops taking
-// requests, the worker
-// stops taking tasks (running instances keep running and are re-attached
-// by the next start), then the Redis connections close.
+// requests, the worker stops taking tasks (running instances keep running
+// and are re-attached by the next start), the orphan sweeper stops, then
+// the Redis connections close.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
 	errs = append(errs, sources.Stop(ctx, n.Sources))
@@ -222,6 +232,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.Worker != nil {
 		errs = append(errs, n.Worker.Stop(ctx))
 	}
+	errs = append(errs, n.group.Stop(ctx)) // the sweeper
 	if n.watcher != nil {
 		errs = append(errs, n.watcher.Close())
 	}
