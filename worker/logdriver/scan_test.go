@@ -25,7 +25,7 @@ func scanAll(in string) []logstore.Line {
 // back to the line byte for byte.
 func TestLongLinesSplitOnCharacterBoundaries(t *testing.T) {
 	t.Parallel()
-	long := strings.Repeat("ab✓", 100<<10/5) // 100 KiB, a 3-byte character every 5 bytes
+	long := strings.Repeat("ab✓", 100<<10/5)         // 100 KiB, a 3-byte character every 5 bytes
 	for _, offset := range []string{"", "x", "xy"} { // the cut falls on every byte of ✓
 		line := offset + long
 		lines := scanAll(line + "\nshort\n")
