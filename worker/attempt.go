@@ -227,7 +227,10 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 	a.started = w.now()
 	if err := in.Start(ctx); err != nil {
 		cleanup()
-		return permanent(record.CodeContainerInitError, err)
+		if errors.Is(err, runtime.ErrInit) {
+			return permanent(record.CodeContainerInitError, err)
+		}
+		return err // the platform's failure: retried, not the job's attempt
 	}
 	a.in, a.exitC = in, exitC
 	a.running(ctx, rec, img, t0, tImage, tCreate)

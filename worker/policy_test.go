@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/worker/runtime"
 )
 
 func TestDecideStart(t *testing.T) {
@@ -25,6 +26,7 @@ func TestDecideStart(t *testing.T) {
 		{"bad command", fmt.Errorf("create: %w", permanent(record.CodeContainerInitError, errors.New("exec: not found"))), startFail, record.CodeContainerInitError},
 		{"transient failure value", &failure{code: record.CodeInternalError, err: errors.New("x")}, startRetry, record.CodeRunning},
 		{"registry down", errors.New("dial tcp: connection refused"), startRetry, record.CodeRunning},
+		{"shim failed to start (the platform's fault)", fmt.Errorf("create task x: %w: dial unix: no such file", runtime.ErrRuntimeFailed), startRetry, record.CodeRunning},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,9 +25,28 @@ import (
 // task is gone).
 var ErrNoTask = errors.New("container has no task")
 
-// ErrInit means the container could not be created or its process not
-// started (bad command, missing binary): SCF's 445.
+// ErrInit means the container's process could not be started for a
+// reason of the function's (bad command, missing binary, unusable
+// working directory): SCF's 445, not retried.
 var ErrInit = errors.New("container init failed")
+
+// ErrRuntimeFailed means the shim, runc or containerd failed before the
+// function's process ran (a shim that would not start, a socket gone):
+// the platform's fault, retried, never charged to the job.
+var ErrRuntimeFailed = errors.New("container runtime failed before the process ran")
+
+// initError classifies a NewTask or Start failure. runc reports what is
+// the function's fault as "unable to start container process: …" (exec
+// not found, not executable, bad cwd); anything else came from the shim,
+// runc or containerd.
+func initError(what, id string, err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "unable to start container process") || strings.Contains(msg, "executable file not found") ||
+		strings.Contains(msg, "exec format error") {
+		return fmt.Errorf("%s %s: %w: %v", what, id, ErrInit, err)
+	}
+	return fmt.Errorf("%s %s: %w: %v", what, id, ErrRuntimeFailed, err)
+}
 
 // Spec describes one job instance.
 type Spec struct {
@@ -39,6 +59,7 @@ type Spec struct {
 	PidsLimit   int64
 	HostNetwork bool
 	warm        *warmOpts // set by CreateWarm
+	ownShim     bool      // never join the warm shim group (a retry after the group failed)
 	Labels      map[string]string
 }
 
@@ -125,7 +146,9 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	}
 	// One start at a time joins the warm shim; the others start their
 	// own, since the shim serializes task creation (see EnsureAnchor).
-	if r.opts.ShimGroup != "" && r.groupBusy.CompareAndSwap(false, true) {
+	grouped := false
+	if r.opts.ShimGroup != "" && !s.ownShim && r.groupBusy.CompareAndSwap(false, true) {
+		grouped = true
 		defer r.groupBusy.Store(false)
 		opts = append(opts, oci.WithAnnotations(map[string]string{groupAnnotation: r.opts.ShimGroup}))
 	}
@@ -171,7 +194,21 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	}()
 	task, err := ctr.NewTask(ctx, cio.BinaryIO(r.opts.LoggerBinary, r.opts.LoggerArgs))
 	if err != nil {
-		return nil, fmt.Errorf("create task %s: %w: %v", s.ID, ErrInit, err)
+		err = initError("create task", s.ID, err)
+		if grouped && errors.Is(err, ErrRuntimeFailed) {
+			// The warm shim is gone or going (its socket vanished under
+			// us): this start gets a shim of its own, and the anchor is
+			// made anew by the next EnsureAnchor.
+			_ = ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+			own := s
+			own.ownShim = true
+			in, rerr := r.Create(ctx, own)
+			if rerr == nil {
+				return in, nil
+			}
+			return nil, errors.Join(err, rerr)
+		}
+		return nil, err
 	}
 	return &Instance{ID: s.ID, Labels: s.Labels, ctr: ctr, task: task, rt: r}, nil
 }
@@ -195,7 +232,7 @@ func (in *Instance) Wait(ctx context.Context) (<-chan ExitStatus, error) {
 // Start starts the process.
 func (in *Instance) Start(ctx context.Context) error {
 	if err := in.task.Start(ctx); err != nil {
-		return fmt.Errorf("start %s: %w: %v", in.ID, ErrInit, err)
+		return initError("start", in.ID, err)
 	}
 	return nil
 }
