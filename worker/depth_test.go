@@ -497,3 +497,19 @@ func TestOrphanedRecordRuns(t *testing.T) {
 		t.Fatalf("orphan: %+v, output %v", end, st.Stdout(t, r.RequestId))
 	}
 }
+
+// With Redis behind TLS (a rediss:// URL), the log driver — a separate
+// process the shim starts — connects over TLS too: the job's output
+// arrives, where a plain-text connection to the TLS port would get none.
+func TestLogsOverTLSRedis(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	url := testenv.StartRedisTLS(t, "s3cret-tls")
+	cfg := s.Config(t, "127.0.0.1:1", config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "over tls"}})
+	cfg.Redis.Addr, cfg.Redis.URL = "", url
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	end := run(t, st, "fn", []byte(`{}`))
+	if out := st.Stdout(t, end.RequestId); end.Status != record.Finished || len(out) != 1 || out[0] != "over tls" {
+		t.Fatalf("%+v, output %v", end, out)
+	}
+}

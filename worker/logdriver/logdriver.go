@@ -46,6 +46,26 @@ type Settings struct {
 	RunDirs string `json:"run_dirs,omitempty"`
 }
 
+// redisOptions connects as the worker does: the URL (with its TLS and
+// options) when there is one, the username and password from the config
+// (password_env) over the URL's.
+func (s Settings) redisOptions() (*redis.Options, error) {
+	if s.RedisURL == "" {
+		return &redis.Options{Addr: s.RedisAddr, DB: s.RedisDB, Username: s.Username, Password: s.Password}, nil
+	}
+	opt, err := redis.ParseURL(s.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	if s.Username != "" {
+		opt.Username = s.Username
+	}
+	if s.Password != "" {
+		opt.Password = s.Password
+	}
+	return opt, nil
+}
+
 // WriteSettings stores s at path, readable by root only.
 func WriteSettings(path string, s Settings) error {
 	b, err := json.Marshal(s)
@@ -82,13 +102,9 @@ func run(ctx context.Context, settingsPath string, cfg *logging.Config, ready fu
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return fmt.Errorf("jobgate logger: settings: %w", err)
 	}
-	var opt *redis.Options
-	if s.RedisURL != "" {
-		if opt, err = redis.ParseURL(s.RedisURL); err != nil {
-			return fmt.Errorf("jobgate logger: %w", err)
-		}
-	} else {
-		opt = &redis.Options{Addr: s.RedisAddr, DB: s.RedisDB, Username: s.Username, Password: s.Password}
+	opt, err := s.redisOptions()
+	if err != nil {
+		return fmt.Errorf("jobgate logger: %w", err)
 	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()

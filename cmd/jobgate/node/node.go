@@ -131,7 +131,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	if o.Role != RoleGateway {
 		n.Worker, err = worker.New(ctx, worker.Deps{Config: cfg, Redis: n.rdb, Records: records, Logs: logs,
 			DeadLetters: dlq, Submitter: sub, Metrics: m, Logger: o.Logger, Clock: o.Clock},
-			logdriver.Settings{RedisAddr: ro.Addr, RedisDB: ro.DB, Username: ro.Username, Password: ro.Password,
+			// The URL carries TLS (rediss://) and its options: the log
+			// driver connects as the worker does.
+			logdriver.Settings{RedisURL: cfg.Redis.URL, RedisAddr: ro.Addr, RedisDB: ro.DB, Username: ro.Username, Password: ro.Password,
 				Prefix: cfg.Redis.Prefix, RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
 		if err != nil {
 			n.rdb.Close()
