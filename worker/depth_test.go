@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -512,4 +514,66 @@ func TestLogsOverTLSRedis(t *testing.T) {
 	if out := st.Stdout(t, end.RequestId); end.Status != record.Finished || len(out) != 1 || out[0] != "over tls" {
 		t.Fatalf("%+v, output %v", end, out)
 	}
+}
+
+// shims lists the containerd-shim-runc-v2 processes serving namespace ns.
+func shims(t *testing.T, ns string) []string {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var out []string
+	for _, p := range procs {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if len(args) == 0 || !strings.HasSuffix(args[0], "containerd-shim-runc-v2") {
+			continue
+		}
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-namespace" && args[i+1] == ns {
+				out = append(out, strings.Join(args, " "))
+			}
+		}
+	}
+	return out
+}
+
+// Every shim a worker causes exits with its last task: after jobs that
+// finish, fail, time out, are terminated or never start, and the
+// worker's stop (which removes the warm shim's anchor), no shim of the
+// namespace is left.
+func TestNoShimOutlivesItsTasks(t *testing.T) {
+	t.Parallel()
+	img := jobImage(t)
+	s := testenv.Shared(t)
+	one := 1
+	cfg := s.Config(t, testenv.Redis(t),
+		config.Function{Name: "ok", Image: img, Args: []string{"echo", "hi"}},
+		config.Function{Name: "fails", Image: img, Args: []string{"exit", "3"}, Retry: config.Retry{Max: new(int)}},
+		config.Function{Name: "slow", Image: img, Args: []string{"sleep", "1h"}, TimeoutS: one, Retry: config.Retry{Max: new(int)}},
+		config.Function{Name: "bad", Image: img, Command: []string{"/no/such/binary"}, Retry: config.Retry{Max: new(int)}},
+		config.Function{Name: "long", Image: img, Args: []string{"sleep", "1h"}})
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	var ids []string
+	for _, fn := range []string{"ok", "fails", "slow", "bad", "ok", "fails"} {
+		ids = append(ids, st.Invoke(t, fn, "?wait=none", []byte(`{}`), 202).RequestId)
+	}
+	long := st.Invoke(t, "long", "", []byte(`{}`), 200)
+	terminate(t, st, long.RequestId, false, 200)
+	for _, id := range ids {
+		st.WaitEnd(t, id, time.Minute)
+	}
+	ns := st.Config.Containerd.Namespace
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.Node.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	testenv.EventuallyNoError(t, 20*time.Second, "no shim left in "+ns, func() error {
+		if left := shims(t, ns); len(left) > 0 {
+			return fmt.Errorf("%d shims: %v", len(left), left)
+		}
+		return nil
+	})
 }
