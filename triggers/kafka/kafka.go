@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -37,9 +39,10 @@ type Record struct {
 // Source is one kafka trigger.
 type Source struct {
 	triggers.Lifecycle
-	d  *triggers.Deliverer
-	o  config.QueueTrigger
-	cl *kgo.Client
+	d    *triggers.Deliverer
+	o    config.QueueTrigger
+	opts []kgo.Opt   // the connection's, without the consumer group's
+	cl   *kgo.Client // the group consumer, made once the start is pinned
 }
 
 var _ triggers.Source = (*Source)(nil)
@@ -50,17 +53,7 @@ func New(d *triggers.Deliverer, o config.QueueTrigger) (*Source, error) {
 	if o.Start == "earliest" {
 		reset = kgo.NewOffset().AtStart()
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(o.Brokers...),
-		kgo.ConsumerGroup(o.Group),
-		kgo.ConsumeTopics(o.Topic),
-		kgo.DisableAutoCommit(), // committed after the enqueue only
-		kgo.ConsumeResetOffset(reset),
-		kgo.ClientID("jobgate"),
-		// A SIGKILLed member's partitions move on after this (Kafka's old
-		// default; franz-go's is 45 s).
-		kgo.SessionTimeout(10 * time.Second),
-	}
+	opts := []kgo.Opt{kgo.SeedBrokers(o.Brokers...), kgo.ClientID("jobgate")}
 	if o.SASL != nil {
 		pass := os.Getenv(o.SASL.PasswordEnv)
 		switch o.SASL.Mechanism {
@@ -84,15 +77,105 @@ func New(d *triggers.Deliverer, o config.QueueTrigger) (*Source, error) {
 		}
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}
-	cl, err := kgo.NewClient(opts...)
+	s := &Source{d: d, o: o, opts: opts}
+	consumer := append(append([]kgo.Opt{}, opts...),
+		kgo.ConsumerGroup(o.Group),
+		kgo.ConsumeTopics(o.Topic),
+		kgo.DisableAutoCommit(), // committed after the enqueue only
+		kgo.ConsumeResetOffset(reset),
+		// A SIGKILLed member's partitions move on after this (Kafka's old
+		// default; franz-go's is 45 s).
+		kgo.SessionTimeout(10*time.Second),
+	)
+	// Checked now, so a bad option is a start error, not a loop's.
+	probe, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka %s/%s: %w", d.Function, d.Trigger, err)
 	}
-	s := &Source{d: d, o: o, cl: cl}
+	probe.Close()
 	s.Init(d, func(ctx context.Context) {
+		if err := s.connect(ctx, consumer); err != nil {
+			return // stopped before it could connect
+		}
 		d.Pump(ctx, s, o.Batch.Max, time.Duration(o.Batch.WaitMs)*time.Millisecond, s.SetHealth)
-	}, func() error { s.cl.Close(); return nil })
+	}, func() error {
+		if s.cl != nil {
+			s.cl.Close()
+		}
+		return nil
+	})
 	return s, nil
+}
+
+// connect pins the group's start, then makes the consumer; it retries
+// (reporting the failure as the source's health) until it succeeds or
+// ctx ends.
+func (s *Source) connect(ctx context.Context, consumer []kgo.Opt) error {
+	for {
+		err := s.pinStart(ctx)
+		if err == nil {
+			if s.cl, err = kgo.NewClient(consumer...); err == nil {
+				return nil
+			}
+		}
+		s.SetHealth(fmt.Errorf("kafka %s: %w", s.o.Topic, err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// pinStart makes "latest" mean the end of the topic when the trigger
+// first started: a group with no committed offset for the topic gets the
+// end offsets committed before it consumes. Otherwise Kafka resolves
+// "latest" at the group's first fetch, and again after every restart
+// until its first commit: a trigger restarted before it committed would
+// skip everything published since it was deployed. ("earliest" needs no
+// pin: it resolves to the same place every time.) The topic must exist.
+func (s *Source) pinStart(ctx context.Context) error {
+	if s.o.Start == "earliest" {
+		return nil
+	}
+	cl, err := kgo.NewClient(s.opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	committed, err := adm.FetchOffsets(ctx, s.o.Group)
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) { // a new group (kfake says so; Kafka answers empty)
+		return fmt.Errorf("committed offsets of group %s: %w", s.o.Group, err)
+	}
+	if len(committed[s.o.Topic]) > 0 {
+		return nil // pinned before (or consuming since)
+	}
+	ends, err := adm.ListEndOffsets(ctx, s.o.Topic)
+	if err != nil {
+		return fmt.Errorf("end offsets: %w", err)
+	}
+	pin := kadm.Offsets{}
+	var missing error
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			missing = o.Err
+			return
+		}
+		pin.Add(kadm.Offset{Topic: o.Topic, Partition: o.Partition, At: o.Offset, LeaderEpoch: -1})
+	})
+	if missing != nil || len(pin) == 0 {
+		return fmt.Errorf("topic %s not ready: %v", s.o.Topic, missing)
+	}
+	res, err := adm.CommitOffsets(ctx, s.o.Group, pin)
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("pin the start of group %s: %w", s.o.Group, err)
+	}
+	s.d.Log.Info().Str("topic", s.o.Topic).Str("group", s.o.Group).Msg("new consumer group: start pinned at the topic's end (start: latest)")
+	return nil
 }
 
 // Fetch polls up to n records, waiting at most wait.
