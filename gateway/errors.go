@@ -17,6 +17,7 @@ import (
 const (
 	codeInvalidParameter    = "InvalidParameterValue"
 	codeNotFound            = "NotFound"
+	codeMethodNotAllowed    = "MethodNotAllowed"
 	codeFunctionNotFound    = "FunctionNotFound"
 	codeInvocationNotFound  = "InvocationNotFound"
 	codeDeadLetterNotFound  = "DeadLetterNotFound"

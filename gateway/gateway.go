@@ -62,25 +62,66 @@ type Gateway struct {
 func New(d Deps) *Gateway {
 	g := &Gateway{d: d, log: d.Logger.With().Str("component", "gateway").Logger(), mux: http.NewServeMux(),
 		control: control.New(d.Redis, d.Config.Redis.Prefix, d.Config.Retention())}
-	g.mux.Handle("POST /v1/functions/{name}/invoke", g.auth(g.invoke))
-	g.mux.Handle("GET /v1/invocations", g.auth(g.listInvocations))
-	g.mux.Handle("GET /v1/invocations/{id}", g.auth(g.getInvocation))
-	g.mux.Handle("GET /v1/invocations/{id}/logs", g.auth(g.getLogs))
-	g.mux.Handle("POST /v1/invocations/{id}/terminate", g.auth(g.terminate))
-	g.mux.Handle("GET /v1/deadletters", g.auth(g.listDeadLetters))
-	g.mux.Handle("GET /v1/deadletters/{id}", g.auth(g.getDeadLetter))
-	g.mux.Handle("POST /v1/deadletters/{id}/redrive", g.auth(g.redrive))
-	g.mux.Handle("DELETE /v1/deadletters/{id}", g.auth(g.deleteDeadLetter))
-	g.mux.HandleFunc("GET /healthz", g.healthz)
-	g.mux.HandleFunc("GET /readyz", g.readyz)
-	if d.Metrics != nil {
-		g.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}))
+	for pattern, h := range g.routes() {
+		g.mux.Handle(pattern, h)
 	}
-	g.mux.Handle("/v1/", g.serve(func(_ http.ResponseWriter, r *http.Request) (any, error) {
-		return nil, notFound(codeNotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
-	}))
 	return g
 }
+
+// routes are the API's endpoints by ServeMux pattern: exactly
+// config.APIPatterns, against which trigger paths are validated.
+func (g *Gateway) routes() map[string]http.Handler {
+	metrics := http.Handler(http.NotFoundHandler())
+	if g.d.Metrics != nil {
+		metrics = promhttp.HandlerFor(g.d.Metrics.Registry, promhttp.HandlerOpts{})
+	}
+	return map[string]http.Handler{
+		"POST /v1/functions/{name}/invoke":    g.auth(g.invoke),
+		"GET /v1/invocations":                 g.auth(g.listInvocations),
+		"GET /v1/invocations/{id}":            g.auth(g.getInvocation),
+		"GET /v1/invocations/{id}/logs":       g.auth(g.getLogs),
+		"POST /v1/invocations/{id}/terminate": g.auth(g.terminate),
+		"GET /v1/deadletters":                 g.auth(g.listDeadLetters),
+		"GET /v1/deadletters/{id}":            g.auth(g.getDeadLetter),
+		"POST /v1/deadletters/{id}/redrive":   g.auth(g.redrive),
+		"DELETE /v1/deadletters/{id}":         g.auth(g.deleteDeadLetter),
+		"GET /healthz":                        http.HandlerFunc(g.healthz),
+		"GET /readyz":                         http.HandlerFunc(g.readyz),
+		"GET /metrics":                        metrics,
+		"/v1/": g.serve(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+			return nil, notFound(codeNotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
+		}),
+	}
+}
+
+// ServeHTTP routes r; what no route takes gets the JSON error shape
+// (ServeMux's own 404 and 405 are text/plain).
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := g.mux.Handler(r)
+	if pattern != "" {
+		g.mux.ServeHTTP(w, r) // it sets the path values
+		return
+	}
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	if rec.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		g.writeError(w, r, &apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
+			msg: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, rec.header.Get("Allow"))}, "")
+		return
+	}
+	g.writeError(w, r, notFound(codeNotFound, "nothing is served at %s %s", r.Method, r.URL.Path), "")
+}
+
+// statusRecorder keeps what ServeMux's fallback handler would answer.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
 
 // Start listens on the configured address.
 func (g *Gateway) Start(ctx context.Context) error {
@@ -89,7 +130,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway listen %s: %w", g.d.Config.Gateway.Listen, err)
 	}
 	g.ln = ln
-	g.srv = &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second}
+	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 	g.group = startstop.Start(ctx)
 	g.group.Go(func(context.Context) {
 		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -56,6 +56,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad trigger zone", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: timer, name: t, cron: '* * * * *', timezone: Nowhere/Land}]\n", []string{"triggers[0].timezone", "unknown time zone"}},
 		{"http path on the API", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: /v1/functions/x}]\n", []string{"triggers[0].path", "collides with the API"}},
 		{"http path twice", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: '/hooks/{x}'}]\n  - name: b\n    image: r/b:1\n    triggers: [{type: http, name: h, path: '/hooks/{y}'}]\n", []string{"functions[1].triggers[0].path", "cannot be served"}},
+		{"http path conflicting with an API route", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: '/{a}/invocations', methods: [ANY]}]\n", []string{"triggers[0].path", "cannot be served", "conflicts"}},
 		{"not yaml", "functions: [\n", []string{"not valid YAML"}},
 	}
 	for _, c := range cases {

@@ -9,6 +9,26 @@ import (
 // reservedPaths belong to the API; HTTP triggers may not use them.
 var reservedPaths = []string{"/v1/", "/healthz", "/readyz", "/metrics"}
 
+// APIPatterns are the gateway's own http.ServeMux patterns (the gateway
+// registers exactly these; a test holds it to that). A trigger path that
+// conflicts with one of them would make the gateway's mux panic at
+// start, so validate reports it instead.
+var APIPatterns = []string{
+	"POST /v1/functions/{name}/invoke",
+	"GET /v1/invocations",
+	"GET /v1/invocations/{id}",
+	"GET /v1/invocations/{id}/logs",
+	"POST /v1/invocations/{id}/terminate",
+	"GET /v1/deadletters",
+	"GET /v1/deadletters/{id}",
+	"POST /v1/deadletters/{id}/redrive",
+	"DELETE /v1/deadletters/{id}",
+	"GET /healthz",
+	"GET /readyz",
+	"GET /metrics",
+	"/v1/",
+}
+
 // routeSet finds HTTP trigger paths that collide with the API or with
 // each other, using net/http's own pattern rules (the gateway serves
 // triggers with http.ServeMux).
@@ -17,7 +37,14 @@ type routeSet struct {
 	owner map[string]string
 }
 
-func newRouteSet() *routeSet { return &routeSet{mux: http.NewServeMux(), owner: map[string]string{}} }
+func newRouteSet() *routeSet {
+	r := &routeSet{mux: http.NewServeMux(), owner: map[string]string{}}
+	for _, p := range APIPatterns {
+		r.mux.Handle(p, http.NotFoundHandler())
+		r.owner[p] = "the API"
+	}
+	return r
+}
 
 // Patterns returns the ServeMux patterns of an HTTP trigger.
 func (o HTTPTrigger) Patterns() []string {
