@@ -102,8 +102,8 @@ func (e *serveEnv) stores() (*record.Store, *logstore.Store) {
 func TestSIGKILLMidRunFinishesOnce(t *testing.T) {
 	t.Parallel()
 	e := newServeEnv(t, `echo, a, sleep, 1500ms, echo, b, sleep, 1500ms, echo, c`)
-	serve := e.start(t)
-	killMidRun(t, e, serve)
+	serve, out := e.startRole(t, "all", e.cfgPath, e.url)
+	killMidRun(t, e, serve, out)
 }
 
 // The same for a job started in a provisioned (warm) instance: its
@@ -121,18 +121,23 @@ func TestSIGKILLMidRunProvisioned(t *testing.T) {
 		resp.Body.Close()
 		return strings.Contains(string(body), `"ready":1`)
 	})
-	killMidRun(t, e, serve)
+	killMidRun(t, e, serve, out)
 	if !strings.Contains(out.String(), `"provisioned":true`) {
 		t.Fatalf("the job did not start in a warm instance:\n%s", out.String())
 	}
 }
 
-func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd) {
+func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd, out *testenv.SyncBuffer) {
 	t.Helper()
 	var rec record.Record
 	if err := json.Unmarshal([]byte(e.cli(t, `{"crash":"test"}`, "invoke", "job", "--event", "-")), &rec); err != nil || rec.Status != record.Running {
 		t.Fatalf("invoke: %+v %v", rec, err)
 	}
+	// The worker logs the start just after recording RUNNING (which
+	// answered the invoke): let that line out before the kill.
+	testenv.Eventually(t, 10*time.Second, "the worker's start line", func() bool {
+		return strings.Contains(out.String(), `"message":"instance started"`)
+	})
 	if err := serve.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -171,10 +176,10 @@ func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd) {
 		t.Fatalf("log after crash: %v", got)
 	}
 	// The CLI shows the same log.
-	out := e.cli(t, "", "logs", rec.RequestId)
+	printed := e.cli(t, "", "logs", rec.RequestId)
 	for _, w := range []string{"stdout   a", "stdout   b", "stdout   c", "END RequestId:" + rec.RequestId} {
-		if !strings.Contains(out, w) {
-			t.Fatalf("jobgate logs lacks %q:\n%s", w, out)
+		if !strings.Contains(printed, w) {
+			t.Fatalf("jobgate logs lacks %q:\n%s", w, printed)
 		}
 	}
 	st := e.cli(t, "", "status", rec.RequestId)
