@@ -60,26 +60,46 @@ type Worker struct {
 	now     func() time.Time
 
 	// What attempts use; each part has its own lock.
-	admitter *admitter
+	admitter slots
 	claims   *claims
 	pool     warmSource
 	runners  *runners
 	ooms     *oomTracker
 	// Lifecycle.
 	pools *warmPool
-	accel *accelerator
+	accel imagePinner
 	srv   *asynq.Server
 	// group outlives every handler call: supervisors run on it.
 	group *startstop.Group
 }
 
-// warmSource is what an attempt needs of the provisioned pools.
-type warmSource interface {
-	take(function, digest string) *warm
-	discard(*warm)
-}
+// The worker's parts, as the worker and its attempts use them.
+type (
+	// slots admits attempts within the node's capacity and the
+	// function's concurrency (admission.go).
+	slots interface {
+		admit(ctx context.Context, fn *config.Function, instance string) (*admission, error)
+		readmit(ctx context.Context, fn *config.Function, instance string) *admission
+	}
+	// warmSource hands out provisioned instances (pool.go).
+	warmSource interface {
+		take(function, digest string) *warm
+		discard(*warm)
+	}
+	// imagePinner keeps accelerated functions' images pulled and pinned
+	// (accel.go).
+	imagePinner interface {
+		accelerate(life context.Context, cfg *config.Config)
+		stop()
+		states() map[string]AccelState
+	}
+)
 
-var _ warmSource = (*warmPool)(nil)
+var (
+	_ slots       = (*admitter)(nil)
+	_ warmSource  = (*warmPool)(nil)
+	_ imagePinner = (*accelerator)(nil)
+)
 
 // Deps are a worker's collaborators.
 type Deps struct {
