@@ -47,8 +47,12 @@ type attempt struct {
 	stopC    chan stopRequest // terminate requests from the control channel
 }
 
-// stopRequest asks a supervisor to end its instance as a user terminate.
-type stopRequest struct{ grace bool }
+// stopRequest asks a supervisor to end its instance: a user's terminate,
+// or (fenced) the worker's own when it lost its lease.
+type stopRequest struct {
+	grace  bool
+	fenced string // why, when the worker fences itself
+}
 
 func (w *Worker) newAttempt(id string, n int, fnName string) *attempt {
 	a := &attempt{w: w, id: id, n: n, inst: record.InstanceID(id, n), fnName: fnName, stopC: make(chan stopRequest, 1)}
@@ -369,6 +373,10 @@ func (a *attempt) watch(ctx context.Context) {
 			stopping(stopTimeout, fmt.Sprintf("execution time limit of %d s reached", int(a.timeout/time.Second)), true)
 			continue
 		case req := <-a.stopC:
+			if req.fenced != "" {
+				stopping(stopFenced, req.fenced, false)
+				continue
+			}
 			stopping(stopTerminate, fmt.Sprintf("terminated by user (GraceShutdown=%t)", req.grace), req.grace)
 			continue
 		case <-disk.C:
@@ -509,7 +517,9 @@ func (a *attempt) complete(ctx context.Context, o outcome) {
 			a.log.Error().Err(err).Msg("record final status")
 		}
 	}
-	if err := a.in.Remove(ctx); err != nil {
+	if a.in == nil {
+		// Ended from afar (its node was lost): no instance here.
+	} else if err := a.in.Remove(ctx); err != nil {
 		a.log.Warn().Err(err).Msg("remove instance")
 	}
 	a.log.Info().Str("status", string(o.Status)).Int("status_code", o.StatusCode).Int("exit_code", o.ExitCode).

@@ -32,6 +32,17 @@ func (r *runners) remove(id string) {
 	r.mu.Unlock()
 }
 
+// all returns the attempts supervised now.
+func (r *runners) all() []*attempt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*attempt, 0, len(r.m))
+	for _, a := range r.m {
+		out = append(out, a)
+	}
+	return out
+}
+
 func (r *runners) get(id string) *attempt {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -154,6 +154,7 @@ func decideExit(o outcome, attempt int, p *retryPolicy, enqueued, now time.Time)
 const (
 	stopTimeout   = "timeout"
 	stopTerminate = "terminate"
+	stopFenced    = "fenced" // the worker lost its lease (see lease.go)
 	stopDisk      = "disk"
 )
 
@@ -182,6 +183,8 @@ func outcomeOf(stopReason, detail string, oom bool, exit int, started, end time.
 		o.Status, o.StatusCode, o.Message = record.Failed, record.CodeTimeLimitReached, detail
 	case stopReason == stopDisk:
 		o.Status, o.StatusCode, o.Message = record.Failed, record.CodeDiskQuotaExceeded, detail
+	case stopReason == stopFenced:
+		o.Status, o.StatusCode, o.Message = record.Failed, record.CodeNodeLost, detail
 	case oom:
 		o.Status, o.StatusCode = record.Failed, record.CodeMemoryLimitReached
 		o.Message = fmt.Sprintf("memory limit of %d MB reached: the kernel OOM-killed a process (exit code %d)", memoryMB, exit)

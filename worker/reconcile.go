@@ -82,6 +82,13 @@ func (w *Worker) attach(ctx context.Context, ctrID string, log zerolog.Logger) (
 	if err != nil {
 		return false, fmt.Errorf("record of instance %s: %w", ctrID, err)
 	}
+	if rec.Attempt != n || (rec.Status.Terminal() && rec.Attempt == n && rec.StatusCode == record.CodeNodeLost) {
+		// The invocation moved on without it: this worker was presumed
+		// lost (NodeLost) and the attempt retried elsewhere. It must not
+		// run beside its retry.
+		log.Warn().Int("attempt", n).Int("record_attempt", rec.Attempt).Msg("instance superseded while its worker was lost: killed and removed")
+		return false, in.Remove(ctx)
+	}
 	a := w.adoptAttempt(in, rec.FunctionName, id, n)
 	a.deadline, err = time.Parse(time.RFC3339Nano, in.Labels[runtime.LabelDeadline])
 	if err != nil {

@@ -55,6 +55,7 @@ type Worker struct {
 	dlq     *deadletter.Store
 	submit  *submit.Submitter
 	control *control.Requests
+	keys    keyspace.Keys
 	metrics *metrics.Metrics
 	log     zerolog.Logger
 	now     func() time.Time
@@ -153,6 +154,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	w := &Worker{
 		rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter, metrics: d.Metrics,
 		control: control.New(d.Redis, cfg.Redis.Prefix, cfg.Retention()),
+		keys:    keyspace.New(cfg.Redis.Prefix),
 		log:     d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
 		now:     time.Now,
 		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), node: cfg.Worker.Node, retention: cfg.Retention()},
@@ -242,6 +244,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.group.Go(func(ctx context.Context) { w.ooms.watch(ctx, w.rt) })
+	lease := &nodeLease{rdb: w.rdb, keys: w.keys, node: w.config().Worker.Node, now: w.now, fence: w.fence,
+		ttl: time.Duration(w.config().Worker.LeaseS) * time.Second, log: w.log.With().Str("part", "lease").Logger()}
+	w.group.Go(lease.run)
+	w.group.Go(w.sweepLost)
 	listening, err := w.control.Listen(w.group.Context(), func(id string) { w.deliverStop(w.group.Context(), id) })
 	if err != nil {
 		return err

@@ -110,6 +110,13 @@ type Worker struct {
 	// stdout/stderr; default: jobgate-logger next to the jobgate binary,
 	// else the jobgate binary itself.
 	LoggerBinary string `yaml:"logger_binary,omitempty"`
+	// LeaseS is the worker's node lease: renewed every third of it; a
+	// worker that could not renew for two thirds of it kills its own
+	// instances (self-fencing). NodeLostS: a node seen without its lease
+	// this long has its RUNNING instances ended as NodeLost (503) and
+	// retried per their function's policy.
+	LeaseS    int `yaml:"lease_s,omitempty"`
+	NodeLostS int `yaml:"node_lost_s,omitempty"`
 	// ShimGroup [true] lets a job start in the worker's warm containerd
 	// shim when no other start is using it (~15 ms less per start); the
 	// rest start their own shim, since a shim serializes task creation.
@@ -126,6 +133,7 @@ func Default() Config {
 			Concurrency: 4, StateDir: "/var/lib/jobgate", PullTimeoutS: 300,
 			TagRecheckMs: ptr(2000), StopGraceS: ptr(10), ShimGroup: ptr(true),
 			LogMaxBytes: 16 << 20, DiskLimitMB: 512, DiskPollMs: 1000, LimitRetryS: 60, MaxImageMB: 1024,
+			LeaseS: 30, NodeLostS: 120,
 		},
 		Region:     "ap-guangzhou",
 		Timezone:   "Asia/Shanghai", // SCF evaluates timers in UTC+8

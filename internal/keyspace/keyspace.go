@@ -14,6 +14,10 @@
 //	P:pending                        PENDING invocations (zset, score = ms since they last
 //	                                 became or stayed PENDING), for the orphan sweeper
 //	P:sweeper                        the lock that lets one sweeper run at a time
+//	P:running                        RUNNING invocations (set), for the lost-node sweeper
+//	P:node:<node>                    a worker's lease (string, expires unless renewed)
+//	P:nodelost:<node>                when a node was first seen without its lease (ms)
+//	P:lostsweeper                    the lock that lets one lost-node sweeper run at a time
 //	P:log:<instance>, :meta          one attempt's NDJSON log (list) and its counters (hash)
 //	P:dlq, P:dlq:<id>                dead-letter index (zset) and entries (hash)
 //	P:dlq-fn:<function>              one function's dead letters (zset), for its bound
@@ -61,6 +65,18 @@ func (k Keys) Pending() string { return k.prefix + ":pending" }
 
 // SweeperLock is held by the one process sweeping orphans.
 func (k Keys) SweeperLock() string { return k.prefix + ":sweeper" }
+
+// Running holds the RUNNING invocations.
+func (k Keys) Running() string { return k.prefix + ":running" }
+
+// Node is a worker's lease: present while it renews it.
+func (k Keys) Node(node string) string { return k.prefix + ":node:" + node }
+
+// NodeLost holds when a node was first seen without its lease.
+func (k Keys) NodeLost(node string) string { return k.prefix + ":nodelost:" + node }
+
+// LostSweeperLock is held by the one process sweeping lost nodes.
+func (k Keys) LostSweeperLock() string { return k.prefix + ":lostsweeper" }
 
 // Changes is the channel on which record changes are announced.
 func (k Keys) Changes() string { return k.prefix + ":changes" }

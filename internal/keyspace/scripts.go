@@ -23,7 +23,7 @@ local t = redis.call('TIME')
 redis.call('ZADD', KEYS[5], t[1] * 1000 + math.floor(t[2] / 1000), string.sub(ARGV[2], 21))
 return 1`)
 
-	// RecordUpdate: KEYS = record, attempts list, pending set. ARGV = channel, id, mode,
+	// RecordUpdate: KEYS = record, attempts list, pending set, running set. ARGV = channel, id, mode,
 	// attempt JSON or "", number of fields to delete, those fields, then
 	// field/value pairs. mode: "" = any non-final status, "*" = any status,
 	// else a comma-separated list of allowed current statuses. Returns -1 (no
@@ -45,11 +45,17 @@ if ARGV[4] ~= '' then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
-if redis.call('HGET', KEYS[1], 'Status') == 'PENDING' then
+local st = redis.call('HGET', KEYS[1], 'Status')
+if st == 'PENDING' then
   local t = redis.call('TIME')
   redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[2])
 else
   redis.call('ZREM', KEYS[3], ARGV[2])
+end
+if st == 'RUNNING' then
+  redis.call('SADD', KEYS[4], ARGV[2])
+else
+  redis.call('SREM', KEYS[4], ARGV[2])
 end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1`)

@@ -15,6 +15,7 @@ const (
 	CodePullImageTimeOut   = 447
 	CodeRequestCanceled    = 499 // terminated by a user
 	CodeInternalError      = 500
+	CodeNodeLost           = 503 // the worker running it was lost (jobgate's; retried per policy)
 )
 
 // CodeName returns SCF's name for a status code, used as the API error Code.
@@ -44,6 +45,8 @@ func CodeName(code int) string {
 		return "PullImageTimeOut"
 	case CodeRequestCanceled:
 		return "RequestCanceled"
+	case CodeNodeLost:
+		return "NodeLost"
 	}
 	return "InternalError"
 }

@@ -79,6 +79,7 @@ func (s *Store) Delete(ctx context.Context, r *Record) error {
 		p.ZRem(ctx, s.keys.Index(""), m)
 		p.ZRem(ctx, s.keys.Index(r.FunctionName), m)
 		p.ZRem(ctx, s.keys.Pending(), r.RequestId)
+		p.SRem(ctx, s.keys.Running(), r.RequestId)
 		return nil
 	})
 	if err != nil {
@@ -160,7 +161,7 @@ func (s *Store) update(ctx context.Context, id string, u Update, mode string) er
 	}
 	args := append([]any{s.keys.Changes(), id, mode, attempt, len(del)}, del...)
 	args = append(args, f...)
-	n, err := keyspace.RecordUpdate.Run(ctx, s.rdb, []string{s.keys.Record(id), s.keys.Attempts(id), s.keys.Pending()}, args...).Int()
+	n, err := keyspace.RecordUpdate.Run(ctx, s.rdb, []string{s.keys.Record(id), s.keys.Attempts(id), s.keys.Pending(), s.keys.Running()}, args...).Int()
 	switch {
 	case err != nil:
 		return fmt.Errorf("update record %s: %w", id, err)
@@ -371,4 +372,18 @@ func (s *Store) TouchPending(ctx context.Context, id string, now time.Time, stil
 		return fmt.Errorf("pending set %s: %w", id, err)
 	}
 	return nil
+}
+
+// Running returns the invocations recorded RUNNING.
+func (s *Store) Running(ctx context.Context) ([]string, error) {
+	ids, err := s.rdb.SMembers(ctx, s.keys.Running()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("running invocations: %w", err)
+	}
+	return ids, nil
+}
+
+// ForgetRunning drops id from the running set (its record is gone).
+func (s *Store) ForgetRunning(ctx context.Context, id string) error {
+	return s.rdb.SRem(ctx, s.keys.Running(), id).Err()
 }

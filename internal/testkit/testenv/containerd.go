@@ -79,6 +79,26 @@ func (c *Containerd) TaskPid(ctx context.Context, id string) (uint32, error) {
 	return task.Pid(), nil
 }
 
+// RunningTasks counts the namespace's tasks whose process is running.
+func (c *Containerd) RunningTasks(ctx context.Context) (int, error) {
+	ctx = c.ctx(ctx)
+	ctrs, err := c.c.Containers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ctr := range ctrs {
+		task, err := ctr.Task(ctx, nil)
+		if err != nil {
+			continue
+		}
+		if st, err := task.Status(ctx); err == nil && st.Status == containerd.Running {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // Purge kills every task of the namespace and deletes every container
 // with its snapshot, so no job, stub or log driver outlives the tests.
 func (c *Containerd) Purge(ctx context.Context) error {

@@ -1,0 +1,60 @@
+package worker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+)
+
+// A worker cut off from Redis (through a proxy the test controls) kills
+// its own instances before its lease runs out; another worker then ends
+// the attempt as NodeLost and runs the retry — which starts only after
+// the first attempt's process is gone, so the job never runs twice at
+// once.
+func TestPartitionedWorkerFencesAndTheRetryRunsElsewhere(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	redisAddr := testenv.Redis(t)
+	proxy := testenv.StartProxy(t, redisAddr)
+	one := 1
+	fn := config.Function{Name: "fn", Image: jobImage(t), Args: []string{"sleep", "20s", "echo", "done"}, Retry: config.Retry{Max: &one, DelayS: 1}}
+	lease := func(c *config.Config, nodeName string) {
+		c.Worker.Node, c.Worker.LeaseS, c.Worker.NodeLostS = nodeName, 3, 2
+	}
+	// Worker A (with the gateway) reaches Redis through the proxy.
+	cfgA := s.Config(t, proxy.Addr, fn)
+	lease(cfgA, "node-a")
+	a := testenv.StartStackWith(t, s, cfgA, node.Options{})
+	t.Cleanup(proxy.Restore) // before A's stop (cleanups run last first)
+	rec := a.Invoke(t, "fn", "", []byte(`{}`), 200)
+	if rec.Node != "node-a" {
+		t.Fatalf("started on %s", rec.Node)
+	}
+	// Worker B reaches Redis directly; it starts once the job runs on A.
+	cfgB := s.Config(t, redisAddr, fn)
+	lease(cfgB, "node-b")
+	b := testenv.StartStackWith(t, s, cfgB, node.Options{Role: node.RoleWorker})
+
+	proxy.Cut()
+	cutAt := time.Now()
+	ctdA := testenv.OpenContainerd(t, cfgA.Containerd.Address, cfgA.Containerd.Namespace)
+	testenv.Eventually(t, 15*time.Second, "worker A to fence its instance", func() bool {
+		n, err := ctdA.RunningTasks(context.Background())
+		return err == nil && n == 0
+	})
+	fencedBy := time.Now()
+	end := b.WaitEnd(t, rec.RequestId, 90*time.Second)
+	if end.Status != record.Finished || end.Attempt != 2 || end.Node != "node-b" || len(end.Attempts) != 1 || end.Attempts[0].StatusCode != record.CodeNodeLost {
+		t.Fatalf("after the partition: %+v", end)
+	}
+	started, err := time.Parse(record.TimeFormat, end.StartTime)
+	if err != nil || !started.After(fencedBy) {
+		t.Fatalf("the retry started at %s, before attempt 1 was stopped (%s): they overlapped", end.StartTime, fencedBy.Format(time.RFC3339Nano))
+	}
+	t.Logf("attempt 1 stopped within %s of the cut; attempt 2 started %s after that", fencedBy.Sub(cutAt).Round(100*time.Millisecond), started.Sub(fencedBy).Round(100*time.Millisecond))
+}
