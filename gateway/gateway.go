@@ -163,7 +163,10 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	status, checks := http.StatusOK, map[string]string{}
 	for _, c := range g.d.Ready {
 		if err := c.Fn(ctx); err != nil {
-			status, checks[c.Name] = http.StatusServiceUnavailable, err.Error()
+			// Which dependency is down, not its address or error text
+			// (the endpoint is open): the detail goes to the log.
+			g.log.Warn().Err(err).Str("check", c.Name).Msg("not ready")
+			status, checks[c.Name] = http.StatusServiceUnavailable, "unavailable"
 			continue
 		}
 		checks[c.Name] = "ok"

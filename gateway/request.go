@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/jobgate/jobgate/internal/jobenv"
 	"github.com/jobgate/jobgate/internal/record"
@@ -58,8 +59,13 @@ func page(r *http.Request) (limit int, cursor string, err error) {
 	return limit, r.URL.Query().Get("cursor"), nil
 }
 
-// lookup returns the record of id, or the answer for its absence.
+// lookup returns the record of id, or the answer for its absence. An id
+// with a colon is no RequestId (it would name another key of the record,
+// such as its event): not found, without asking the store.
 func (g *Gateway) lookup(ctx context.Context, id string) (*record.Record, error) {
+	if strings.Contains(id, ":") {
+		return nil, notFound(codeInvocationNotFound, "no invocation %s", id)
+	}
 	rec, err := g.d.Records.Get(ctx, id)
 	if errors.Is(err, record.ErrNotFound) {
 		return nil, notFound(codeInvocationNotFound, "no invocation %s (unknown or past retention)", id)

@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -78,5 +81,26 @@ func TestUnroutedRequestsGetJSONErrors(t *testing.T) {
 	g.ServeHTTP(w, httptest.NewRequest("GET", "/healthz", nil))
 	if w.Code != http.StatusOK {
 		t.Fatalf("healthz: %d", w.Code)
+	}
+}
+
+// An id that names another key of a record (its event) is not found, and
+// a store failure's text never reaches the client.
+func TestNoStoreTextInAnswers(t *testing.T) {
+	t.Parallel()
+	g := newTestGateway(t)
+	w := httptest.NewRecorder()
+	if _, err := g.lookup(t.Context(), "0b3c:event"); asAPIError(err).status != http.StatusNotFound {
+		t.Fatalf("id with a colon: %v", err)
+	}
+	g.writeError(w, httptest.NewRequest("GET", "/v1/invocations/x", nil), errors.New("WRONGTYPE Operation against a key holding the wrong kind of value"), "x")
+	if w.Code != http.StatusServiceUnavailable || strings.Contains(w.Body.String(), "WRONGTYPE") {
+		t.Fatalf("store error answered %d %s", w.Code, w.Body)
+	}
+	g.AddReadyChecks(Check{Name: "redis", Fn: func(context.Context) error { return errors.New("dial tcp 10.1.2.3:6379: connection refused") }})
+	w = httptest.NewRecorder()
+	g.readyz(w, httptest.NewRequest("GET", "/readyz", nil))
+	if w.Code != http.StatusServiceUnavailable || strings.Contains(w.Body.String(), "10.1.2.3") || !strings.Contains(w.Body.String(), `"redis":"unavailable"`) {
+		t.Fatalf("readyz answered %d %s", w.Code, w.Body)
 	}
 }
