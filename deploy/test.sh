@@ -3,6 +3,8 @@
 # test. Integration tests start their own redis-server, containerd and
 # registry (internal/testkit/testenv); they fail, never skip, when one is missing.
 set -euo pipefail
+# Each phase says when it starts (seconds since this script did).
+phase() { phase "[$SECONDS s] $*"; }
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 bash deploy/setup.sh
@@ -10,21 +12,21 @@ bash deploy/setup.sh
 # binaries: cgo is off throughout (jobgate is a static binary anyway),
 # unless the race detector, which needs it, is asked for.
 case " $* " in *" -race "*) ;; *) export CGO_ENABLED=0 ;; esac
-echo "==> gofmt"
+phase "gofmt"
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 [ -z "$bad" ] || { echo "gofmt needed: $bad"; exit 1; }
-echo "==> go vet ./..."
+phase "go vet ./..."
 go vet ./...
-echo "==> staticcheck ./..."
+phase "staticcheck ./..."
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
-echo "==> build jobgate and jobgate-logger once for every test binary"
+phase "build jobgate and jobgate-logger once for every test binary"
 bindir=$(mktemp -d)
 trap 'rm -rf "$bindir"' EXIT
 CGO_ENABLED=0 go build -o "$bindir/jobgate" ./cmd/jobgate
 # The log driver starts per job: static and stripped, as deploy/up.sh builds it.
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bindir/jobgate-logger" ./cmd/jobgate-logger
 export JOBGATE_TEST_BINDIR=$bindir
-echo "==> go test ./..."
+phase "go test ./..."
 # Integration tests mostly wait on containers and brokers: more of them
 # run at once than there are cores (-parallel), four packages at a time
 # (the broker crash tests spend most of their minute waiting for asynq's
@@ -32,5 +34,6 @@ echo "==> go test ./..."
 go test -count=1 -p 4 -parallel 4 -timeout 20m "$@" ./...
 # Benchmarks are not pass/fail on their targets: this smoke run (tiny
 # counts) only checks that `task bench` still works.
-echo "==> bench smoke (BENCH_SMOKE=1)"
+phase "bench smoke (BENCH_SMOKE=1)"
 BENCH_SMOKE=1 go test -count=1 -run '^$' -bench . -benchtime 1x -timeout 10m ./bench
+phase "done"
