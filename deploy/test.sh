@@ -4,7 +4,7 @@
 # registry (internal/testkit/testenv); they fail, never skip, when one is missing.
 set -euo pipefail
 # Each phase says when it starts (seconds since this script did).
-phase() { phase "[$SECONDS s] $*"; }
+phase() { echo "==> [$SECONDS s] $*"; }
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 bash deploy/setup.sh
