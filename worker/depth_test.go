@@ -23,6 +23,7 @@ import (
 	"github.com/jobgate/jobgate/internal/imagebuild"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/internal/testkit/testjob"
 )
@@ -576,4 +577,28 @@ func TestNoShimOutlivesItsTasks(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A worker killed while containerd created a task can leave the task's
+// bundle behind, and containerd (1.6) then refuses every create of that
+// id until it restarts. The worker clears the leftover and starts it.
+func TestLeftoverBundleDoesNotBlockTheStart(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "ran"}})
+	cfg.Worker.ShimGroup = new(bool) // its own shim: the path the crash left
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	id := submit.DeriveRequestID("idempotency-key", "fn", "crashed-create")
+	bundle := filepath.Join(s.ContainerdState(), "io.containerd.runtime.v2.task", cfg.Containerd.Namespace, id)
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code, body := st.Do(t, "POST", "/v1/functions/fn/invoke?wait=none", []byte(`{}`), map[string]string{"Idempotency-Key": "crashed-create"})
+	if code != 202 {
+		t.Fatalf("invoke: %d %s", code, body)
+	}
+	end := st.WaitEnd(t, id, time.Minute)
+	if out := st.Stdout(t, id); end.Status != record.Finished || len(out) != 1 || out[0] != "ran" {
+		t.Fatalf("with a leftover bundle: %+v, output %v", end, out)
+	}
 }

@@ -28,3 +28,23 @@ func TestInitErrorBlamesTheRightSide(t *testing.T) {
 		}
 	}
 }
+
+// Only containerd's own leftover bundle of this namespace and id is
+// recognised (it is then removed, so nothing else may match).
+func TestStaleBundleIsRecognisedNarrowly(t *testing.T) {
+	t.Parallel()
+	msg := "failed to create shim task: failed to start shim: mkdir /tmp/jgt-1/state/io.containerd.runtime.v2.task/jgt-ns/7e18: file exists: unknown"
+	if dir, ok := staleBundle(errors.New(msg), "jgt-ns", "7e18"); !ok || dir != "/tmp/jgt-1/state/io.containerd.runtime.v2.task/jgt-ns/7e18" {
+		t.Fatalf("not recognised: %q %v", dir, ok)
+	}
+	for _, c := range []struct{ msg, ns, id string }{
+		{msg, "other-ns", "7e18"},
+		{msg, "jgt-ns", "other-id"},
+		{"mkdir /etc/jgt-ns/7e18: file exists", "jgt-ns", "7e18"},
+		{"mkdir /tmp/x/io.containerd.runtime.v2.task/jgt-ns/7e18: permission denied", "jgt-ns", "7e18"},
+	} {
+		if dir, ok := staleBundle(errors.New(c.msg), c.ns, c.id); ok {
+			t.Errorf("%q (%s/%s) taken for a stale bundle: %s", c.msg, c.ns, c.id, dir)
+		}
+	}
+}

@@ -194,6 +194,13 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	}()
 	task, err := ctr.NewTask(ctx, cio.BinaryIO(r.opts.LoggerBinary, r.opts.LoggerArgs))
 	if err != nil {
+		// A create cut short by a crash can leave its bundle: clear it
+		// and try once more (containerd itself would only at its restart).
+		if dir, stale := staleBundle(err, r.opts.Namespace, s.ID); stale && clearStaleBundle(dir, r.opts.Namespace, s.ID) == nil {
+			task, err = ctr.NewTask(ctx, cio.BinaryIO(r.opts.LoggerBinary, r.opts.LoggerArgs))
+		}
+	}
+	if err != nil {
 		err = initError("create task", s.ID, err)
 		if grouped && errors.Is(err, ErrRuntimeFailed) {
 			// The warm shim is gone or going (its socket vanished under

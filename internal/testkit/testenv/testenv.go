@@ -47,6 +47,9 @@ type Services struct {
 	slowBlobs  map[string]time.Duration // repo → delay before serving a blob
 }
 
+// ContainerdState is the shared containerd's state directory.
+func (s *Services) ContainerdState() string { return filepath.Join(s.dir, "state") }
+
 // BlobGets returns how many blob downloads the registry served for repo.
 func (s *Services) BlobGets(repo string) int {
 	s.mu.Lock()
