@@ -24,7 +24,9 @@ func TestPartitionedWorkerFencesAndTheRetryRunsElsewhere(t *testing.T) {
 	one := 1
 	fn := config.Function{Name: "fn", Image: jobImage(t), Args: []string{"sleep", "20s", "echo", "done"}, Retry: config.Retry{Max: &one, DelayS: 1}}
 	lease := func(c *config.Config, nodeName string) {
-		c.Worker.Node, c.Worker.LeaseS, c.Worker.NodeLostS = nodeName, 3, 2
+		// Short, but with room for a loaded CI machine: renewed every
+		// 2 s, fenced after 4 s without a renewal, lost after 2 s more.
+		c.Worker.Node, c.Worker.LeaseS, c.Worker.NodeLostS = nodeName, 6, 2
 	}
 	// Worker A (with the gateway) reaches Redis through the proxy.
 	cfgA := s.Config(t, proxy.Addr, fn)
