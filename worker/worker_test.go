@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -403,5 +406,57 @@ func TestJobStartsInTheWarmShim(t *testing.T) {
 	}
 	if end := st.WaitEnd(t, rec.RequestId, time.Minute); end.Status != record.Finished {
 		t.Fatalf("%+v", end)
+	}
+}
+
+// A crash of containerd together with a job's shim can leave a container
+// process that no task stands for (a `runc init` of a create cut short
+// waits forever). Here one is made directly: a process in a container
+// cgroup (/<namespace>/<id>) of the worker's namespace with no task. The
+// worker ends it within two scans; the namespace's leftovers are counted
+// before and after.
+func TestLeftoverProcessesAreEnded(t *testing.T) {
+	t.Parallel()
+	st := testenv.StartStack(t)
+	ns := st.Config.Containerd.Namespace
+	root := "/sys/fs/cgroup/pids" // cgroup v1 (this machine); v2 is one tree
+	if _, err := os.Stat(root); err != nil {
+		root = "/sys/fs/cgroup"
+	}
+	dir := filepath.Join(root, ns, "cut-short")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(dir); _ = os.Remove(filepath.Dir(dir)) })
+	cmd := exec.Command("sleep", "3600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(ended) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-ended })
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	leftovers := func() int {
+		found, err := st.Node.Worker.Runtime().Leftovers(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(found)
+	}
+	if n := leftovers(); n != 1 {
+		t.Fatalf("%d leftovers before, want the one made", n)
+	}
+	testenv.Eventually(t, 2*time.Minute, "the leftover process to be ended", func() bool {
+		select {
+		case <-ended:
+			return true
+		default:
+			return false
+		}
+	})
+	if n := leftovers(); n != 0 {
+		t.Fatalf("%d leftovers after, want 0", n)
 	}
 }

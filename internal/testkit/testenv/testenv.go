@@ -38,6 +38,7 @@ type Services struct {
 	JobgateBin string // the jobgate binary (subprocess tests)
 	LoggerBin  string // jobgate-logger, the log driver
 	dir        string
+	ctdBin     string
 	ctd        *exec.Cmd
 	reg        *httptest.Server
 	mu         sync.Mutex
@@ -174,17 +175,34 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
+	s.ctdBin = ctdBin
+	if err := s.startContainerd(); err != nil {
+		s.stop()
 		return nil, err
 	}
-	s.ctd = exec.Command(ctdBin, "--config", filepath.Join(dir, "config.toml"))
-	s.ctd.Stdout, s.ctd.Stderr = logf, logf
-	s.ctd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := s.ctd.Start(); err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
+	s.reg = httptest.NewServer(s.observe(registry.New(registry.Logger(nopLogger()))))
+	s.Registry = strings.TrimPrefix(s.reg.URL, "http://")
+	return s, nil
+}
+
+// startContainerd runs containerd on the services' config and waits
+// until it answers.
+func (s *Services) startContainerd() error {
+	logf, err := os.OpenFile(filepath.Join(s.dir, "containerd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
 	}
-	if err := waitFor(10*time.Second, func() error {
+	defer logf.Close()
+	ctd := exec.Command(s.ctdBin, "--config", filepath.Join(s.dir, "config.toml"))
+	ctd.Stdout, ctd.Stderr = logf, logf
+	ctd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := ctd.Start(); err != nil {
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	s.mu.Lock()
+	s.ctd = ctd
+	s.mu.Unlock()
+	if err := waitFor(20*time.Second, func() error {
 		rt, err := jgruntime.New(context.Background(), jgruntime.Options{Address: s.Containerd, Namespace: "probe"})
 		if err != nil {
 			return err
@@ -192,13 +210,24 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		defer rt.Close()
 		return rt.Ping(context.Background())
 	}); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
-		s.stop()
-		return nil, fmt.Errorf("containerd did not come up: %v\n%s", err, log)
+		log, _ := os.ReadFile(filepath.Join(s.dir, "containerd.log"))
+		return fmt.Errorf("containerd did not come up: %v\n%s", err, log)
 	}
-	s.reg = httptest.NewServer(s.observe(registry.New(registry.Logger(nopLogger()))))
-	s.Registry = strings.TrimPrefix(s.reg.URL, "http://")
-	return s, nil
+	return nil
+}
+
+// RestartContainerd SIGKILLs the shared containerd and starts it again on
+// the same root, state and socket; shims and their tasks live on.
+func (s *Services) RestartContainerd(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	ctd := s.ctd
+	s.mu.Unlock()
+	_ = ctd.Process.Kill()
+	_ = ctd.Wait()
+	if err := s.startContainerd(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // binaries builds jobgate and jobgate-logger into dir, or, when
@@ -254,9 +283,12 @@ func (s *Services) stop() (left []string) {
 	}
 	// Shims outlive containerd by design; end ours.
 	_ = exec.Command("pkill", "-9", "-f", "containerd-shim-runc-v2 .*"+s.Containerd).Run()
-	if s.ctd != nil && s.ctd.Process != nil {
-		_ = s.ctd.Process.Kill()
-		_ = s.ctd.Wait()
+	s.mu.Lock()
+	ctd := s.ctd
+	s.mu.Unlock()
+	if ctd != nil && ctd.Process != nil {
+		_ = ctd.Process.Kill()
+		_ = ctd.Wait()
 	}
 	unmountUnder(s.dir)
 	s.mu.Lock()
@@ -344,39 +376,75 @@ func Redis(t testing.TB) string {
 // RedisServer is a private redis-server.
 type RedisServer struct {
 	Addr string
+	args []string
+	mu   sync.Mutex
 	cmd  *exec.Cmd
 }
 
 // Kill stops the server abruptly (for "Redis down" tests).
-func (r *RedisServer) Kill() { _ = r.cmd.Process.Kill(); _ = r.cmd.Wait() }
+func (r *RedisServer) Kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+}
 
-// StartRedis starts a private redis-server, stopped at t's cleanup.
-func StartRedis(t testing.TB) *RedisServer {
+// Restart SIGKILLs the server and starts it again on the same port and
+// data directory (what it kept depends on its persistence options).
+func (r *RedisServer) Restart(t testing.TB) {
 	t.Helper()
-	bin, err := need("redis-server")
-	if err != nil {
+	r.Kill()
+	if err := r.start(); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	port := FreePort(t)
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--daemonize", "no")
+}
+
+func (r *RedisServer) start() error {
+	bin, err := need("redis-server")
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, r.args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
-	srv := &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
-	var once sync.Once
-	srv.cmd = cmd
-	t.Cleanup(func() { once.Do(srv.Kill) })
-	addr := srv.Addr
-	if err := waitFor(10*time.Second, func() error {
+	r.mu.Lock()
+	r.cmd = cmd
+	r.mu.Unlock()
+	addr := r.Addr
+	if err := waitFor(20*time.Second, func() error {
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		defer c.Close()
 		return c.Ping(context.Background()).Err()
 	}); err != nil {
-		t.Fatalf("redis-server on %s did not come up: %v", addr, err)
+		return fmt.Errorf("redis-server on %s did not come up: %w", addr, err)
 	}
+	return nil
+}
+
+// StartRedis starts a private redis-server without persistence, stopped
+// at t's cleanup.
+func StartRedis(t testing.TB) *RedisServer { return StartRedisAOF(t, "") }
+
+// StartRedisAOF is StartRedis with the append-only file on and fsync
+// policy appendfsync (always, everysec); "" means no persistence.
+func StartRedisAOF(t testing.TB, appendfsync string) *RedisServer {
+	t.Helper()
+	port := FreePort(t)
+	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
+		"--save", "", "--maxmemory-policy", "noeviction", "--daemonize", "no"}
+	if appendfsync == "" {
+		args = append(args, "--appendonly", "no")
+	} else {
+		args = append(args, "--appendonly", "yes", "--appendfsync", appendfsync)
+	}
+	srv := &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), args: args}
+	if err := srv.start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(srv.Kill) })
 	return srv
 }
 

@@ -19,6 +19,8 @@
 //	netifs         print the network interfaces
 //	onterm CODE    on SIGTERM print "got SIGTERM" and exit CODE
 //	ignoreterm     ignore SIGTERM (as a PID 1 without a handler would)
+//	post URL       POST the event to URL (headers X-Request-Id, X-Attempt),
+//	               retrying for up to a minute until it answers 2xx
 //
 // With no arguments it prints the event.
 package main
@@ -28,6 +30,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -73,6 +76,11 @@ func main() {
 		case "args":
 			b, _ := json.Marshal(os.Args[1:])
 			fmt.Println(string(b))
+		case "post":
+			if err := post(next(&i)); err != nil {
+				fmt.Fprintln(os.Stderr, "body:", err)
+				os.Exit(2)
+			}
 		case "echo":
 			fmt.Println(next(&i))
 		case "stderr":
@@ -155,5 +163,30 @@ func main() {
 			fmt.Fprintf(os.Stderr, "body: unknown op %q\n", args[i])
 			os.Exit(2)
 		}
+	}
+}
+
+// post reports this run to a test's collector.
+func post(url string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(os.Getenv("SCF_CUSTOM_CONTAINER_EVENT")))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-Request-Id", os.Getenv("JOBGATE_REQUEST_ID"))
+		req.Header.Set("X-Attempt", os.Getenv("JOBGATE_ATTEMPT"))
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return nil
+			}
+			err = fmt.Errorf("post %s: %s", url, resp.Status)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
