@@ -17,6 +17,7 @@ bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 [ -z "$bad" ] || { echo "gofmt needed: $bad"; exit 1; }
 phase "go vet ./..."
 go vet ./...
+go vet -tags chaos ./internal/testkit/chaos
 phase "staticcheck ./..."
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 phase "build jobgate and jobgate-logger once for every test binary"

@@ -257,6 +257,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	w.group.Go(w.endLeftovers)
+	w.group.Go(w.replayLogs)
 	w.accel.accelerate(w.group.Context(), w.config())
 	w.pools.start(ctx, w.group.Context(), w.config())
 	if err := w.rt.EnsureAnchor(ctx, filepath.Join(w.config().Worker.StateDir, "anchor")); err != nil {

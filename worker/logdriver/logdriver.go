@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -129,12 +130,13 @@ func run(ctx context.Context, settingsPath string, cfg *logging.Config, ready fu
 	// A provisioned instance's container id is the pool's; it learns its
 	// instance id when released, before it prints anything.
 	id := cfg.ID
+	spool := SpoolDir(filepath.Dir(settingsPath))
 	if s.RunDirs != "" {
 		var once sync.Once
 		resolve := func() string { once.Do(func() { id = stub.LogInstance(s.RunDirs, cfg.ID) }); return id }
-		return ship(ctx, store, resolve, lines)
+		return ship(ctx, store, spool, resolve, lines)
 	}
-	return ship(ctx, store, func() string { return id }, lines)
+	return ship(ctx, store, spool, func() string { return id }, lines)
 }
 
 // scan reads one stream into lines until EOF. The pipes reach EOF when
@@ -181,25 +183,34 @@ func lastCharBoundary(p []byte) int {
 }
 
 // ship writes lines in batches. Redis errors are retried: the pipe fills
-// and the job waits rather than losing output. After SIGTERM (ctx done)
-// the remaining lines get a bounded time to land.
-func ship(ctx context.Context, store *logstore.Store, idOf func() string, lines <-chan logstore.Line) error {
+// and the job waits rather than losing output. After SIGTERM (ctx done:
+// the task was deleted, and the shim kills the driver 12 s later) lines
+// that still cannot land go to the spool directory, from which the
+// worker replays them (ReplaySpool).
+func ship(ctx context.Context, store *logstore.Store, spool string, idOf func() string, lines <-chan logstore.Line) error {
 	const maxBatch = 256
 	batch := make([]logstore.Line, 0, maxBatch)
+	spooling := false // Redis failed after SIGTERM: no more waiting on it
 	flush := func() {
 		for attempt := 0; len(batch) > 0; attempt++ {
-			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			id := idOf()
+			if spooling {
+				if err := spoolLines(spool, id, batch); err != nil {
+					fmt.Fprintf(os.Stderr, "jobgate logger %s: dropping %d lines: %v\n", id, len(batch), err)
+				}
+				batch = batch[:0]
+				return
+			}
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			err := store.Append(wctx, id, batch)
 			cancel()
 			if err == nil {
 				batch = batch[:0]
 				return
 			}
-			if ctx.Err() != nil && attempt >= 3 {
-				fmt.Fprintf(os.Stderr, "jobgate logger %s: dropping %d lines: %v\n", id, len(batch), err)
-				batch = batch[:0]
-				return
+			if ctx.Err() != nil && attempt >= 1 {
+				spooling = true
+				continue
 			}
 			time.Sleep(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
 		}

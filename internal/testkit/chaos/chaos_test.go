@@ -397,7 +397,7 @@ func (c *cluster) send(ctx context.Context, src int, token string) bool {
 		switch sources[src].name {
 		case "invoke API", "HTTP trigger":
 			gw := c.procs[try%2]
-			path, hdr := "/v1/functions/chaos/invoke", "Idempotency-Key"
+			path, hdr := "/v1/functions/chaos/invoke?wait=none", "Idempotency-Key"
 			if sources[src].name == "HTTP trigger" {
 				path, hdr = "/hooks/chaos", "X-Request-Id"
 			}

@@ -1,0 +1,4 @@
+package logdriver
+
+// Ship is ship, for the external tests.
+var Ship = ship
