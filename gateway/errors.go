@@ -25,6 +25,7 @@ const (
 	codeInvocationNotFailed = "InvocationNotFailed"
 	codeEventTooLarge       = "EventTooLarge"
 	codeAuthFailure         = "AuthFailure"
+	codeKeyReused           = "IdempotencyKeyReused"
 	codeStoreUnavailable    = "StoreUnavailable"
 	codeQueueUnavailable    = "QueueUnavailable"
 	codeInternalError       = "InternalError"
@@ -96,6 +97,8 @@ func asAPIError(err error) *apiError {
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.Is(err, submit.ErrKeyReused):
+		return &apiError{status: http.StatusConflict, code: codeKeyReused, msg: "this idempotency key was used for a different request"}
 	case errors.Is(err, submit.ErrUnknownFunction):
 		return &apiError{status: http.StatusNotFound, code: codeFunctionNotFound, msg: err.Error()}
 	case errors.As(err, &lim):

@@ -197,12 +197,16 @@ func TestWaitModesAndIdempotency(t *testing.T) {
 		t.Fatalf("wait=scheduled record: %+v", rec2)
 	}
 
-	// Idempotency-Key: same key → same RequestId, one run.
+	// Idempotency-Key: same key and event → same RequestId, one run; the
+	// key with another event → 409 (not the old run).
 	hdr := map[string]string{"Idempotency-Key": "order-42"}
 	code, b1 := st.Do(t, "POST", "/v1/functions/fn/invoke", []byte(`{"n":1}`), hdr)
-	code2, b2 := st.Do(t, "POST", "/v1/functions/fn/invoke", []byte(`{"n":2}`), hdr)
+	code2, b2 := st.Do(t, "POST", "/v1/functions/fn/invoke", []byte(`{"n":1}`), hdr)
 	if code != 200 || code2 != 200 {
 		t.Fatalf("idempotent invokes: %d %s / %d %s", code, b1, code2, b2)
+	}
+	if code3, b3 := st.Do(t, "POST", "/v1/functions/fn/invoke", []byte(`{"n":2}`), hdr); code3 != 409 || !strings.Contains(string(b3), `"IdempotencyKeyReused"`) {
+		t.Fatalf("key reused with another event: %d %s", code3, b3)
 	}
 	var r1, r2 record.Record
 	_ = json.Unmarshal(b1, &r1)

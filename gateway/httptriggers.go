@@ -35,21 +35,29 @@ func (g *Gateway) httpTrigger(tr httptrigger.Trigger) endpoint {
 		if wait == "" {
 			wait = "none"
 		}
+		refuse := func(err error) (any, error) {
+			g.log.Warn().Str("function", tr.Function).Str("trigger", tr.Name).Str("reason", err.Error()).Str("remote", r.RemoteAddr).Msg("HTTP trigger refused")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="jobgate"`)
+			return nil, &apiError{status: http.StatusUnauthorized, code: codeAuthFailure, msg: err.Error()}
+		}
+		// Everything that needs no body first: an unauthenticated sender
+		// never gets the body read (only Content-Length is checked).
+		if err := tr.Precheck(r, time.Now()); err != nil {
+			return refuse(err)
+		}
 		// Never read past what could fit in the event.
 		body, err := readBody(w, r)
 		if err != nil {
 			return nil, err
 		}
-		if err := tr.Authenticate(r, body, time.Now()); err != nil {
-			g.log.Warn().Str("function", tr.Function).Str("trigger", tr.Name).Str("reason", err.Error()).Str("remote", r.RemoteAddr).Msg("HTTP trigger refused")
-			w.Header().Set("WWW-Authenticate", `Bearer realm="jobgate"`)
-			return nil, &apiError{status: http.StatusUnauthorized, code: codeAuthFailure, msg: err.Error()}
+		if err := tr.Verify(r, body, time.Now()); err != nil {
+			return refuse(err)
 		}
-		id := uuid.NewString()
-		for _, h := range []string{"Idempotency-Key", "X-Request-Id"} {
+		id, fingerprint := uuid.NewString(), ""
+		if h := tr.Opts.DedupeHeader; h != "" {
 			if key := r.Header.Get(h); key != "" {
 				id = submit.DeriveRequestID("http", tr.Function, tr.Name, key)
-				break
+				fingerprint = submit.Fingerprint([]byte(r.Method), []byte(r.URL.RequestURI()), body)
 			}
 		}
 		params := map[string]string{}
@@ -61,7 +69,7 @@ func (g *Gateway) httpTrigger(tr httptrigger.Trigger) endpoint {
 			return nil, &apiError{status: http.StatusInternalServerError, code: codeInternalError, msg: "the event could not be encoded", requestID: id, cause: err}
 		}
 		return g.submitAndAnswer(r, submit.Request{
-			Function: tr.Function, Event: event, RequestID: id, Source: httptrigger.Source, TriggerName: tr.Name,
+			Function: tr.Function, Event: event, RequestID: id, Source: httptrigger.Source, TriggerName: tr.Name, Fingerprint: fingerprint,
 		}, wait, true)
 	}
 }

@@ -27,6 +27,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) (any, error) {
 	req := submit.Request{Function: name, Event: event, Source: "API"}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		req.RequestID = submit.DeriveRequestID("idempotency-key", name, key)
+		req.Fingerprint = submit.Fingerprint(event)
 	}
 	return g.submitAndAnswer(r, req, wait, false)
 }

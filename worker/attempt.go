@@ -15,6 +15,7 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/jobenv"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/worker/logdriver"
 	"github.com/jobgate/jobgate/worker/runtime"
 )
 
@@ -479,57 +480,129 @@ func (a *attempt) finish(st runtime.ExitStatus, reason, detail string) {
 
 // complete writes the END/Report lines, records the outcome (or queues
 // the next attempt, or dead-letters it, as decideExit says) and removes
-// the instance.
+// the instance. Redis may be away (restarting, cut off): each step is
+// tried again until it lands, and the instance, labelled with its
+// outcome, is removed only then; a worker stopped meanwhile leaves it for
+// its next start to complete (reconcile).
 func (a *attempt) complete(ctx context.Context, o outcome) {
 	w := a.w
-	report := fmt.Sprintf("Report RequestId:%s Duration:%dms Memory:%dMB MemUsage:%.2fMB", a.id, o.DurationMs, o.MemoryMB, float64(o.PeakBytes)/(1<<20))
-	// (Already written if a worker died between this and the record.)
-	if _, done, _ := w.logs.Range(ctx, a.inst, 1<<62); !done {
-		if err := w.logs.AppendPlatform(ctx, a.inst, true, "END RequestId:"+a.id, report); err != nil {
-			a.log.Warn().Err(err).Msg("write END/Report")
-		}
-	}
 	w.metrics.Outcome(a.fnName, o.StatusCode) // before the record says it ended
-	u := record.Update{Status: o.Status, StatusCode: &o.StatusCode, Message: &o.Message, ExitCode: &o.ExitCode,
-		EndTime: &o.EndTime, DurationMs: &o.DurationMs, MemUsageBytes: &o.PeakBytes}
-	retried := false
-	rec, err := w.records.Get(ctx, a.id)
-	switch {
-	case err == nil && rec.Attempt != a.n:
-		retried = true // a later attempt owns the record (completed before a crash)
-	case err == nil:
-		var p *retryPolicy
-		if fn := w.config().Function(a.fnName); fn != nil {
-			p = &retryPolicy{max: fn.RetryMax(), delay: time.Duration(fn.Retry.DelayS) * time.Second, maxAge: fn.MaxEventAge()}
+	life := context.WithoutCancel(ctx)
+	if w.group != nil {
+		life = w.group.Context()
+	}
+	var s endSteps
+	for try := 0; ; try++ {
+		tctx, cancel := context.WithTimeout(life, 15*time.Second)
+		err := a.recordEnd(tctx, o, &s)
+		cancel()
+		if err == nil {
+			break
 		}
-		if next := decideExit(o, a.n, p, parseTime(rec.EnqueueTime), w.now()); next.retry {
-			retried = a.retry(ctx, rec, o, p, next.delay)
+		if try == 0 {
+			a.log.Warn().Err(err).Msg("recording the end failed; retrying until Redis takes it")
+		}
+		select {
+		case <-life.Done():
+			a.log.Warn().Err(err).Msg("end not recorded before the worker stopped: its next start records it")
+			return
+		case <-time.After(min(time.Duration(try+1)*250*time.Millisecond, 5*time.Second)):
 		}
 	}
-	if !retried {
-		// Only a started attempt ends (SCHEDULING: it ended before the
-		// handler recorded RUNNING); a final or re-queued record stays.
-		err := w.records.UpdateFrom(ctx, a.id, []record.Status{record.Running, record.Scheduling}, u)
-		switch {
-		case err == nil && o.Status == record.Failed:
-			w.deadLetter(ctx, a.id, o.StatusCode, o.Message)
-		case err != nil && !errors.Is(err, record.ErrStatus):
-			a.log.Error().Err(err).Msg("record final status")
-		}
-	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute) // ctx may have run out while Redis was away
+	defer cancel()
 	if a.in == nil {
 		// Ended from afar (its node was lost): no instance here.
-	} else if err := a.in.Remove(ctx); err != nil {
+	} else if err := a.in.Remove(rctx); err != nil {
 		a.log.Warn().Err(err).Msg("remove instance")
 	}
 	a.log.Info().Str("status", string(o.Status)).Int("status_code", o.StatusCode).Int("exit_code", o.ExitCode).
-		Int64("duration_ms", o.DurationMs).Bool("retried", retried).Msg("instance ended")
+		Int64("duration_ms", o.DurationMs).Bool("retried", s.retried).Msg("instance ended")
+}
+
+// endSteps are the parts of recording an end already done, kept across
+// tries so none is done twice.
+type endSteps struct {
+	logged, recorded, retried, deadLettered bool
+}
+
+// recordEnd does the steps of complete not yet done; an error means Redis
+// did not take one and the rest waits for the next try.
+func (a *attempt) recordEnd(ctx context.Context, o outcome, s *endSteps) error {
+	w := a.w
+	if !s.logged {
+		// Lines the log driver spooled (Redis was away when the task was
+		// deleted) go in before the end marker.
+		w.spoolMu.Lock()
+		_, err := logdriver.ReplayInstance(ctx, w.logs, logdriver.SpoolDir(w.config().Worker.StateDir), a.inst)
+		w.spoolMu.Unlock()
+		if err != nil {
+			return err
+		}
+		var done bool
+		// (Already written if a worker died between this and the record.)
+		_, done, err = w.logs.Range(ctx, a.inst, 1<<62)
+		if err != nil {
+			return err
+		}
+		if !done {
+			report := fmt.Sprintf("Report RequestId:%s Duration:%dms Memory:%dMB MemUsage:%.2fMB", a.id, o.DurationMs, o.MemoryMB, float64(o.PeakBytes)/(1<<20))
+			if err := w.logs.AppendPlatform(ctx, a.inst, true, "END RequestId:"+a.id, report); err != nil {
+				return err
+			}
+		}
+		s.logged = true
+	}
+	if !s.recorded {
+		rec, err := w.records.Get(ctx, a.id)
+		switch {
+		case errors.Is(err, record.ErrNotFound):
+			s.recorded, s.deadLettered = true, true // past retention: nothing left to record
+			return nil
+		case err != nil:
+			return err
+		case rec.Attempt != a.n:
+			s.retried = true // a later attempt owns the record (completed before a crash)
+		default:
+			var p *retryPolicy
+			if fn := w.config().Function(a.fnName); fn != nil {
+				p = &retryPolicy{max: fn.RetryMax(), delay: time.Duration(fn.Retry.DelayS) * time.Second, maxAge: fn.MaxEventAge()}
+			}
+			if next := decideExit(o, a.n, p, parseTime(rec.EnqueueTime), w.now()); next.retry {
+				if s.retried, err = a.retry(ctx, rec, o, p, next.delay); err != nil {
+					return err
+				}
+			}
+		}
+		if !s.retried {
+			// Only a started attempt ends (SCHEDULING: it ended before the
+			// handler recorded RUNNING); a final or re-queued record stays.
+			u := record.Update{Status: o.Status, StatusCode: &o.StatusCode, Message: &o.Message, ExitCode: &o.ExitCode,
+				EndTime: &o.EndTime, DurationMs: &o.DurationMs, MemUsageBytes: &o.PeakBytes}
+			err := w.records.UpdateFrom(ctx, a.id, []record.Status{record.Running, record.Scheduling}, u)
+			switch {
+			case errors.Is(err, record.ErrStatus):
+				s.deadLettered = true // ended otherwise meanwhile (terminated): not this attempt's to dead-letter
+			case err != nil:
+				return err
+			}
+		}
+		s.recorded = true
+	}
+	if !s.deadLettered && !s.retried && o.Status == record.Failed {
+		if err := w.deadLetter(ctx, a.id, o.StatusCode, o.Message); err != nil {
+			return err
+		}
+	}
+	s.deadLettered = true
+	return nil
 }
 
 // retry records this attempt in the record's history, returns the record
 // to PENDING as attempt n+1 and queues it delay later. It reports whether
-// the record now belongs to the next attempt.
-func (a *attempt) retry(ctx context.Context, rec *record.Record, o outcome, p *retryPolicy, delay time.Duration) bool {
+// the record now belongs to the next attempt (false: it ended otherwise
+// meanwhile, e.g. terminated); an error means Redis did not take it.
+func (a *attempt) retry(ctx context.Context, rec *record.Record, o outcome, p *retryPolicy, delay time.Duration) (bool, error) {
 	w := a.w
 	this := rec.Summary()
 	this.Status, this.StatusCode, this.ExitCode, this.Message = o.Status, o.StatusCode, &o.ExitCode, o.Message
@@ -541,19 +614,20 @@ func (a *attempt) retry(ctx context.Context, rec *record.Record, o outcome, p *r
 		Status: record.Pending, StatusCode: record.Ptr(record.CodeRunning), Attempt: &next, Message: &msg,
 		ClearRun: true, AppendAttempt: this,
 	})
-	if err != nil {
-		return false // terminated meanwhile, or Redis trouble: record it as final instead
+	switch {
+	case errors.Is(err, record.ErrStatus):
+		return false, nil
+	case err != nil:
+		return false, err
 	}
 	if err := w.submit.Requeue(ctx, a.id, a.fnName, next, delay); err != nil {
-		a.log.Error().Err(err).Msg("queue the next attempt")
-		_ = w.records.UpdateFrom(ctx, a.id, []record.Status{record.Pending}, record.Update{
-			Status: o.Status, StatusCode: &o.StatusCode, Message: record.Ptr(o.Message + "; the retry could not be queued: " + err.Error()),
-		})
-		w.deadLetter(ctx, a.id, o.StatusCode, o.Message)
-		return true
+		// The record is PENDING as attempt n+1: the orphan sweeper queues
+		// it within submit.orphan_s.
+		a.log.Warn().Err(err).Msg("queue the next attempt: left to the orphan sweeper")
+		return true, nil
 	}
 	a.log.Info().Int("next_attempt", next).Dur("delay", delay).Msg("failed attempt will be retried")
-	return true
+	return true, nil
 }
 
 // fail records a permanent scheduling failure, dead-letters the event and
@@ -571,6 +645,8 @@ func (a *attempt) fail(ctx context.Context, f *failure) error {
 		return err // Redis trouble: let asynq retry the whole thing
 	}
 	_ = w.logs.AppendPlatform(ctx, a.inst, true, fmt.Sprintf("ERROR RequestId:%s %s: %s", a.id, record.CodeName(f.code), msg))
-	w.deadLetter(ctx, a.id, f.code, msg)
+	if err := w.deadLetter(ctx, a.id, f.code, msg); err != nil {
+		a.log.Error().Err(err).Msg("dead-letter")
+	}
 	return fmt.Errorf("%w: %w", f, asynq.SkipRetry)
 }

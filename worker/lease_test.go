@@ -60,3 +60,30 @@ func TestPartitionedWorkerFencesAndTheRetryRunsElsewhere(t *testing.T) {
 	}
 	t.Logf("attempt 1 stopped within %s of the cut; attempt 2 started %s after that", fencedBy.Sub(cutAt).Round(100*time.Millisecond), started.Sub(fencedBy).Round(100*time.Millisecond))
 }
+
+// A job that ends while Redis is unreachable (restarting, cut off) gets
+// its final status and its whole log once Redis is back; the worker does
+// not drop the end and leave the record RUNNING (found by the chaos run).
+func TestEndIsRecordedWhenRedisComesBack(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	proxy := testenv.StartProxy(t, testenv.Redis(t))
+	fn := config.Function{Name: "fn", Image: jobImage(t), Args: []string{"sleep", "1s", "echo", "done"}, Retry: noRetry}
+	st := testenv.StartStackWith(t, s, s.Config(t, proxy.Addr, fn), node.Options{})
+	t.Cleanup(proxy.Restore)
+	rec := st.Invoke(t, "fn", "", []byte(`{}`), 200)
+	proxy.Cut()
+	ctd := testenv.OpenContainerd(t, st.Config.Containerd.Address, st.Config.Containerd.Namespace)
+	testenv.Eventually(t, 30*time.Second, "the job to end while Redis is away", func() bool {
+		n, err := ctd.RunningTasks(context.Background())
+		return err == nil && n == 0
+	})
+	proxy.Restore()
+	end := st.WaitEnd(t, rec.RequestId, time.Minute)
+	if end.Status != record.Finished || end.ExitCode == nil || *end.ExitCode != 0 {
+		t.Fatalf("after Redis came back: %+v", end)
+	}
+	if out := st.Stdout(t, rec.RequestId); len(out) != 1 || out[0] != "done" {
+		t.Fatalf("log %q", out)
+	}
+}

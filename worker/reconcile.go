@@ -136,7 +136,9 @@ func (w *Worker) attachEnded(ctx context.Context, in *runtime.Instance, id strin
 		msg := "instance lost: its task was gone when the worker restarted"
 		now := w.now()
 		if w.records.Update(ctx, id, record.Update{Status: record.Failed, StatusCode: record.Ptr(record.CodeInternalError), Message: &msg, EndTime: &now}) == nil {
-			w.deadLetter(ctx, id, record.CodeInternalError, msg)
+			if err := w.deadLetter(ctx, id, record.CodeInternalError, msg); err != nil {
+				log.Error().Err(err).Msg("dead-letter")
+			}
 		}
 	}
 	log.Info().Msg("removing instance without a task")

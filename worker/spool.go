@@ -18,7 +18,9 @@ func (w *Worker) replayLogs(ctx context.Context) {
 	t := time.NewTicker(replayEvery)
 	defer t.Stop()
 	for {
+		w.spoolMu.Lock()
 		n, err := logdriver.ReplaySpool(ctx, w.logs, dir)
+		w.spoolMu.Unlock()
 		if n > 0 {
 			w.log.Info().Int("lines", n).Msg("replayed spooled log lines")
 		}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,9 @@ type Worker struct {
 	pools *warmPool
 	accel imagePinner
 	srv   *asynq.Server
+	// spoolMu keeps two replays of the log spool (the periodic one and an
+	// ending attempt's) from appending the same lines twice.
+	spoolMu sync.Mutex
 	// group outlives every handler call: supervisors run on it.
 	group *startstop.Group
 }
@@ -326,16 +330,14 @@ func (a asynqLogger) Fatal(args ...any) { a.l.Fatal().Msg(fmt.Sprint(args...)) }
 
 // deadLetter keeps the event of a failed invocation in the dead-letter
 // list (SCF's DLQ message).
-func (w *Worker) deadLetter(ctx context.Context, id string, code int, msg string) {
+func (w *Worker) deadLetter(ctx context.Context, id string, code int, msg string) error {
 	rec, err := w.records.Get(ctx, id)
 	if err != nil {
-		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter: read record")
-		return
+		return fmt.Errorf("dead-letter %s: %w", id, err)
 	}
 	event, err := w.records.Event(ctx, id)
 	if err != nil {
-		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter: read event")
-		return
+		return fmt.Errorf("dead-letter %s: event: %w", id, err)
 	}
 	err = w.dlq.Add(ctx, deadletter.Entry{
 		RequestId: id, ErrorCode: code, ErrorMessage: msg, Attempt: rec.Attempt,
@@ -345,8 +347,9 @@ func (w *Worker) deadLetter(ctx context.Context, id string, code int, msg string
 		},
 	})
 	if err != nil {
-		w.log.Error().Err(err).Str("request_id", id).Msg("dead-letter")
+		return fmt.Errorf("dead-letter %s: %w", id, err)
 	}
+	return nil
 }
 
 // RuntimeRegistries resolves the config's registry settings (passwords

@@ -87,13 +87,26 @@ func TestParseIsPureResolveChecksTheEnvironment(t *testing.T) {
 		t.Fatalf("Parse resolved the node name: %q", cfg.Worker.Node)
 	}
 	err = Resolve(cfg, "t.yaml")
-	for _, want := range []string{"functions[0].triggers[0].auth: environment variable JG_SURELY_UNSET is not set", "worker.docker_config"} {
+	for _, want := range []string{"functions[0].triggers[0].auth.hmac_sha256.secret_env: environment variable JG_SURELY_UNSET is not set", "worker.docker_config"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Resolve error lacks %q: %v", want, err)
 		}
 	}
 	if cfg.Worker.Node == "" {
 		t.Fatal("Resolve left the node name empty")
+	}
+}
+
+// A trigger token or secret that is set but empty is refused: an HMAC
+// keyed with "" is computable by anyone (issue 10, finding 1).
+func TestEmptyTriggerSecretIsAConfigError(t *testing.T) {
+	t.Setenv("JG_EMPTY_SECRET", "")
+	for _, auth := range []string{"{hmac_sha256: {secret_env: JG_EMPTY_SECRET}}", "{bearer: {token_env: JG_EMPTY_SECRET}}", "{}"} {
+		doc := "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: /h, auth: " + auth + "}]\n"
+		_, err := Load(writeTemp(t, doc))
+		if err == nil || !(strings.Contains(err.Error(), "JG_EMPTY_SECRET is empty") || strings.Contains(err.Error(), "set bearer or hmac_sha256")) {
+			t.Errorf("auth %s: %v", auth, err)
+		}
 	}
 }
 
@@ -165,4 +178,13 @@ func TestPointerToPath(t *testing.T) {
 			t.Errorf("%s → %q, want %q", in, got, want)
 		}
 	}
+}
+
+func writeTemp(t *testing.T, doc string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "jobgate.yaml")
+	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

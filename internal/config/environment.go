@@ -24,6 +24,16 @@ func Resolve(c *Config, name string) error {
 			add(path, "environment variable %s is not set", env)
 		}
 	}
+	needSecret := func(path, env string) {
+		if env == "" {
+			return
+		}
+		if v, ok := os.LookupEnv(env); !ok {
+			add(path, "environment variable %s is not set", env)
+		} else if v == "" {
+			add(path, "environment variable %s is empty: a trigger secret must not be", env)
+		}
+	}
 	needEnv("redis.password_env", c.Redis.PasswordEnv)
 	if c.Worker.DockerConfig != "" {
 		if _, err := os.Stat(c.Worker.DockerConfig); err != nil {
@@ -37,8 +47,10 @@ func Resolve(c *Config, name string) error {
 		for j, t := range f.Triggers {
 			tp := fmt.Sprintf("functions[%d].triggers[%d]", i, j)
 			if t.http != nil && t.http.Auth != nil {
-				needEnv(tp+".auth", envOf(t.http.Auth.Bearer))
-				needEnv(tp+".auth", envOfHMAC(t.http.Auth.HMACSHA256))
+				// Fail closed: an empty token or secret would accept
+				// anyone (an HMAC keyed with "" is computable by all).
+				needSecret(tp+".auth.bearer.token_env", envOf(t.http.Auth.Bearer))
+				needSecret(tp+".auth.hmac_sha256.secret_env", envOfHMAC(t.http.Auth.HMACSHA256))
 			}
 			if q := t.queue; q != nil {
 				needEnv(tp, q.PasswordEnv)

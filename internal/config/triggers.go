@@ -33,6 +33,17 @@ type HTTPTrigger struct {
 	ServiceID string    `json:"service_id"`
 	Stage     string    `json:"stage"`
 	Auth      *HTTPAuth `json:"auth"`
+	// ForwardHeaders, when set, is the allow-list of request headers the
+	// event carries; DropHeaders removes more. Credentials (Authorization,
+	// Proxy-Authorization, Cookie) and the trigger's own signature header
+	// never enter an event.
+	ForwardHeaders []string `json:"forward_headers"`
+	DropHeaders    []string `json:"drop_headers"`
+	// DedupeHeader names the request header whose value is the caller's
+	// idempotency key (e.g. X-GitHub-Delivery), scoped to this trigger; a
+	// key reused with a different request is refused (409). Unset: every
+	// request is a new invocation.
+	DedupeHeader string `json:"dedupe_header"`
 }
 
 // HTTPAuth: none (nil), a bearer token, or an HMAC-SHA256 signature.
@@ -46,16 +57,29 @@ type BearerAuth struct {
 	TokenEnv string `json:"token_env"`
 }
 
-// HMACAuth checks an HMAC-SHA256 of the raw body (GitHub's
-// X-Hub-Signature-256: sha256=<hex> by default). With TimestampHeader the
-// MAC covers "<timestamp>.<body>" and the timestamp must be within
-// ToleranceS of now (replay window).
+// Signature schemes of HMACAuth (docs/SECURITY.md).
+const (
+	// SchemeJobgate signs method, path, query, body and a timestamp:
+	// X-Jobgate-Signature: v1=<hex> over "v1\n<ts>\n<METHOD>\n<path>\n<query>\n<body>",
+	// X-Jobgate-Timestamp: <unix seconds>.
+	SchemeJobgate = "jobgate"
+	// SchemeGitHub is GitHub's X-Hub-Signature-256: sha256=<hex> of the
+	// body (no timestamp: pair it with dedupe_header: X-GitHub-Delivery).
+	SchemeGitHub = "github"
+	// SchemeStripe is Stripe's Stripe-Signature: t=<ts>,v1=<hex> over
+	// "<ts>.<body>".
+	SchemeStripe = "stripe"
+)
+
+// HMACAuth checks an HMAC-SHA256 signature by one of the schemes.
 type HMACAuth struct {
+	SecretEnv string `json:"secret_env"`
+	Scheme    string `json:"scheme"` // jobgate (default), github, stripe
+	// Header overrides the scheme's signature header; TimestampHeader the
+	// jobgate scheme's timestamp header.
 	Header          string `json:"header"`
-	SecretEnv       string `json:"secret_env"`
-	Prefix          string `json:"prefix"`
 	TimestampHeader string `json:"timestamp_header"`
-	ToleranceS      int    `json:"tolerance_s"`
+	ToleranceS      int    `json:"tolerance_s"` // replay window, default 300
 }
 
 // decodeOptions decodes a trigger's options strictly into v.
@@ -122,11 +146,14 @@ func (t *Trigger) decode() error {
 			o.Methods = []string{"POST"}
 		}
 		if h := authHMAC(o.Auth); h != nil {
+			if h.Scheme == "" {
+				h.Scheme = SchemeJobgate
+			}
 			if h.Header == "" {
-				h.Header = "X-Hub-Signature-256"
-				if h.Prefix == "" {
-					h.Prefix = "sha256="
-				}
+				h.Header = map[string]string{SchemeJobgate: "X-Jobgate-Signature", SchemeGitHub: "X-Hub-Signature-256", SchemeStripe: "Stripe-Signature"}[h.Scheme]
+			}
+			if h.TimestampHeader == "" && h.Scheme == SchemeJobgate {
+				h.TimestampHeader = "X-Jobgate-Timestamp"
 			}
 			if h.ToleranceS == 0 {
 				h.ToleranceS = 300

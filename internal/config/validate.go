@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 	"time"
@@ -84,8 +85,26 @@ func (c *Config) validate() []Problem {
 				if msg := routes.add(f.Name, t.Name, *t.http); msg != "" {
 					add(tp+".path", "%s", msg)
 				}
-				if a := t.http.Auth; a != nil && a.Bearer != nil && a.HMACSHA256 != nil {
-					add(tp+".auth", "choose bearer or hmac_sha256, not both")
+				if a := t.http.Auth; a != nil {
+					switch {
+					case a.Bearer != nil && a.HMACSHA256 != nil:
+						add(tp+".auth", "choose bearer or hmac_sha256, not both")
+					case a.Bearer == nil && a.HMACSHA256 == nil:
+						add(tp+".auth", "set bearer or hmac_sha256 (omit auth for none)")
+					case a.Bearer != nil && a.Bearer.TokenEnv == "":
+						add(tp+".auth.bearer.token_env", "required")
+					case a.HMACSHA256 != nil && a.HMACSHA256.SecretEnv == "":
+						add(tp+".auth.hmac_sha256.secret_env", "required")
+					case a.HMACSHA256 != nil && a.HMACSHA256.Scheme != SchemeJobgate && a.HMACSHA256.Scheme != SchemeGitHub && a.HMACSHA256.Scheme != SchemeStripe:
+						add(tp+".auth.hmac_sha256.scheme", "unknown scheme %q (jobgate, github, stripe)", a.HMACSHA256.Scheme)
+					case a.HMACSHA256 != nil && (a.HMACSHA256.ToleranceS < 1 || a.HMACSHA256.ToleranceS > 86400):
+						add(tp+".auth.hmac_sha256.tolerance_s", "must be 1..86400")
+					}
+				}
+				for _, h := range t.http.ForwardHeaders {
+					if http.CanonicalHeaderKey(h) == "" || strings.ContainsAny(h, " :") {
+						add(tp+".forward_headers", "bad header name %q", h)
+					}
 				}
 			case t.queue != nil:
 				if t.Type == TriggerAMQP && (t.queue.URL == "") == (t.queue.URLEnv == "") {

@@ -59,6 +59,9 @@ type Record struct {
 	// Attempts are the earlier attempts of a retried invocation, oldest
 	// first; the current one is the record itself.
 	Attempts []AttemptSummary `json:",omitempty"`
+	// Fingerprint is the hash of the request behind a caller's
+	// idempotency key (submit.Fingerprint); not shown.
+	Fingerprint string `json:"-"`
 }
 
 // AttemptSummary is how one attempt ended.
@@ -98,6 +101,9 @@ func (r *Record) fields() map[string]any {
 		"EnqueueTime": r.EnqueueTime, "StartTime": r.StartTime, "EndTime": r.EndTime,
 		"DurationMs": r.DurationMs, "MemUsageBytes": r.MemUsageBytes,
 	}
+	if r.Fingerprint != "" {
+		m["Fingerprint"] = r.Fingerprint
+	}
 	if r.ExitCode != nil {
 		m["ExitCode"] = *r.ExitCode
 	}
@@ -113,7 +119,7 @@ func fromFields(m map[string]string) *Record {
 		Status: Status(m["Status"]), StatusCode: atoi("StatusCode"), Message: m["Message"],
 		Attempt: atoi("Attempt"), Node: m["Node"], ImageDigest: m["ImageDigest"],
 		EnqueueTime: m["EnqueueTime"], StartTime: m["StartTime"], EndTime: m["EndTime"],
-		DurationMs: atoi64("DurationMs"), MemUsageBytes: atoi64("MemUsageBytes"),
+		DurationMs: atoi64("DurationMs"), MemUsageBytes: atoi64("MemUsageBytes"), Fingerprint: m["Fingerprint"],
 	}
 	if v, ok := m["ExitCode"]; ok {
 		n, _ := strconv.Atoi(v)

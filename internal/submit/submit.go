@@ -5,6 +5,8 @@ package submit
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,6 +29,9 @@ var (
 	// ErrUnavailable means the event is NOT durably queued (Redis refused
 	// or is unreachable); the sender must retry.
 	ErrUnavailable = errors.New("queue unavailable")
+	// ErrKeyReused: the caller's idempotency key is already taken by a
+	// different request (its fingerprint differs).
+	ErrKeyReused = errors.New("idempotency key reused with a different request")
 )
 
 // Enqueuer is the part of asynq.Client that Submit needs.
@@ -61,6 +66,21 @@ type Request struct {
 	RequestID   string // "" = a random UUID
 	Source      string // RequestSource, e.g. "API", "TRIGGER_TIMER"
 	TriggerName string
+	// Fingerprint identifies the request behind a caller-chosen key (a
+	// hash of what it sent); a duplicate RequestId with another
+	// fingerprint is ErrKeyReused. "" = not checked.
+	Fingerprint string
+}
+
+// Fingerprint hashes the parts of a request that a reused idempotency key
+// must match.
+func Fingerprint(parts ...[]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:", len(p))
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Result of Submit.
@@ -116,13 +136,16 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 	rec := &record.Record{
 		RequestId: id, FunctionName: fn.Name, Namespace: fn.Namespace, Qualifier: "$LATEST",
 		RequestSource: req.Source, TriggerName: req.TriggerName, Status: record.Pending, StatusCode: 202,
-		Attempt: 1, EnqueueTime: s.now().UTC().Format(record.TimeFormat),
+		Attempt: 1, EnqueueTime: s.now().UTC().Format(record.TimeFormat), Fingerprint: req.Fingerprint,
 	}
 	created, existing, err := s.records.Create(ctx, rec, req.Event)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if !created {
+		if req.Fingerprint != "" && existing.Fingerprint != "" && req.Fingerprint != existing.Fingerprint {
+			return Result{Record: existing}, fmt.Errorf("%w: %s", ErrKeyReused, id)
+		}
 		// A sender that crashed between recording and enqueueing retries
 		// with the same RequestId: make sure the task exists (asynq
 		// refuses a second one with the same ID).

@@ -77,7 +77,9 @@ func (t Trigger) Normalize(r *http.Request, body []byte, pathParams map[string]s
 		ev.PathParameters = map[string]string{}
 	}
 	for k, vs := range r.Header {
-		ev.Headers[strings.ToLower(k)] = strings.Join(vs, ", ")
+		if t.forwards(k) {
+			ev.Headers[strings.ToLower(k)] = strings.Join(vs, ", ")
+		}
 	}
 	if r.Host != "" {
 		ev.Headers["host"] = r.Host
@@ -91,6 +93,37 @@ func (t Trigger) Normalize(r *http.Request, body []byte, pathParams map[string]s
 		ev.Body = &s
 	}
 	return ev
+}
+
+// neverForwarded are request headers no event carries: credentials a
+// job (and anyone reading its record or dead letter) must not see.
+var neverForwarded = map[string]bool{"Authorization": true, "Proxy-Authorization": true, "Cookie": true}
+
+// forwards reports whether the header (canonical name) enters the event:
+// not a credential nor the trigger's signature, within forward_headers
+// when set, not in drop_headers.
+func (t Trigger) forwards(name string) bool {
+	name = http.CanonicalHeaderKey(name)
+	if neverForwarded[name] {
+		return false
+	}
+	if a := t.Opts.Auth; a != nil && a.HMACSHA256 != nil && http.CanonicalHeaderKey(a.HMACSHA256.Header) == name {
+		return false
+	}
+	for _, d := range t.Opts.DropHeaders {
+		if http.CanonicalHeaderKey(d) == name {
+			return false
+		}
+	}
+	if len(t.Opts.ForwardHeaders) == 0 {
+		return true
+	}
+	for _, f := range t.Opts.ForwardHeaders {
+		if http.CanonicalHeaderKey(f) == name {
+			return true
+		}
+	}
+	return false
 }
 
 // QueryString parses a raw query into SCF's forms: a string; an array
@@ -141,8 +174,11 @@ type AuthError struct{ Reason string }
 
 func (e *AuthError) Error() string { return e.Reason }
 
-// Authenticate checks the trigger's auth against the raw body.
-func (t Trigger) Authenticate(r *http.Request, body []byte, now time.Time) error {
+// Precheck is the part of the trigger's auth that needs no body: all of a
+// bearer token; an HMAC signature's presence, form and timestamp. The
+// gateway runs it before reading the body, so an unauthenticated sender
+// cannot make it read (or wait for) one.
+func (t Trigger) Precheck(r *http.Request, now time.Time) error {
 	a := t.Opts.Auth
 	switch {
 	case a == nil:
@@ -153,51 +189,158 @@ func (t Trigger) Authenticate(r *http.Request, body []byte, now time.Time) error
 		if !ok {
 			return &AuthError{"missing bearer token"}
 		}
+		// An empty token is a validate error; refuse here too (fail closed).
 		if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 			return &AuthError{"invalid bearer token"}
 		}
 		return nil
 	case a.HMACSHA256 != nil:
-		return checkHMAC(a.HMACSHA256, r, body, now)
+		_, err := parseSignature(a.HMACSHA256, r, now)
+		return err
 	}
-	return nil
+	return &AuthError{"trigger auth is not configured"}
 }
 
-func checkHMAC(h *config.HMACAuth, r *http.Request, body []byte, now time.Time) error {
-	sig := r.Header.Get(h.Header)
-	if sig == "" {
-		return &AuthError{"missing signature header " + h.Header}
+// Verify checks an HMAC signature against the raw body (Precheck passed).
+func (t Trigger) Verify(r *http.Request, body []byte, now time.Time) error {
+	a := t.Opts.Auth
+	if a == nil || a.HMACSHA256 == nil {
+		return nil
 	}
-	hexSig, ok := strings.CutPrefix(sig, h.Prefix)
-	if !ok {
-		return &AuthError{fmt.Sprintf("signature header %s must start with %q", h.Header, h.Prefix)}
-	}
-	got, err := hex.DecodeString(hexSig)
+	h := a.HMACSHA256
+	sig, err := parseSignature(h, r, now)
 	if err != nil {
-		return &AuthError{"signature is not hex"}
+		return err
 	}
-	mac := hmac.New(sha256.New, []byte(os.Getenv(h.SecretEnv)))
-	if h.TimestampHeader != "" {
-		ts := r.Header.Get(h.TimestampHeader)
-		sec, err := strconv.ParseInt(ts, 10, 64)
+	secret := os.Getenv(h.SecretEnv)
+	if secret == "" {
+		return &AuthError{"trigger secret is empty"} // a validate error: fail closed
+	}
+	want := mac(secret, signedBytes(h.Scheme, sig.timestamp, r, body))
+	for _, got := range sig.macs {
+		if hmac.Equal(got, want) {
+			return nil
+		}
+	}
+	return &AuthError{"signature mismatch"}
+}
+
+// Authenticate is Precheck then Verify.
+func (t Trigger) Authenticate(r *http.Request, body []byte, now time.Time) error {
+	if err := t.Precheck(r, now); err != nil {
+		return err
+	}
+	return t.Verify(r, body, now)
+}
+
+// signature is a parsed signature header: the MACs it offers and the
+// timestamp they cover ("" for GitHub's, which has none).
+type signature struct {
+	timestamp string
+	macs      [][]byte
+}
+
+func parseSignature(h *config.HMACAuth, r *http.Request, now time.Time) (signature, error) {
+	raw := r.Header.Get(h.Header)
+	if raw == "" {
+		return signature{}, &AuthError{"missing signature header " + h.Header}
+	}
+	var sig signature
+	switch h.Scheme {
+	case config.SchemeGitHub:
+		hexSig, ok := strings.CutPrefix(raw, "sha256=")
+		if !ok {
+			return sig, &AuthError{fmt.Sprintf("signature header %s must start with \"sha256=\"", h.Header)}
+		}
+		b, err := hex.DecodeString(hexSig)
 		if err != nil {
-			return &AuthError{"missing or bad timestamp header " + h.TimestampHeader}
+			return sig, &AuthError{"signature is not hex"}
 		}
-		if d := now.Sub(time.Unix(sec, 0)); d > time.Duration(h.ToleranceS)*time.Second || -d > time.Duration(h.ToleranceS)*time.Second {
-			return &AuthError{fmt.Sprintf("timestamp outside the %d s replay window", h.ToleranceS)}
+		return signature{macs: [][]byte{b}}, nil
+	case config.SchemeStripe:
+		for _, part := range strings.Split(raw, ",") {
+			k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+			switch k {
+			case "t":
+				sig.timestamp = v
+			case "v1":
+				b, err := hex.DecodeString(v)
+				if err != nil {
+					return sig, &AuthError{"signature is not hex"}
+				}
+				sig.macs = append(sig.macs, b)
+			}
 		}
-		mac.Write([]byte(ts + "."))
+		if len(sig.macs) == 0 {
+			return sig, &AuthError{"no v1 signature in " + h.Header}
+		}
+	default: // jobgate
+		hexSig, ok := strings.CutPrefix(raw, "v1=")
+		if !ok {
+			return sig, &AuthError{fmt.Sprintf("signature header %s must start with \"v1=\"", h.Header)}
+		}
+		b, err := hex.DecodeString(hexSig)
+		if err != nil {
+			return sig, &AuthError{"signature is not hex"}
+		}
+		sig.macs = [][]byte{b}
+		sig.timestamp = r.Header.Get(h.TimestampHeader)
 	}
-	mac.Write(body)
-	if !hmac.Equal(got, mac.Sum(nil)) {
-		return &AuthError{"signature mismatch"}
+	if err := checkTimestamp(sig.timestamp, h.ToleranceS, now); err != nil {
+		return sig, err
+	}
+	return sig, nil
+}
+
+// checkTimestamp accepts Unix seconds within tolerance of now, either
+// way, compared without arithmetic on the sender's number (a far-future
+// value must not overflow into the window).
+func checkTimestamp(ts string, toleranceS int, now time.Time) error {
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return &AuthError{"missing or bad signature timestamp"}
+	}
+	lo, hi := now.Unix()-int64(toleranceS), now.Unix()+int64(toleranceS)
+	if sec < lo || sec > hi {
+		return &AuthError{fmt.Sprintf("timestamp outside the %d s replay window", toleranceS)}
 	}
 	return nil
 }
 
-// Sign returns the header value a sender would send (for tests and docs).
-func Sign(secret, prefix string, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	return prefix + hex.EncodeToString(mac.Sum(nil))
+// signedBytes is what a scheme's MAC covers.
+func signedBytes(scheme, ts string, r *http.Request, body []byte) []byte {
+	switch scheme {
+	case config.SchemeGitHub:
+		return body
+	case config.SchemeStripe:
+		return append([]byte(ts+"."), body...)
+	}
+	head := "v1\n" + ts + "\n" + r.Method + "\n" + r.URL.EscapedPath() + "\n" + r.URL.RawQuery + "\n"
+	return append([]byte(head), body...)
+}
+
+func mac(secret string, b []byte) []byte {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(b)
+	return m.Sum(nil)
+}
+
+// SignJobgate returns the X-Jobgate-Signature value for a request (what a
+// sender computes; docs/SECURITY.md). pathQuery is the request target
+// ("/hooks/x?a=b"), ts Unix seconds.
+func SignJobgate(secret, method, pathQuery string, ts int64, body []byte) string {
+	path, query, _ := strings.Cut(pathQuery, "?")
+	head := "v1\n" + strconv.FormatInt(ts, 10) + "\n" + method + "\n" + path + "\n" + query + "\n"
+	return "v1=" + hex.EncodeToString(mac(secret, append([]byte(head), body...)))
+}
+
+// SignGitHub returns GitHub's X-Hub-Signature-256 value for body.
+func SignGitHub(secret string, body []byte) string {
+	return "sha256=" + hex.EncodeToString(mac(secret, body))
+}
+
+// SignStripe returns a Stripe-Signature value for body at ts.
+func SignStripe(secret string, ts int64, body []byte) string {
+	t := strconv.FormatInt(ts, 10)
+	return "t=" + t + ",v1=" + hex.EncodeToString(mac(secret, append([]byte(t+"."), body...)))
 }

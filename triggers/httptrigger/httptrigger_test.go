@@ -2,10 +2,12 @@ package httptrigger
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,16 +111,15 @@ func TestBinaryBodyIsBase64(t *testing.T) {
 	}
 }
 
-func TestHMAC(t *testing.T) {
-	t.Setenv("HOOK_SECRET", "It's a Secret to Everybody")
-	body := []byte("Hello, World!")
-	// GitHub's documented example: this body and secret give this signature.
-	const gh = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-	if got := Sign("It's a Secret to Everybody", "sha256=", body); got != gh {
-		t.Fatalf("Sign = %s", got)
+// hmacTrigger is an HTTP trigger on /h/{who} with HMAC auth by scheme.
+func hmacTrigger(t *testing.T, scheme string) Trigger {
+	t.Helper()
+	h := map[string]any{"secret_env": "HOOK_SECRET"}
+	if scheme != "" {
+		h["scheme"] = scheme
 	}
 	cfg := &config.Config{Functions: []config.Function{{Name: "f", Image: "r/a:1", Triggers: []config.Trigger{{Type: "http", Name: "h",
-		Options: map[string]any{"path": "/h", "auth": map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET"}}}}}}}}
+		Options: map[string]any{"path": "/h/{who}", "auth": map[string]any{"hmac_sha256": h}}}}}}}
 	if err := config.Complete(cfg, "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -126,9 +127,20 @@ func TestHMAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := trs[0]
+	return trs[0]
+}
+
+func TestHMACGitHubPreset(t *testing.T) {
+	t.Setenv("HOOK_SECRET", "It's a Secret to Everybody")
+	body := []byte("Hello, World!")
+	// GitHub's documented example: this body and secret give this signature.
+	const gh = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+	if got := SignGitHub("It's a Secret to Everybody", body); got != gh {
+		t.Fatalf("SignGitHub = %s", got)
+	}
+	tr := hmacTrigger(t, "github")
 	req := func(sig string) *http.Request {
-		r := httptest.NewRequest("POST", "/h", nil)
+		r := httptest.NewRequest("POST", "/h/x", nil)
 		if sig != "" {
 			r.Header.Set("X-Hub-Signature-256", sig)
 		}
@@ -144,18 +156,114 @@ func TestHMAC(t *testing.T) {
 			t.Errorf("%q: %v", sig, err)
 		}
 	}
-	// With a timestamp header the MAC covers "<ts>.<body>" within a window.
-	tr.Opts.Auth.HMACSHA256.TimestampHeader = "X-Timestamp"
-	ts := func(at time.Time) *http.Request {
-		r := req(Sign("It's a Secret to Everybody", "sha256=", append([]byte(itoa(at.Unix())+"."), body...)))
-		r.Header.Set("X-Timestamp", itoa(at.Unix()))
+}
+
+func TestHMACStripePreset(t *testing.T) {
+	t.Setenv("HOOK_SECRET", "whsec_test")
+	body := []byte(`{"id":"evt_1"}`)
+	tr := hmacTrigger(t, "stripe")
+	now := time.Unix(1_700_000_000, 0)
+	req := func(sig string) *http.Request {
+		r := httptest.NewRequest("POST", "/h/x", nil)
+		r.Header.Set("Stripe-Signature", sig)
 		return r
 	}
-	if err := tr.Authenticate(ts(now), body, now); err != nil {
-		t.Fatalf("fresh: %v", err)
+	good := SignStripe("whsec_test", now.Unix(), body)
+	if err := tr.Authenticate(req(good+",v0=ignored"), body, now); err != nil {
+		t.Fatalf("good: %v", err)
 	}
-	if err := tr.Authenticate(ts(now.Add(-time.Hour)), body, now); err == nil || !strings.Contains(err.Error(), "replay window") {
-		t.Fatalf("replayed: %v", err)
+	if err := tr.Authenticate(req(good), body, now.Add(10*time.Minute)); err == nil || !strings.Contains(err.Error(), "replay window") {
+		t.Fatalf("old: %v", err)
+	}
+	if err := tr.Authenticate(req(good), []byte(`{"id":"evt_2"}`), now); err == nil || !strings.Contains(err.Error(), "mismatch") {
+		t.Fatalf("other body: %v", err)
+	}
+}
+
+// The default scheme covers method, path, query and body with a required
+// timestamp: a captured signature does not replay to another path or
+// query, nor after the window, and a far-future timestamp cannot
+// overflow into it (finding 3).
+func TestHMACJobgateSchemeCoversTheRequest(t *testing.T) {
+	t.Setenv("HOOK_SECRET", "s3cret")
+	tr := hmacTrigger(t, "")
+	if h := tr.Opts.Auth.HMACSHA256; h.Scheme != "jobgate" || h.Header != "X-Jobgate-Signature" || h.TimestampHeader != "X-Jobgate-Timestamp" || h.ToleranceS != 300 {
+		t.Fatalf("defaults %+v", h)
+	}
+	body := []byte(`{"user":"alice"}`)
+	now := time.Unix(1_700_000_000, 0)
+	signed := func(method, target string, ts int64, sigTarget string) *http.Request {
+		r := httptest.NewRequest(method, target, nil)
+		r.Header.Set("X-Jobgate-Timestamp", strconv.FormatInt(ts, 10))
+		r.Header.Set("X-Jobgate-Signature", SignJobgate("s3cret", method, sigTarget, ts, body))
+		return r
+	}
+	if err := tr.Authenticate(signed("POST", "/h/alice?x=1", now.Unix(), "/h/alice?x=1"), body, now); err != nil {
+		t.Fatalf("good: %v", err)
+	}
+	for name, r := range map[string]*http.Request{
+		"other path":   signed("POST", "/h/mallory", now.Unix(), "/h/alice"),
+		"other query":  signed("POST", "/h/alice?admin=true", now.Unix(), "/h/alice"),
+		"other method": signed("PUT", "/h/alice", now.Unix(), "/h/alice"),
+	} {
+		r.Header.Set("X-Jobgate-Signature", SignJobgate("s3cret", "POST", "/h/alice", now.Unix(), body))
+		if err := tr.Authenticate(r, body, now); err == nil || !strings.Contains(err.Error(), "mismatch") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for name, ts := range map[string]int64{"old": now.Unix() - 301, "future": now.Unix() + 301, "far future": 20000000000, "min": math.MinInt64, "max": math.MaxInt64} {
+		err := tr.Authenticate(signed("POST", "/h/alice", ts, "/h/alice"), body, now)
+		if err == nil || !strings.Contains(err.Error(), "replay window") {
+			t.Errorf("%s timestamp %d: %v", name, ts, err)
+		}
+	}
+	noTS := signed("POST", "/h/alice", now.Unix(), "/h/alice")
+	noTS.Header.Del("X-Jobgate-Timestamp")
+	if err := tr.Authenticate(noTS, body, now); err == nil || !strings.Contains(err.Error(), "timestamp") {
+		t.Errorf("no timestamp: %v", err)
+	}
+}
+
+// An empty secret refuses everything, even a MAC keyed with "" (finding 1;
+// Resolve refuses such a config too: internal/config).
+func TestHMACEmptySecretFailsClosed(t *testing.T) {
+	t.Setenv("HOOK_SECRET", "")
+	tr := hmacTrigger(t, "github")
+	r := httptest.NewRequest("POST", "/h/x", nil)
+	r.Header.Set("X-Hub-Signature-256", SignGitHub("", []byte("x")))
+	if err := tr.Authenticate(r, []byte("x"), time.Now()); err == nil {
+		t.Fatal("a body signed with the empty key was accepted")
+	}
+}
+
+// Credentials and the trigger's signature never enter the event; the
+// allow- and drop-lists apply (finding 2).
+func TestHeaderPolicy(t *testing.T) {
+	t.Setenv("HOOK_SECRET", "s")
+	tr := hmacTrigger(t, "github")
+	r := httptest.NewRequest("POST", "/h/x", nil)
+	for k, v := range map[string]string{"Authorization": "Bearer tok", "Proxy-Authorization": "Basic x", "Cookie": "sid=1",
+		"X-Hub-Signature-256": "sha256=00", "X-Github-Event": "push", "X-Internal": "no", "Content-Type": "application/json"} {
+		r.Header.Set(k, v)
+	}
+	headers := func() map[string]string { return tr.Normalize(r, []byte("{}"), nil, "id").Headers }
+	got := headers()
+	for _, h := range []string{"authorization", "proxy-authorization", "cookie", "x-hub-signature-256"} {
+		if _, ok := got[h]; ok {
+			t.Errorf("%s forwarded into the event", h)
+		}
+	}
+	if got["x-github-event"] != "push" || got["x-internal"] != "no" {
+		t.Fatalf("default forwards the rest: %v", got)
+	}
+	tr.Opts.DropHeaders = []string{"x-internal"}
+	if _, ok := headers()["x-internal"]; ok {
+		t.Error("drop_headers ignored")
+	}
+	tr.Opts.ForwardHeaders = []string{"X-GitHub-Event", "Authorization"}
+	got = headers()
+	if len(got) != 2 || got["x-github-event"] != "push" || got["host"] == "" {
+		t.Fatalf("forward_headers: %v (credentials never, even when listed)", got)
 	}
 }
 

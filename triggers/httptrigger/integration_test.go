@@ -3,7 +3,9 @@ package httptrigger_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +34,8 @@ func TestWebhookReachesTheContainer(t *testing.T) {
 	st := testenv.StartStack(t, config.Function{Name: "hooked", Image: ref, Args: []string{"event"},
 		Triggers: []config.Trigger{{Type: "http", Name: "gh", Options: map[string]any{
 			"path": "/hooks/{org}/{repo}", "methods": []any{"POST"},
-			"auth": map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET"}}}}}})
+			"dedupe_header": "X-GitHub-Delivery",
+			"auth":          map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET", "scheme": "github"}}}}}})
 
 	body := []byte{0x89, 'P', 'N', 'G', 0x00, 0xff}
 	post := func(sig string, hdr map[string]string) (int, []byte) {
@@ -60,7 +63,7 @@ func TestWebhookReachesTheContainer(t *testing.T) {
 		t.Fatalf("GET: %d", code)
 	}
 
-	code, resp := post(httptrigger.Sign("shh", "sha256=", body), map[string]string{"X-Request-Id": "delivery-1"})
+	code, resp := post(httptrigger.SignGitHub("shh", body), map[string]string{"X-GitHub-Delivery": "delivery-1", "Authorization": "Bearer leaked?"})
 	if code != 202 {
 		t.Fatalf("good signature: %d %s", code, resp)
 	}
@@ -68,10 +71,21 @@ func TestWebhookReachesTheContainer(t *testing.T) {
 	if err := json.Unmarshal(resp, &ack); err != nil || ack.RequestId == "" {
 		t.Fatalf("answer %s", resp)
 	}
-	// The same delivery again (X-Request-Id): same RequestId, one run.
-	_, resp2 := post(httptrigger.Sign("shh", "sha256=", body), map[string]string{"X-Request-Id": "delivery-1"})
+	// The same delivery again (dedupe_header): same RequestId, one run.
+	_, resp2 := post(httptrigger.SignGitHub("shh", body), map[string]string{"X-GitHub-Delivery": "delivery-1"})
 	if !bytes.Contains(resp2, []byte(ack.RequestId)) {
 		t.Fatalf("redelivery got %s", resp2)
+	}
+	// The key reused for another request: 409, not the old run (finding 4).
+	other := []byte("another body")
+	code, resp = st.Do(t, "POST", "/hooks/acme/rocket", other, map[string]string{"X-Hub-Signature-256": httptrigger.SignGitHub("shh", other), "X-GitHub-Delivery": "delivery-1"})
+	if code != 409 || !strings.Contains(string(resp), "IdempotencyKeyReused") {
+		t.Fatalf("reused key: %d %s", code, resp)
+	}
+	// A header the trigger does not name as its dedupe key decides nothing.
+	code, resp = st.Do(t, "POST", "/hooks/acme/rocket", other, map[string]string{"X-Hub-Signature-256": httptrigger.SignGitHub("shh", other), "X-Request-Id": "delivery-1"})
+	if code != 202 || bytes.Contains(resp, []byte(ack.RequestId)) {
+		t.Fatalf("X-Request-Id without dedupe_header: %d %s", code, resp)
 	}
 	end := st.WaitEnd(t, ack.RequestId, 30*time.Second)
 	out := st.Stdout(t, ack.RequestId)
@@ -98,12 +112,17 @@ func TestWebhookReachesTheContainer(t *testing.T) {
 		ev.RequestContext.HTTPMethod != "POST" || ev.RequestContext.RequestID != ack.RequestId || ev.RequestContext.SourceIP != "127.0.0.1" {
 		t.Fatalf("event %s", out[0])
 	}
-	if ev.Headers["x-custom"] != "one" || ev.Headers["content-type"] != "application/octet-stream" || ev.Headers["x-request-id"] != "delivery-1" {
+	if ev.Headers["x-custom"] != "one" || ev.Headers["content-type"] != "application/octet-stream" || ev.Headers["x-github-delivery"] != "delivery-1" {
 		t.Fatalf("headers %v", ev.Headers)
+	}
+	for _, h := range []string{"authorization", "x-hub-signature-256"} {
+		if _, ok := ev.Headers[h]; ok {
+			t.Fatalf("%s reached the job: %v", h, ev.Headers)
+		}
 	}
 	// wait=scheduled answers with the record once started.
 	req, _ := http.NewRequest("POST", st.URL+"/hooks/acme/rocket?wait=scheduled", bytes.NewReader(body))
-	req.Header.Set("X-Hub-Signature-256", httptrigger.Sign("shh", "sha256=", body))
+	req.Header.Set("X-Hub-Signature-256", httptrigger.SignGitHub("shh", body))
 	r, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -129,5 +148,42 @@ func TestWebhookOversizeIs413(t *testing.T) {
 	code, body = st.Do(t, "POST", "/in", bytes.Repeat([]byte("x"), 131_000), nil)
 	if code != 413 {
 		t.Fatalf("%d %s", code, body)
+	}
+}
+
+// bodyProbe fails the test if the gateway reads the body.
+type bodyProbe struct{ t *testing.T }
+
+func (b bodyProbe) Read([]byte) (int, error) {
+	b.t.Error("the body of an unauthenticated request was read")
+	return 0, io.EOF
+}
+
+// An unauthenticated webhook is refused before its body is read (finding
+// 5): a sender without the token cannot make the gateway read, or wait
+// for, a body.
+func TestUnauthenticatedWebhookBodyIsNeverRead(t *testing.T) {
+	t.Setenv("HOOK_TOKEN", "t0ken")
+	t.Setenv("HOOK_SECRET", "s3cret")
+	s := testenv.Shared(t)
+	st := testenv.StartStack(t, config.Function{Name: "f", Image: s.Registry + "/test/job:1",
+		Triggers: []config.Trigger{
+			{Type: "http", Name: "bearer", Options: map[string]any{"path": "/b", "auth": map[string]any{"bearer": map[string]any{"token_env": "HOOK_TOKEN"}}}},
+			{Type: "http", Name: "hmac", Options: map[string]any{"path": "/s", "auth": map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET"}}}},
+		}})
+	for path, hdr := range map[string]map[string]string{
+		"/b": {"Authorization": "Bearer wrong"},
+		"/s": {"X-Jobgate-Signature": "v1=00", "X-Jobgate-Timestamp": "1"}, // outside the window
+	} {
+		req := httptest.NewRequest("POST", path, bodyProbe{t})
+		req.ContentLength = 1 << 20
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		st.Node.Gateway.ServeHTTP(w, req)
+		if w.Code != 401 || w.Header().Get("Content-Type") != "application/json" {
+			t.Fatalf("%s: %d %s", path, w.Code, w.Body)
+		}
 	}
 }

@@ -59,6 +59,20 @@ func ReplaySpool(ctx context.Context, store *logstore.Store, dir string) (int, e
 	if err != nil {
 		return 0, err
 	}
+	return replay(ctx, store, files)
+}
+
+// ReplayInstance replays one log's spool, if any (the worker, before it
+// writes the log's end).
+func ReplayInstance(ctx context.Context, store *logstore.Store, dir, id string) (int, error) {
+	path := filepath.Join(dir, id+".jsonl")
+	if _, err := os.Stat(path); err != nil {
+		return 0, nil
+	}
+	return replay(ctx, store, []string{path})
+}
+
+func replay(ctx context.Context, store *logstore.Store, files []string) (int, error) {
 	n := 0
 	var errs []error
 	for _, path := range files {
