@@ -26,6 +26,8 @@ const (
 	codeEventTooLarge       = "EventTooLarge"
 	codeAuthFailure         = "AuthFailure"
 	codeKeyReused           = "IdempotencyKeyReused"
+	codeForbidden           = "Forbidden"
+	codeRateLimited         = "TooManyRequests"
 	codeStoreUnavailable    = "StoreUnavailable"
 	codeQueueUnavailable    = "QueueUnavailable"
 	codeInternalError       = "InternalError"

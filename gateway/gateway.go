@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -23,6 +25,10 @@ import (
 	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/internal/submit"
 )
+
+// maxHeaderBytes bounds a request's header block (net/http's default is
+// 1 MiB; webhooks send a few KiB).
+const maxHeaderBytes = 64 << 10
 
 // Check is one readiness dependency (Redis, containerd, a broker).
 type Check struct {
@@ -42,7 +48,8 @@ type Deps struct {
 	Redis       redis.UniversalClient
 	Metrics     *metrics.Metrics
 	Ready       []Check
-	Tokens      []string // bearer tokens for /v1; none = open
+	Tokens      []Token          // bearer tokens for /v1; none = open
+	Now         func() time.Time // rate limits and log streams; nil: time.Now
 	Logger      zerolog.Logger
 }
 
@@ -56,12 +63,20 @@ type Gateway struct {
 	srv     *http.Server
 	group   *startstop.Group
 	ln      net.Listener
+	rate    *limiter // nil: no rate limit
+	streams *streams
+	now     func() time.Time
 }
 
 // New builds the routes.
 func New(d Deps) *Gateway {
 	g := &Gateway{d: d, log: d.Logger.With().Str("component", "gateway").Logger(), mux: http.NewServeMux(),
-		control: control.New(d.Redis, d.Config.Redis.Prefix, d.Config.Retention())}
+		control: control.New(d.Redis, d.Config.Redis.Prefix, d.Config.Retention()),
+		rate:    newLimiter(d.Config.Gateway.RateLimit, d.Config.Gateway.RateBurst),
+		streams: &streams{max: d.Config.Gateway.FollowStreams, by: map[string]int{}}, now: d.Now}
+	if g.now == nil {
+		g.now = time.Now
+	}
 	for pattern, h := range g.routes() {
 		g.mux.Handle(pattern, h)
 	}
@@ -74,17 +89,24 @@ func (g *Gateway) routes() map[string]http.Handler {
 	metrics := http.Handler(http.NotFoundHandler())
 	if g.d.Metrics != nil {
 		metrics = promhttp.HandlerFor(g.d.Metrics.Registry, promhttp.HandlerOpts{})
+		if g.d.Config.Gateway.MetricsAuth {
+			prom := metrics
+			metrics = g.auth(ScopeRead, func(w http.ResponseWriter, r *http.Request) (any, error) {
+				prom.ServeHTTP(w, r)
+				return nil, nil
+			})
+		}
 	}
 	return map[string]http.Handler{
-		"POST /v1/functions/{name}/invoke":    g.auth(g.invoke),
-		"GET /v1/invocations":                 g.auth(g.listInvocations),
-		"GET /v1/invocations/{id}":            g.auth(g.getInvocation),
-		"GET /v1/invocations/{id}/logs":       g.auth(g.getLogs),
-		"POST /v1/invocations/{id}/terminate": g.auth(g.terminate),
-		"GET /v1/deadletters":                 g.auth(g.listDeadLetters),
-		"GET /v1/deadletters/{id}":            g.auth(g.getDeadLetter),
-		"POST /v1/deadletters/{id}/redrive":   g.auth(g.redrive),
-		"DELETE /v1/deadletters/{id}":         g.auth(g.deleteDeadLetter),
+		"POST /v1/functions/{name}/invoke":    g.auth(ScopeInvoke, g.invoke),
+		"GET /v1/invocations":                 g.auth(ScopeRead, g.listInvocations),
+		"GET /v1/invocations/{id}":            g.auth(ScopeRead, g.getInvocation),
+		"GET /v1/invocations/{id}/logs":       g.auth(ScopeRead, g.getLogs),
+		"POST /v1/invocations/{id}/terminate": g.auth(ScopeAdmin, g.terminate),
+		"GET /v1/deadletters":                 g.auth(ScopeRead, g.listDeadLetters),
+		"GET /v1/deadletters/{id}":            g.auth(ScopeRead, g.getDeadLetter),
+		"POST /v1/deadletters/{id}/redrive":   g.auth(ScopeAdmin, g.redrive),
+		"DELETE /v1/deadletters/{id}":         g.auth(ScopeAdmin, g.deleteDeadLetter),
 		"GET /healthz":                        http.HandlerFunc(g.healthz),
 		"GET /readyz":                         http.HandlerFunc(g.readyz),
 		"GET /metrics":                        metrics,
@@ -97,6 +119,12 @@ func (g *Gateway) routes() map[string]http.Handler {
 // ServeHTTP routes r; what no route takes gets the JSON error shape
 // (ServeMux's own 404 and 405 are text/plain).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.rate != nil && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+		if ok, wait := g.rate.allow(g.client(r), g.now()); !ok {
+			g.rateLimited(w, r, wait)
+			return
+		}
+	}
 	h, pattern := g.mux.Handler(r)
 	if pattern != "" {
 		g.mux.ServeHTTP(w, r) // it sets the path values
@@ -129,11 +157,14 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway listen %s: %w", g.d.Config.Gateway.Listen, err)
 	}
-	g.ln = ln
-	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
+	gw := g.d.Config.Gateway
+	g.ln = netutil.LimitListener(ln, gw.MaxConns)
+	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes,
+		ReadTimeout: sec(gw.ReadTimeoutS), WriteTimeout: sec(gw.WriteTimeoutS), IdleTimeout: sec(gw.IdleTimeoutS)}
 	g.group = startstop.Start(ctx)
 	g.group.Go(func(context.Context) {
-		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := g.srv.Serve(g.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			g.log.Error().Err(err).Msg("serve")
 		}
 	})

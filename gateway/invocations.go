@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/record"
 )
 
@@ -60,26 +64,56 @@ func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	logID := record.InstanceID(id, attempt)
 	follow := r.URL.Query().Get("follow") == "1" || r.URL.Query().Get("follow") == "true"
+	if follow {
+		client := g.client(r)
+		if !g.streams.acquire(client) {
+			return nil, &apiError{status: http.StatusTooManyRequests, code: codeRateLimited,
+				msg: fmt.Sprintf("too many log streams open (gateway.follow_streams: %d)", g.streams.max)}
+		}
+		defer g.streams.release(client)
+		// A stream outlives the server's WriteTimeout, up to follow_max_s.
+		limit := time.Duration(g.d.Config.Gateway.FollowMaxS) * time.Second
+		_ = http.NewResponseController(w).SetWriteDeadline(g.now().Add(limit + 10*time.Second))
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
+	s := &logStream{w: w, g: g, id: id}
 	var next int64
 	for {
 		lines, done, err := g.d.Logs.Range(ctx, logID, next)
 		if err != nil {
-			g.log.Warn().Err(err).Str("request_id", id).Msg("read logs")
+			if ctx.Err() == nil {
+				g.log.Warn().Err(err).Str("request_id", id).Msg("read logs")
+			}
 			return nil, nil // the answer has begun: end the stream
 		}
-		for _, l := range lines {
-			if _, err := fmt.Fprintln(w, l); err != nil {
-				return nil, nil
-			}
+		if !s.write(lines) {
+			return nil, nil
 		}
 		next += int64(len(lines))
-		if flusher != nil {
-			flusher.Flush()
-		}
 		if !follow || done {
+			return nil, nil
+		}
+		// No end marker yet: the stream also ends when the attempt can
+		// write no more (ended without a log: terminated before it
+		// started; a later attempt took over) or the record is gone.
+		switch rec, err := g.d.Records.Get(ctx, id); {
+		case errors.Is(err, record.ErrNotFound):
+			s.note("ERROR the invocation and its log have expired (retention_h)")
+			return nil, nil
+		case err == nil && (rec.Attempt != attempt || rec.Status.Terminal()):
+			// Its END is written before its final status: read once more.
+			if lines, done, err := g.d.Logs.Range(ctx, logID, next); err == nil {
+				if !s.write(lines) {
+					return nil, nil
+				}
+				if !done && len(lines) == 0 && next == 0 && rec.StartTime != "" {
+					s.note("ERROR the log of this attempt has expired (retention_h)")
+				}
+			}
 			return nil, nil
 		}
 		select {
@@ -88,4 +122,29 @@ func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) (any, error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// logStream writes NDJSON log lines, flushing after each batch.
+type logStream struct {
+	w  http.ResponseWriter
+	g  *Gateway
+	id string
+}
+
+func (s *logStream) write(lines []string) bool {
+	for _, l := range lines {
+		if _, err := fmt.Fprintln(s.w, l); err != nil {
+			return false
+		}
+	}
+	if f, ok := s.w.(http.Flusher); ok {
+		f.Flush()
+	}
+	return true
+}
+
+// note writes a platform line of the gateway's own.
+func (s *logStream) note(text string) {
+	b, _ := json.Marshal(logstore.Line{TS: s.g.now().UTC(), Stream: logstore.Platform, Line: text})
+	s.write([]string{string(b)})
 }

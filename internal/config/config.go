@@ -80,6 +80,25 @@ type Gateway struct {
 	// WaitTimeoutS bounds invoke?wait=scheduled; past it the answer is 202
 	// with the record as it stands (the event is queued all the same).
 	WaitTimeoutS int `yaml:"wait_timeout_s,omitempty"`
+	// Server limits (docs/SECURITY.md). ReadTimeoutS bounds reading a
+	// whole request, body included; WriteTimeoutS writing an answer
+	// (log streams excepted: FollowMaxS); IdleTimeoutS a keep-alive
+	// connection between requests; MaxConns the open connections.
+	ReadTimeoutS  int `yaml:"read_timeout_s,omitempty"`
+	WriteTimeoutS int `yaml:"write_timeout_s,omitempty"`
+	IdleTimeoutS  int `yaml:"idle_timeout_s,omitempty"`
+	MaxConns      int `yaml:"max_conns,omitempty"`
+	// FollowMaxS ends a `logs?follow=1` stream after this long;
+	// FollowStreams caps the streams open at once per token (per client
+	// address without tokens).
+	FollowMaxS    int `yaml:"follow_max_s,omitempty"`
+	FollowStreams int `yaml:"follow_streams,omitempty"`
+	// RateLimit is requests per second per token (per client address
+	// for webhooks and without tokens); 0 = off. RateBurst is the burst.
+	RateLimit float64 `yaml:"rate_limit,omitempty"`
+	RateBurst int     `yaml:"rate_burst,omitempty"`
+	// MetricsAuth makes /metrics require a token with the read scope.
+	MetricsAuth bool `yaml:"metrics_auth,omitempty"`
 }
 
 // Worker tunes the worker role on this host.
@@ -128,7 +147,8 @@ func Default() Config {
 	return Config{
 		Redis:      Redis{Prefix: "jobgate"},
 		Containerd: Containerd{Address: "/run/containerd/containerd.sock", Namespace: "jobgate", Snapshotter: "overlayfs"},
-		Gateway:    Gateway{Listen: "127.0.0.1:9100", WaitTimeoutS: 60},
+		Gateway: Gateway{Listen: "127.0.0.1:9100", WaitTimeoutS: 60, ReadTimeoutS: 30, WriteTimeoutS: 75, IdleTimeoutS: 120,
+			MaxConns: 1024, FollowMaxS: 3600, FollowStreams: 8, RateBurst: 50},
 		Worker: Worker{
 			Concurrency: 4, StateDir: "/var/lib/jobgate", PullTimeoutS: 300,
 			TagRecheckMs: ptr(2000), StopGraceS: ptr(10), ShimGroup: ptr(true),

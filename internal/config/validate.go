@@ -113,6 +113,9 @@ func (c *Config) validate() []Problem {
 			}
 		}
 	}
+	if gw := c.Gateway; gw.WriteTimeoutS <= gw.WaitTimeoutS {
+		add("gateway.write_timeout_s", "must exceed wait_timeout_s (%d), or invoke?wait=scheduled answers are cut off", gw.WaitTimeoutS)
+	}
 	for host, r := range c.Registries {
 		if r.PasswordEnv != "" && r.Username == "" {
 			add("registries."+host, "password_env needs username")

@@ -44,7 +44,8 @@ type Options struct {
 	Role   string
 	Tokens []string
 	Logger zerolog.Logger
-	// Clock drives the timer triggers' schedules and the worker's tag
+	// Clock drives the timer triggers' schedules, the gateway's rate
+	// limits and the worker's tag
 	// recheck window; nil is the real clock (tests pass a fake one).
 	Clock clockwork.Clock
 }
@@ -85,7 +86,8 @@ func RedisOptions(c config.Redis) (*redis.Options, error) {
 	return o, nil
 }
 
-// TokensFromEnv reads JOBGATE_TOKENS (comma-separated).
+// TokensFromEnv reads JOBGATE_TOKENS (comma-separated "token" or
+// "token:scope[+scope]" entries; gateway.ParseTokens).
 func TokensFromEnv() []string {
 	var out []string
 	for _, t := range strings.Split(os.Getenv("JOBGATE_TOKENS"), ",") {
@@ -142,9 +144,14 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 		ready = append(ready, gateway.Check{Name: "containerd", Fn: n.Worker.Runtime().Ping})
 	}
 	if o.Role != RoleWorker {
+		tokens, err := gateway.ParseTokens(o.Tokens)
+		if err != nil {
+			n.rdb.Close()
+			return nil, err
+		}
 		n.Gateway = gateway.New(gateway.Deps{
 			Config: cfg, Submitter: sub, Records: records, Logs: logs, DeadLetters: dlq, Redis: n.rdb, Metrics: m,
-			Ready: ready, Tokens: o.Tokens, Logger: o.Logger,
+			Ready: ready, Tokens: tokens, Logger: o.Logger, Now: o.Clock.Now,
 		})
 		hts, err := httptrigger.Triggers(cfg)
 		if err != nil {

@@ -1,0 +1,176 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+)
+
+// Tokens carry scopes: invoke, read, admin (the default).
+func TestTokenScopes(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t)})
+	cfg.Gateway.MetricsAuth = true
+	st := testenv.StartStackWith(t, s, cfg, node.Options{Tokens: []string{"inv:invoke", "rd:read", "adm", "both:invoke+read"}})
+	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+	for _, c := range []struct {
+		tok, method, path string
+		want              int
+	}{
+		{"inv", "POST", "/v1/functions/fn/invoke?wait=none", 202},
+		{"inv", "GET", "/v1/invocations", 403},
+		{"inv", "GET", "/metrics", 403},
+		{"rd", "POST", "/v1/functions/fn/invoke?wait=none", 403},
+		{"rd", "GET", "/v1/invocations", 200},
+		{"rd", "GET", "/v1/deadletters", 200},
+		{"rd", "GET", "/metrics", 200},
+		{"rd", "DELETE", "/v1/deadletters/nope", 403},
+		{"both", "GET", "/v1/invocations", 200},
+		{"adm", "POST", "/v1/functions/fn/invoke?wait=none", 202},
+		{"adm", "DELETE", "/v1/deadletters/nope", 404},
+		{"", "GET", "/metrics", 401},
+	} {
+		hdr := bearer(c.tok)
+		if c.tok == "" {
+			hdr = nil
+		}
+		code, body := st.Do(t, c.method, c.path, []byte(`{}`), hdr)
+		if code != c.want {
+			t.Errorf("%s %s with %q: %d %s, want %d", c.method, c.path, c.tok, code, body, c.want)
+		}
+		if code == 403 && decodeErr(t, body).Error.Code != "Forbidden" {
+			t.Errorf("403 body %s", body)
+		}
+	}
+}
+
+// gateway.rate_limit: past the burst a client gets 429 with Retry-After
+// in the JSON error shape; another client is not affected; tokens come
+// back as the (fake) clock moves.
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t)})
+	cfg.Gateway.RateLimit, cfg.Gateway.RateBurst = 1, 2
+	clock := clockwork.NewFakeClock()
+	st := testenv.StartStackWith(t, s, cfg, node.Options{Tokens: []string{"a", "b"}, Clock: clock})
+	as := map[string]string{"Authorization": "Bearer a"}
+	for i := 0; i < 2; i++ {
+		if code, body := st.Do(t, "GET", "/v1/invocations", nil, as); code != 200 {
+			t.Fatalf("request %d within the burst: %d %s", i, code, body)
+		}
+	}
+	req, _ := http.NewRequest("GET", st.URL+"/v1/invocations", nil)
+	req.Header.Set("Authorization", "Bearer a")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "1" || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("past the burst: %d Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if code, _ := st.Do(t, "GET", "/v1/invocations", nil, map[string]string{"Authorization": "Bearer b"}); code != 200 {
+		t.Fatalf("another token was limited: %d", code)
+	}
+	if code, _ := st.Do(t, "GET", "/healthz", nil, nil); code != 200 {
+		t.Fatalf("healthz is never limited: %d", code)
+	}
+	clock.Advance(time.Second)
+	if code, _ := st.Do(t, "GET", "/v1/invocations", nil, as); code != 200 {
+		t.Fatalf("a second later: %d", code)
+	}
+}
+
+// follow reads a log stream to its end and returns its lines.
+func follow(t *testing.T, st *testenv.Stack, id string) []logstore.Line {
+	t.Helper()
+	resp, err := http.Get(st.URL + "/v1/invocations/" + id + "/logs?follow=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []logstore.Line
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var l logstore.Line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("line %s: %v", sc.Bytes(), err)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// Every follow ends (finding 6): an invocation terminated before it
+// started has no log end marker, yet its stream ends; so does one whose
+// log has expired, with an error line saying so.
+func TestEveryFollowEnds(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	// No worker: the invocation stays PENDING until terminated.
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t)})
+	st := testenv.StartStackWith(t, s, cfg, node.Options{Role: node.RoleGateway})
+	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
+	ended := make(chan []logstore.Line, 1)
+	go func() { ended <- follow(t, st, rec.RequestId) }()
+	if code, body := st.Do(t, "POST", "/v1/invocations/"+rec.RequestId+"/terminate", nil, nil); code != 200 && code != 202 {
+		t.Fatalf("terminate: %d %s", code, body)
+	}
+	select {
+	case <-ended:
+	case <-time.After(time.Minute):
+		t.Fatal("the stream of an invocation aborted before it started did not end")
+	}
+	if end := st.WaitEnd(t, rec.RequestId, 10*time.Second); end.Status != record.Aborted {
+		t.Fatalf("%+v", end)
+	}
+
+	// A finished run whose log is gone (retention): an error line, then the end.
+	rec2 := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
+	now := time.Now()
+	code := 200
+	if err := st.Records.UpdateFrom(context.Background(), rec2.RequestId, []record.Status{record.Pending}, record.Update{
+		Status: record.Finished, StatusCode: &code, StartTime: &now, EndTime: &now}); err != nil {
+		t.Fatal(err)
+	}
+	lines := follow(t, st, rec2.RequestId)
+	if len(lines) != 1 || lines[0].Stream != logstore.Platform || !strings.Contains(lines[0].Line, "expired") {
+		t.Fatalf("expired log: %+v", lines)
+	}
+}
+
+// gateway.follow_streams caps the streams a client holds open.
+func TestFollowStreamCap(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t)})
+	cfg.Gateway.FollowStreams = 1
+	st := testenv.StartStackWith(t, s, cfg, node.Options{Role: node.RoleGateway})
+	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202) // stays PENDING: no worker
+	resp, err := http.Get(st.URL + "/v1/invocations/" + rec.RequestId + "/logs?follow=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("first stream: %d", resp.StatusCode)
+	}
+	code, body := st.Do(t, "GET", "/v1/invocations/"+rec.RequestId+"/logs?follow=1", nil, nil)
+	if code != 429 || !strings.Contains(string(body), "follow_streams") {
+		t.Fatalf("second stream: %d %s", code, body)
+	}
+}
