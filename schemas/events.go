@@ -34,6 +34,7 @@ type Timer struct {
 type APIGateway struct {
 	RequestContext        APIGatewayContext     `json:"requestContext"`
 	Headers               map[string]string     `json:"headers"`
+	HeadersEncoding       map[string]string     `json:"headersEncoding,omitempty"` // jobgate's: "base64" for a value that is not UTF-8
 	Body                  *string               `json:"body,omitempty"`
 	IsBase64Encoded       bool                  `json:"isBase64Encoded,omitempty"`
 	PathParameters        map[string]string     `json:"pathParameters"`

@@ -33,6 +33,9 @@ type Record struct {
 	PublishTime string            `json:"publishTime"`
 	Headers     map[string]string `json:"headers"`
 	MsgBody     string            `json:"msgBody"`
+	// "base64" beside a body or header value that is not UTF-8 text.
+	MsgBodyEncoding string            `json:"msgBodyEncoding,omitempty"`
+	HeadersEncoding map[string]string `json:"headersEncoding,omitempty"`
 }
 
 // Source is one amqp trigger.
@@ -137,16 +140,25 @@ func (s *Source) Ack(_ context.Context, msgs []triggers.Message) error {
 }
 
 func (s *Source) message(d amqp.Delivery) triggers.Message {
-	hdr := map[string]string{}
+	raw := map[string][]byte{}
 	for k, v := range d.Headers {
-		hdr[k] = fmt.Sprint(v)
+		switch v := v.(type) {
+		case []byte: // AMQP byte arrays
+			raw[k] = v
+		case string:
+			raw[k] = []byte(v)
+		default:
+			raw[k] = []byte(fmt.Sprint(v))
+		}
 	}
+	hdr, hdrEnc := triggers.TextValues(raw)
+	body, bodyEnc := triggers.Text(d.Body)
 	ts := ""
 	if !d.Timestamp.IsZero() {
 		ts = d.Timestamp.UTC().Format(time.RFC3339Nano)
 	}
 	rec, _ := json.Marshal(Record{Exchange: d.Exchange, RoutingKey: d.RoutingKey, Queue: s.o.Queue, MessageID: d.MessageId,
-		PublishTime: ts, Headers: hdr, MsgBody: string(d.Body)})
+		PublishTime: ts, Headers: hdr, MsgBody: body, MsgBodyEncoding: bodyEnc, HeadersEncoding: hdrEnc})
 	key := d.MessageId
 	if key == "" {
 		key = "random:" + uuid.NewString() // see the package doc

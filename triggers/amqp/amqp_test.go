@@ -91,7 +91,7 @@ func (b *broker) Body(t *testing.T, el json.RawMessage) string {
 	if r.MessageID == "" || !strings.HasPrefix(r.Queue, "jobs-") || r.RoutingKey != r.Queue {
 		t.Fatalf("record %+v", r)
 	}
-	return r.MsgBody
+	return triggertest.Decode(t, r.MsgBody, r.MsgBodyEncoding)
 }
 
 func TestSuite(t *testing.T) {

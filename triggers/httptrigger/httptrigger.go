@@ -21,6 +21,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/schemas"
+	"github.com/jobgate/jobgate/triggers"
 )
 
 // Trigger is one configured HTTP trigger.
@@ -76,11 +77,13 @@ func (t Trigger) Normalize(r *http.Request, body []byte, pathParams map[string]s
 	if ev.PathParameters == nil {
 		ev.PathParameters = map[string]string{}
 	}
+	raw := map[string][]byte{}
 	for k, vs := range r.Header {
 		if t.forwards(k) {
-			ev.Headers[strings.ToLower(k)] = strings.Join(vs, ", ")
+			raw[strings.ToLower(k)] = []byte(strings.Join(vs, ", "))
 		}
 	}
+	ev.Headers, ev.HeadersEncoding = triggers.TextValues(raw)
 	if r.Host != "" {
 		ev.Headers["host"] = r.Host
 	}

@@ -277,3 +277,17 @@ func TestQueryStringForms(t *testing.T) {
 		t.Fatal(d)
 	}
 }
+
+// A header value that is not UTF-8 arrives base64 with headersEncoding
+// naming it, byte-exact (finding 11); text values stay as they are.
+func TestBinaryHeaderValueIsBase64(t *testing.T) {
+	t.Parallel()
+	tr := Trigger{Function: "f", Name: "h", Opts: config.HTTPTrigger{Path: "/b", Methods: []string{"POST"}}}
+	r := httptest.NewRequest("POST", "/b", nil)
+	r.Header.Set("X-Bin", "\xff\x00\xfe")
+	r.Header.Set("X-Text", "héllo")
+	ev := tr.Normalize(r, nil, nil, "id")
+	if ev.Headers["x-bin"] != "/wD+" || ev.HeadersEncoding["x-bin"] != "base64" || ev.Headers["x-text"] != "héllo" || len(ev.HeadersEncoding) != 1 {
+		t.Fatalf("headers %v encodings %v", ev.Headers, ev.HeadersEncoding)
+	}
+}

@@ -34,6 +34,9 @@ type Record struct {
 	Offset    int64  `json:"offset"`
 	MsgKey    string `json:"msgKey"`
 	MsgBody   string `json:"msgBody"`
+	// "base64" when the key or body is not UTF-8 text (absent otherwise).
+	MsgKeyEncoding  string `json:"msgKeyEncoding,omitempty"`
+	MsgBodyEncoding string `json:"msgBodyEncoding,omitempty"`
 }
 
 // Source is one kafka trigger.
@@ -194,7 +197,10 @@ func (s *Source) Fetch(ctx context.Context, n int, wait time.Duration) ([]trigge
 	})
 	var out []triggers.Message
 	fs.EachRecord(func(r *kgo.Record) {
-		rec, _ := json.Marshal(Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, MsgKey: string(r.Key), MsgBody: string(r.Value)})
+		key, keyEnc := triggers.Text(r.Key)
+		body, bodyEnc := triggers.Text(r.Value)
+		rec, _ := json.Marshal(Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, MsgKey: key, MsgBody: body,
+			MsgKeyEncoding: keyEnc, MsgBodyEncoding: bodyEnc})
 		out = append(out, triggers.Message{Partition: strconv.Itoa(int(r.Partition)), Key: strconv.FormatInt(r.Offset, 10), Record: rec, Handle: r})
 	})
 	if len(out) == 0 && len(errs) > 0 {

@@ -106,7 +106,7 @@ func (b *broker) Body(t *testing.T, el json.RawMessage) string {
 	if r.Topic == "" || r.Offset < 0 || r.MsgKey == "" {
 		t.Fatalf("record %+v", r)
 	}
-	return r.MsgBody
+	return triggertest.Decode(t, r.MsgBody, r.MsgBodyEncoding)
 }
 
 func TestSuite(t *testing.T) {

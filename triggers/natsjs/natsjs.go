@@ -30,6 +30,9 @@ type Record struct {
 	PublishTime string            `json:"publishTime"`
 	Headers     map[string]string `json:"headers"`
 	MsgBody     string            `json:"msgBody"`
+	// "base64" beside a body or header value that is not UTF-8 text.
+	MsgBodyEncoding string            `json:"msgBodyEncoding,omitempty"`
+	HeadersEncoding map[string]string `json:"headersEncoding,omitempty"`
 }
 
 // Source is one nats trigger.
@@ -107,13 +110,16 @@ func (s *Source) Fetch(ctx context.Context, n int, wait time.Duration) ([]trigge
 		if err != nil {
 			continue
 		}
-		hdr := map[string]string{}
+		raw := map[string][]byte{}
 		for k, v := range m.Headers() {
-			hdr[k] = strings.Join(v, ", ")
+			raw[k] = []byte(strings.Join(v, ", "))
 		}
+		hdr, hdrEnc := triggers.TextValues(raw)
+		body, bodyEnc := triggers.Text(m.Data())
 		rec, _ := json.Marshal(Record{
 			Subject: m.Subject(), Stream: md.Stream, Sequence: md.Sequence.Stream, MsgID: m.Headers().Get(jetstream.MsgIDHeader),
-			PublishTime: md.Timestamp.UTC().Format(time.RFC3339Nano), Headers: hdr, MsgBody: string(m.Data()),
+			PublishTime: md.Timestamp.UTC().Format(time.RFC3339Nano), Headers: hdr, MsgBody: body,
+			MsgBodyEncoding: bodyEnc, HeadersEncoding: hdrEnc,
 		})
 		out = append(out, triggers.Message{Key: strconv.FormatUint(md.Sequence.Stream, 10), Record: rec, Handle: m})
 	}

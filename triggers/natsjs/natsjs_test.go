@@ -105,7 +105,7 @@ func (b *broker) Body(t *testing.T, el json.RawMessage) string {
 	if r.Sequence == 0 || r.Stream == "" || r.PublishTime == "" {
 		t.Fatalf("record %+v", r)
 	}
-	return r.MsgBody
+	return triggertest.Decode(t, r.MsgBody, r.MsgBodyEncoding)
 }
 
 func TestSuite(t *testing.T) {

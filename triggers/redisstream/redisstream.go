@@ -28,6 +28,8 @@ type Record struct {
 	Group  string            `json:"group"`
 	ID     string            `json:"id"`
 	Fields map[string]string `json:"fields"`
+	// "base64" beside a field value that is not UTF-8 text.
+	FieldsEncoding map[string]string `json:"fieldsEncoding,omitempty"`
 }
 
 // Source is one redis_stream trigger.
@@ -146,11 +148,12 @@ func (s *Source) Ack(ctx context.Context, msgs []triggers.Message) error {
 func (s *Source) messages(ms []redis.XMessage) []triggers.Message {
 	out := make([]triggers.Message, len(ms))
 	for i, m := range ms {
-		fields := make(map[string]string, len(m.Values))
+		raw := make(map[string][]byte, len(m.Values))
 		for k, v := range m.Values {
-			fields[k] = fmt.Sprint(v)
+			raw[k] = []byte(fmt.Sprint(v))
 		}
-		rec, _ := json.Marshal(Record{Stream: s.o.Stream, Group: s.o.Group, ID: m.ID, Fields: fields})
+		fields, enc := triggers.TextValues(raw)
+		rec, _ := json.Marshal(Record{Stream: s.o.Stream, Group: s.o.Group, ID: m.ID, Fields: fields, FieldsEncoding: enc})
 		out[i] = triggers.Message{Key: m.ID, Record: rec}
 	}
 	return out

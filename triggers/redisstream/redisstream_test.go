@@ -79,7 +79,7 @@ func (b *broker) Body(t *testing.T, el json.RawMessage) string {
 	if r.Group != "jobgate" || !strings.HasPrefix(r.Stream, "jobs-") || r.ID == "" {
 		t.Fatalf("record %+v", r)
 	}
-	return r.Fields["body"]
+	return triggertest.Decode(t, r.Fields["body"], r.FieldsEncoding["body"])
 }
 
 func TestSuite(t *testing.T) {

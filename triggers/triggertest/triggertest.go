@@ -8,6 +8,7 @@ package triggertest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -45,6 +46,24 @@ type Broker interface {
 	Unacked(t *testing.T, tr config.Trigger) int
 	// Body extracts the message body from a Records element's object.
 	Body(t *testing.T, element json.RawMessage) string
+}
+
+// Decode returns a Records element's value as the bytes produced: as is,
+// or decoded from base64 when its encoding says so.
+func Decode(t *testing.T, value, encoding string) string {
+	t.Helper()
+	switch encoding {
+	case "":
+		return value
+	case triggers.Base64:
+		b, err := base64.StdEncoding.DecodeString(value)
+		if err != nil {
+			t.Fatalf("base64 value %q: %v", value, err)
+		}
+		return string(b)
+	}
+	t.Fatalf("unknown encoding %q", encoding)
+	return ""
 }
 
 // Run runs the suite for one broker. redisAddr is jobgate's Redis for
@@ -116,7 +135,8 @@ func deliversAndAcks(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	tr := b.Trigger(t, "q", 3)
 	cfg := s.Config(t, redisAddr, config.Function{Name: "consumer", Image: image(t), Args: []string{"exit", "0"}, Triggers: []config.Trigger{tr}})
 	st := testenv.StartStackWith(t, s, cfg, nodeOptions())
-	want := []string{"m1", "m2 ✓", `m3 "quoted"`, "m4", "m5", "m6", "m7"}
+	// m6 is not UTF-8: it arrives base64 with an encoding field, byte-exact.
+	want := []string{"m1", "m2 ✓", `m3 "quoted"`, "m4", "m5", "m6 \xff\x00\xfe", "m7"}
 	b.Produce(t, tr, want...)
 	testenv.Eventually(t, 30*time.Second, "all bodies in events", func() bool {
 		seen, _ := bodies(t, b, st.Records, "consumer")
