@@ -197,7 +197,7 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 	}
 	in, err := w.rt.Create(ctx, runtime.Spec{
 		ID: a.inst, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
-		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host",
+		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host", Isolation: isolation(*fn, w.config()),
 		Labels: labels,
 	})
 	if errors.Is(err, runtime.ErrInit) {

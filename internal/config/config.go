@@ -152,7 +152,7 @@ func Default() Config {
 		Worker: Worker{
 			Concurrency: 4, StateDir: "/var/lib/jobgate", PullTimeoutS: 300,
 			TagRecheckMs: ptr(2000), StopGraceS: ptr(10), ShimGroup: ptr(true),
-			LogMaxBytes: 16 << 20, DiskLimitMB: 512, DiskPollMs: 1000, LimitRetryS: 60, MaxImageMB: 1024,
+			LogMaxBytes: 16 << 20, DiskLimitMB: 512, DiskPollMs: 200, LimitRetryS: 60, MaxImageMB: 1024,
 			LeaseS: 30, NodeLostS: 120,
 		},
 		Region:     "ap-guangzhou",
@@ -199,7 +199,18 @@ type Function struct {
 	Acceleration bool              `yaml:"acceleration,omitempty"`
 	Provisioned  int               `yaml:"provisioned,omitempty"`
 	Network      string            `yaml:"network,omitempty"`
-	Triggers     []Trigger         `yaml:"triggers,omitempty"`
+	// Isolation (docs/SECURITY.md). CPU is the cores a job may use (CFS
+	// quota; fractional); unset, it has no quota but half the default CPU
+	// weight, so the host's own services win under contention. User runs
+	// the job as "uid[:gid]" (default: the image's USER). ReadonlyRootfs
+	// mounts the image read-only with a writable /tmp tmpfs of
+	// worker.disk_limit_mb. CapAdd adds capabilities back (CAP_NET_RAW is
+	// dropped by default).
+	CPU            float64   `yaml:"cpu,omitempty"`
+	User           string    `yaml:"user,omitempty"`
+	ReadonlyRootfs bool      `yaml:"readonly_rootfs,omitempty"`
+	CapAdd         []string  `yaml:"cap_add,omitempty"`
+	Triggers       []Trigger `yaml:"triggers,omitempty"`
 }
 
 // Retry is SCF's RetryNum for failed exits.

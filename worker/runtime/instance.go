@@ -58,9 +58,63 @@ type Spec struct {
 	MemoryMB    int
 	PidsLimit   int64
 	HostNetwork bool
+	Isolation   Isolation
 	warm        *warmOpts // set by CreateWarm
 	ownShim     bool      // never join the warm shim group (a retry after the group failed)
 	Labels      map[string]string
+}
+
+// Isolation is what a job may use and do beyond memory and pids.
+type Isolation struct {
+	CPU            float64 // cores (CFS quota); 0: no quota
+	User           *User   // nil: the image's USER
+	ReadonlyRootfs bool    // with a writable /tmp tmpfs of TmpfsMB
+	TmpfsMB        int
+	CapAdd         []string // added back to the default set (without CAP_NET_RAW)
+}
+
+// User is a numeric uid:gid.
+type User struct{ UID, GID uint32 }
+
+// cpuShares is a job's CPU weight without a cpu setting: half the
+// kernel's default (1024), so the host's own services (Redis, the
+// gateway, the worker) win under contention.
+const cpuShares = 512
+
+// cfsPeriod is the CFS period the cpu quota is a share of.
+const cfsPeriod = 100_000 // µs
+
+// isolationOpts turns Isolation into spec options. They go after
+// WithImageConfig (it sets the image's user) and before the seccomp
+// profile (it depends on the final capabilities).
+func isolationOpts(iso Isolation) []oci.SpecOpts {
+	opts := []oci.SpecOpts{oci.WithCPUShares(cpuShares)}
+	if iso.CPU > 0 {
+		opts = append(opts, oci.WithCPUCFS(int64(iso.CPU*cfsPeriod), cfsPeriod))
+	}
+	if iso.User != nil {
+		opts = append(opts, oci.WithUIDGID(iso.User.UID, iso.User.GID))
+	}
+	if iso.ReadonlyRootfs {
+		opts = append(opts, oci.WithRootFSReadonly(), oci.WithMounts([]specs.Mount{{
+			Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
+			// The kernel enforces the size: no polling gap.
+			Options: []string{"nosuid", "nodev", "mode=1777", fmt.Sprintf("size=%dm", max(iso.TmpfsMB, 1))},
+		}}))
+	}
+	drop := []string{"CAP_NET_RAW"}
+	for _, c := range iso.CapAdd {
+		if c == "CAP_NET_RAW" {
+			drop = nil
+		}
+	}
+	if len(drop) > 0 {
+		opts = append(opts, oci.WithDroppedCapabilities(drop))
+	}
+	if len(iso.CapAdd) > 0 {
+		opts = append(opts, oci.WithAddedCapabilities(iso.CapAdd))
+	}
+	return opts
 }
 
 // Instance is a created container and its task.
@@ -155,6 +209,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	if s.warm != nil {
 		opts = append(opts, withWarm(s.warm))
 	}
+	opts = append(opts, isolationOpts(s.Isolation)...)
 	// Last: the default profile depends on the final capability set.
 	opts = append(opts, seccomp.WithDefaultProfile(), nativeSyscallsOnly)
 

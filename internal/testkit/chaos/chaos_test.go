@@ -265,7 +265,7 @@ func setup(t *testing.T) *cluster {
 	fn := config.Function{Name: "chaos", Image: ref, Args: []string{"post", col.URL, "sleep", "300ms"}, Network: "host",
 		Retry: config.Retry{Max: &retry, DelayS: 2},
 		Triggers: []config.Trigger{
-			{Type: "http", Name: "hook", Options: map[string]any{"path": "/hooks/chaos"}},
+			{Type: "http", Name: "hook", Options: map[string]any{"path": "/hooks/chaos", "dedupe_header": "X-Request-Id"}},
 			{Type: "kafka", Name: "kafka", Options: map[string]any{"brokers": toAny(kc.ListenAddrs()), "topic": "chaos", "group": "jobgate", "start": "earliest", "batch": batch}},
 			{Type: "nats", Name: "nats", Options: map[string]any{"url": c.nats.ClientURL(), "stream": "CHAOS", "subject": "chaos.>", "durable": "jobgate", "start": "earliest", "ack_wait_s": 10, "batch": batch}},
 			{Type: "amqp", Name: "amqp", Options: map[string]any{"url": rmq.URL, "queue": c.amqpQueue, "batch": batch}},

@@ -17,6 +17,7 @@
 //	write MB PATH  write MB MiB to PATH, 1 MiB at a time, slowly enough to be seen
 //	status         print NoNewPrivs, Seccomp and CapEff from /proc/self/status
 //	netifs         print the network interfaces
+//	whoami         print "uid=<n> gid=<n>"
 //	onterm CODE    on SIGTERM print "got SIGTERM" and exit CODE
 //	ignoreterm     ignore SIGTERM (as a PID 1 without a handler would)
 //	post URL       POST the event to URL (headers X-Request-Id, X-Attempt),
@@ -81,6 +82,8 @@ func main() {
 				fmt.Fprintln(os.Stderr, "body:", err)
 				os.Exit(2)
 			}
+		case "whoami":
+			fmt.Printf("uid=%d gid=%d\n", os.Getuid(), os.Getgid())
 		case "echo":
 			fmt.Println(next(&i))
 		case "stderr":
