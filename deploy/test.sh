@@ -33,6 +33,18 @@ phase "go test ./..."
 # (the broker crash tests spend most of their minute waiting for asynq's
 # lease recovery).
 go test -count=1 -p 4 -parallel 4 -timeout 20m "$@" ./...
+# Fuzz targets (their seeds already ran above as tests): 10 s of new
+# inputs each. A finding fails the run and is written to the package's
+# testdata/fuzz/, where it stays as a regression test once committed.
+phase "fuzz (10 s per target)"
+for target in "FuzzParse ./internal/scfcron" "FuzzParse ./internal/config" "FuzzNormalizeAndAuth ./triggers/httptrigger" \
+  "FuzzQueueEventSchemas ./triggers" "FuzzScan ./worker/logdriver"; do
+  set -- $target
+  if ! go test -run '^$' -fuzz "^$1\$" -fuzztime 10s "$2" >"$bindir/fuzz.out" 2>&1; then
+    cat "$bindir/fuzz.out"; exit 1
+  fi
+  echo "$1 $2: $(grep -Eo 'execs: [0-9]+' "$bindir/fuzz.out" | tail -1)"
+done
 # Benchmarks are not pass/fail on their targets: this smoke run (tiny
 # counts) only checks that `task bench` still works.
 phase "bench smoke (BENCH_SMOKE=1)"

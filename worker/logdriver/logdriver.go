@@ -146,10 +146,16 @@ func run(ctx context.Context, settingsPath string, cfg *logging.Config, ready fu
 // U+FFFD); every piece but the last is marked partial.
 func scan(r io.Reader, stream string, out chan<- logstore.Line) {
 	br := bufio.NewReaderSize(r, maxLine)
-	var carry []byte // the start of a character cut off the last piece
+	var carry []byte     // the start of a character cut off the last piece
+	lastPartial := false // the line's last piece is still to come
 	for {
 		b, err := br.ReadSlice('\n')
 		full := errors.Is(err, bufio.ErrBufferFull)
+		// The output ended right after a partial piece (a line of exactly
+		// a multiple of maxLine with no newline): close the line.
+		if len(b) == 0 && len(carry) == 0 && err != nil && !full && lastPartial {
+			out <- logstore.Line{TS: time.Now().UTC(), Stream: stream}
+		}
 		if len(b) > 0 || len(carry) > 0 {
 			piece := append(append(make([]byte, 0, len(carry)+len(b)), carry...), b...)
 			carry = nil
@@ -160,6 +166,7 @@ func scan(r io.Reader, stream string, out chan<- logstore.Line) {
 				piece = piece[:n-1]
 			}
 			out <- logstore.Line{TS: time.Now().UTC(), Stream: stream, Line: string(piece), Partial: full}
+			lastPartial = full
 		}
 		if err != nil && !full {
 			return
