@@ -39,7 +39,7 @@ func FuzzQueueEventSchemas(f *testing.F) {
 			"Ckafka": kafka.Record{Topic: "t", Partition: 0, Offset: 1, MsgKey: k, MsgBody: b, MsgKeyEncoding: kEnc, MsgBodyEncoding: bEnc},
 			"Nats": natsjs.Record{Subject: "s", Stream: "S", Sequence: 1, PublishTime: "2026-01-01T00:00:00Z", Headers: vals, HeadersEncoding: vEnc,
 				MsgBody: b, MsgBodyEncoding: bEnc},
-			"Amqp": amqp.Record{Exchange: "", RoutingKey: "q", Queue: "q", Headers: vals, HeadersEncoding: vEnc, MsgBody: b, MsgBodyEncoding: bEnc},
+			"Amqp":        amqp.Record{Exchange: "", RoutingKey: "q", Queue: "q", Headers: vals, HeadersEncoding: vEnc, MsgBody: b, MsgBodyEncoding: bEnc},
 			"RedisStream": redisstream.Record{Stream: "s", Group: "g", ID: "1-1", Fields: vals, FieldsEncoding: vEnc},
 		} {
 			raw, err := json.Marshal(map[string]any{"Records": []any{map[string]any{kind: rec}}})
