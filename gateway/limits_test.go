@@ -4,6 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -172,5 +176,48 @@ func TestFollowStreamCap(t *testing.T) {
 	code, body := st.Do(t, "GET", "/v1/invocations/"+rec.RequestId+"/logs?follow=1", nil, nil)
 	if code != 429 || !strings.Contains(string(body), "follow_streams") {
 		t.Fatalf("second stream: %d %s", code, body)
+	}
+}
+
+// A client that sends a body slowly, or keeps an idle keep-alive open, is
+// cut off (read_timeout_s, idle_timeout_s; finding 5): the server closes
+// the connection instead of holding it and a goroutine forever.
+func TestSlowAndIdleClientsAreCutOff(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t)})
+	cfg.Gateway.ReadTimeoutS, cfg.Gateway.IdleTimeoutS = 1, 1
+	st := testenv.StartStackWith(t, s, cfg, node.Options{Role: node.RoleGateway})
+	addr := strings.TrimPrefix(st.URL, "http://")
+	closed := func(c net.Conn) bool {
+		// Read until the server closes; the deadline only bounds the test.
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err := io.ReadAll(c)
+		var ne net.Error
+		return err == nil || !(errors.As(err, &ne) && ne.Timeout())
+	}
+	slow, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	// Headers promise 100 bytes of body; one comes, the rest never.
+	fmt.Fprintf(slow, "POST /v1/functions/fn/invoke?wait=none HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	if !closed(slow) {
+		t.Fatal("a slow body held its connection open")
+	}
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if !closed(idle) {
+		t.Fatal("an idle keep-alive connection was never closed")
 	}
 }
