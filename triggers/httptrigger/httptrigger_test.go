@@ -267,8 +267,6 @@ func TestHeaderPolicy(t *testing.T) {
 	}
 }
 
-func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
-
 func TestQueryStringForms(t *testing.T) {
 	t.Parallel()
 	got := asMap(t, QueryString("a=b&a=c&x=y&i&sp=a+b&enc=%2F%3D"))
