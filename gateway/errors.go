@@ -80,7 +80,7 @@ func queueDown(err error) *apiError {
 	return &apiError{status: http.StatusServiceUnavailable, code: codeQueueUnavailable, msg: "event not queued: the queue is unavailable; try again", cause: err}
 }
 
-// errorBody is the body of every error answer (DESIGN §6).
+// errorBody is the body of every error answer (docs/OPERATIONS.md, "HTTP API").
 type errorBody struct {
 	Error struct {
 		Code    string

@@ -1,4 +1,4 @@
-// Package gateway serves jobgate's HTTP API (DESIGN §6): the invoke API,
+// Package gateway serves jobgate's HTTP API (docs/OPERATIONS.md, "HTTP API"): the invoke API,
 // invocation records and logs, health and readiness.
 package gateway
 

@@ -1,4 +1,4 @@
-// Package jobenv builds a job instance's environment (DESIGN §4) and
+// Package jobenv builds a job instance's environment (docs/OPERATIONS.md, "What a job sees") and
 // checks it against the limits Linux enforces at execve time.
 //
 // Linux refuses one argument or environment string of MAX_ARG_STRLEN
@@ -99,8 +99,9 @@ func IsBuiltin(name string) bool {
 }
 
 // Build returns the instance environment: the image's own env, then the
-// function's env over it, then the event and built-ins over both (DESIGN §4
-// precedence). The result is sorted by key for stable specs and tests.
+// function's env over it, then the event and built-ins over both (the
+// precedence in docs/OPERATIONS.md, "What a job sees"). The result is
+// sorted by key for stable specs and tests.
 func Build(imageEnv []string, fnEnv map[string]string, b Builtins, event []byte) []string {
 	vals := map[string]string{}
 	for _, kv := range imageEnv {

@@ -1,6 +1,6 @@
 package record
 
-// StatusCode values follow SCF's function status codes (DESIGN §5).
+// StatusCode values follow SCF's function status codes (docs/OPERATIONS.md, "Statuses, retries and dead letters").
 const (
 	CodeOK                 = 200 // process exited 0
 	CodeRunning            = 202 // queued or running

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Status is an invocation's lifecycle state (DESIGN §5).
+// Status is an invocation's lifecycle state (docs/OPERATIONS.md, "Statuses, retries and dead letters").
 type Status string
 
 // Statuses, in lifecycle order. The last four are SCF's names.
