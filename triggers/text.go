@@ -2,6 +2,7 @@ package triggers
 
 import (
 	"encoding/base64"
+	"net/url"
 	"unicode/utf8"
 )
 
@@ -34,4 +35,15 @@ func TextValues(m map[string][]byte) (values, encodings map[string]string) {
 		}
 	}
 	return values, encodings
+}
+
+// RedactURL drops a URL's credentials ("amqp://user:pass@host/vh" →
+// "amqp://host/vh") for logs, errors and the functions API.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return s
+	}
+	u.User = nil
+	return u.String()
 }

@@ -15,6 +15,8 @@ var reservedPaths = []string{"/v1/", "/healthz", "/readyz", "/metrics"}
 // start, so validate reports it instead.
 var APIPatterns = []string{
 	"POST /v1/functions/{name}/invoke",
+	"GET /v1/functions",
+	"GET /v1/functions/{name}",
 	"GET /v1/invocations",
 	"GET /v1/invocations/{id}",
 	"GET /v1/invocations/{id}/logs",

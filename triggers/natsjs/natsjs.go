@@ -71,7 +71,7 @@ func (s *Source) connect(ctx context.Context) error {
 		}
 		nc, err := nats.Connect(s.o.URL, opts...)
 		if err != nil {
-			return fmt.Errorf("connect %s: %w", s.o.URL, err)
+			return fmt.Errorf("connect %s: %w", triggers.RedactURL(s.o.URL), err) // never the password
 		}
 		s.nc = nc
 	}
