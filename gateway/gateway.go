@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -121,6 +122,55 @@ func (g *Gateway) routes() map[string]http.Handler {
 // ServeHTTP routes r; what no route takes gets the JSON error shape
 // (ServeMux's own 404 and 405 are text/plain).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.d.Metrics == nil {
+		g.route(w, r)
+		return
+	}
+	start := time.Now()
+	_, pattern := g.mux.Handler(r)
+	if pattern == "" {
+		pattern = "unmatched" // bounded: not the path
+	}
+	cw := &codeWriter{ResponseWriter: w}
+	g.route(cw, r)
+	if cw.code == 0 {
+		cw.code = http.StatusOK
+	}
+	g.d.Metrics.HTTPRequests.WithLabelValues(pattern, strconv.Itoa(cw.code)).Inc()
+	g.d.Metrics.HTTPSeconds.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+}
+
+// codeWriter keeps the status code of an answer for the metrics; it
+// passes Flush (log streams) and Unwrap (http.ResponseController) on.
+type codeWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (c *codeWriter) WriteHeader(code int) {
+	if c.code == 0 {
+		c.code = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *codeWriter) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	return c.ResponseWriter.Write(b)
+}
+
+func (c *codeWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (c *codeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// route answers r: rate limit, then the mux, with JSON 404/405.
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	if g.rate != nil && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
 		if ok, wait := g.rate.allow(g.client(r), g.now()); !ok {
 			g.rateLimited(w, r, wait)
@@ -191,24 +241,44 @@ func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	writeReady(w, r, g.d.Ready, g.info, g.log)
+}
+
+// writeReady runs the checks and answers /readyz: 200 when all pass, 503
+// naming the dependencies that are down.
+func writeReady(w http.ResponseWriter, r *http.Request, checks []Check, info []readyInfo, log zerolog.Logger) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	status, checks := http.StatusOK, map[string]string{}
-	for _, c := range g.d.Ready {
+	status, results := http.StatusOK, map[string]string{}
+	for _, c := range checks {
 		if err := c.Fn(ctx); err != nil {
 			// Which dependency is down, not its address or error text
 			// (the endpoint is open): the detail goes to the log.
-			g.log.Warn().Err(err).Str("check", c.Name).Msg("not ready")
-			status, checks[c.Name] = http.StatusServiceUnavailable, "unavailable"
+			log.Warn().Err(err).Str("check", c.Name).Msg("not ready")
+			status, results[c.Name] = http.StatusServiceUnavailable, "unavailable"
 			continue
 		}
-		checks[c.Name] = "ok"
+		results[c.Name] = "ok"
 	}
-	out := map[string]any{"ready": status == http.StatusOK, "checks": checks}
-	for _, i := range g.info {
+	out := map[string]any{"ready": status == http.StatusOK, "checks": results}
+	for _, i := range info {
 		out[i.name] = i.fn()
 	}
 	writeJSON(w, status, out)
+}
+
+// OpsHandler serves /healthz, /readyz (checks) and /metrics for a
+// process without the API: a worker-only node's worker.listen.
+func OpsHandler(checks []Check, m *metrics.Metrics, log zerolog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { writeReady(w, r, checks, nil, log) })
+	if m != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	}
+	return mux
 }
 
 // AddReadyInfo adds a /readyz section that informs without deciding

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jobgate/jobgate/internal/metrics"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -51,6 +53,7 @@ type Deliverer struct {
 	Retention         time.Duration
 	MaxPending        int
 	Log               zerolog.Logger
+	Metrics           *metrics.Metrics // nil: none
 
 	checked time.Time
 	pending int

@@ -112,6 +112,9 @@ func (d *Deliverer) drain(ctx context.Context, f Fetcher, b *partitionBuf, batch
 		}
 		if err := f.Ack(ctx, b.msgs[:n]); err != nil {
 			d.Log.Warn().Err(err).Msg("ack failed: the broker will redeliver (same RequestId, no second run)")
+		} else if d.Metrics != nil {
+			d.Metrics.TriggerMessages.WithLabelValues(d.Function, d.Trigger).Add(float64(n))
+			d.Metrics.TriggerDelivery.WithLabelValues(d.Function, d.Trigger).Observe(time.Since(b.firstAt).Seconds())
 		}
 		b.msgs = b.msgs[n:]
 		b.firstAt = time.Now()

@@ -133,8 +133,15 @@ func (a *attempt) prepare(ctx context.Context, rec *record.Record) (*runtime.Ima
 		return nil, nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.Worker.PullTimeout())
+	pullStart := time.Now()
 	img, err := w.rt.EnsureImage(pctx, fn.Image)
 	cancel()
+	if w.metrics != nil {
+		w.metrics.ImagePullSeconds.WithLabelValues(fn.Name).Observe(time.Since(pullStart).Seconds())
+		if err != nil && ctx.Err() == nil {
+			w.metrics.ImagePullFailures.WithLabelValues(fn.Name).Inc()
+		}
+	}
 	switch {
 	case err != nil && runtime.IsPermanent(err):
 		return nil, nil, permanent(record.CodePullImageFailed, err)
@@ -625,6 +632,9 @@ func (a *attempt) retry(ctx context.Context, rec *record.Record, o outcome, p *r
 		// it within submit.orphan_s.
 		a.log.Warn().Err(err).Msg("queue the next attempt: left to the orphan sweeper")
 		return true, nil
+	}
+	if w.metrics != nil {
+		w.metrics.Retries.WithLabelValues(a.fnName).Inc()
 	}
 	a.log.Info().Int("next_attempt", next).Dur("delay", delay).Msg("failed attempt will be retried")
 	return true, nil

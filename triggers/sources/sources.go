@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jobgate/jobgate/internal/metrics"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -25,6 +27,7 @@ type Deps struct {
 	DeadLetters *deadletter.Store
 	Redis       *redis.Client // jobgate's
 	Logger      zerolog.Logger
+	Metrics     *metrics.Metrics // nil: none
 }
 
 // IsQueue reports whether a trigger type is a message-queue source.
@@ -60,7 +63,8 @@ func One(d Deps, fn string, tr config.Trigger) (triggers.Source, error) {
 	del := &triggers.Deliverer{
 		Function: fn, Trigger: tr.Name, Sink: d.Sink, DeadLetters: d.DeadLetters, Redis: d.Redis,
 		Prefix: d.Config.Redis.Prefix, Retention: d.Config.Retention(), MaxPending: o.MaxPending,
-		Log: d.Logger.With().Str("component", "trigger").Str("function", fn).Str("trigger", tr.Name).Logger(),
+		Log:     d.Logger.With().Str("component", "trigger").Str("function", fn).Str("trigger", tr.Name).Logger(),
+		Metrics: d.Metrics,
 	}
 	switch tr.Type {
 	case config.TriggerRedisStream:

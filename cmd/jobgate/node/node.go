@@ -7,8 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/jonboulle/clockwork"
@@ -64,6 +67,11 @@ type Node struct {
 	// one; a Redis lock lets one sweep at a time).
 	Sweeper *submit.Sweeper
 	group   *startstop.Group
+	// ops serves worker.listen (/metrics, /healthz, /readyz) when the
+	// node has no gateway.
+	ops      *http.Server
+	opsReady []gateway.Check
+	metrics  *metrics.Metrics
 }
 
 // RedisOptions turns the config into go-redis options.
@@ -116,7 +124,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	n := &Node{cfg: cfg, opts: o, rdb: redis.NewClient(ro)}
 	records := record.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention())
 	logs := logstore.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention(), cfg.Worker.LogMaxBytes)
-	m := metrics.New(n.rdb)
+	m := metrics.New(n.rdb, cfg.Redis.Prefix)
+	n.metrics = m
 	dlqLog := o.Logger.With().Str("component", "deadletter").Logger()
 	dlq := deadletter.NewStore(n.rdb, cfg.Redis.Prefix, deadletter.Limits{
 		Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max,
@@ -143,6 +152,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 		}
 		ready = append(ready, gateway.Check{Name: "containerd", Fn: n.Worker.Runtime().Ping})
 	}
+	n.opsReady = ready
 	if o.Role != RoleWorker {
 		tokens, err := gateway.ParseTokens(o.Tokens)
 		if err != nil {
@@ -163,7 +173,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			n.rdb.Close()
 			return nil, err
 		}
-		if n.Sources, err = sources.Build(sources.Deps{Config: cfg, Sink: sub, DeadLetters: dlq, Redis: n.rdb, Logger: o.Logger}); err != nil {
+		if n.Sources, err = sources.Build(sources.Deps{Config: cfg, Sink: sub, DeadLetters: dlq, Redis: n.rdb, Logger: o.Logger, Metrics: m}); err != nil {
 			n.rdb.Close()
 			return nil, err
 		}
@@ -204,6 +214,20 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.group = startstop.Start(ctx)
 	n.group.Go(n.Sweeper.Run)
+	if n.Gateway == nil && n.cfg.Worker.Listen != "" {
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.Worker.Listen)
+		if err != nil {
+			return fmt.Errorf("worker listen %s: %w", n.cfg.Worker.Listen, err)
+		}
+		n.ops = &http.Server{Handler: gateway.OpsHandler(n.opsReady, n.metrics, n.opts.Logger), ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+		n.group.Go(func(context.Context) {
+			if err := n.ops.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.opts.Logger.Error().Err(err).Msg("worker listen")
+			}
+		})
+		n.opts.Logger.Info().Str("listen", ln.Addr().String()).Msg("worker serving /metrics, /healthz, /readyz")
+	}
 	if n.Gateway != nil {
 		w, err := record.NewStore(n.rdb, n.cfg.Redis.Prefix, n.cfg.Retention()).NewWatcher(ctx)
 		if err != nil {
@@ -241,7 +265,10 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.Worker != nil {
 		errs = append(errs, n.Worker.Stop(ctx))
 	}
-	errs = append(errs, n.group.Stop(ctx)) // the sweeper
+	if n.ops != nil {
+		errs = append(errs, n.ops.Shutdown(ctx))
+	}
+	errs = append(errs, n.group.Stop(ctx)) // the sweeper, the ops server
 	if n.watcher != nil {
 		errs = append(errs, n.watcher.Close())
 	}

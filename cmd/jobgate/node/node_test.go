@@ -3,11 +3,14 @@ package node_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/record"
@@ -64,11 +67,55 @@ func TestInvokeRunsToFinished(t *testing.T) {
 		`jobgate_events_in_total{function="hello",source="API"} 1`,
 		`jobgate_outcomes_total{function="hello",status_code="200"} 1`,
 		`jobgate_instances_running 0`,
-		`jobgate_queue_pending 0`,
+		`jobgate_queue_up 1`,
+		`jobgate_queue_tasks{state="pending"} 0`,
+		`jobgate_queue_tasks{state="completed"} 1`,
 		`jobgate_schedule_seconds_count{function="hello"} 1`,
+		`jobgate_image_pull_seconds_count{function="hello"} 1`,
+		`jobgate_http_requests_total{code="200",route="POST /v1/functions/{name}/invoke"} 1`,
+		`jobgate_deadletters 0`,
+		`jobgate_build_info{commit=`,
 	} {
 		if code != 200 || !strings.Contains(string(body), want) {
 			t.Fatalf("/metrics lacks %q:\n%s", want, body)
 		}
 	}
+}
+
+// A worker-only process serves /metrics, /healthz and /readyz at
+// worker.listen: its counters (outcomes, schedule latency, running) are
+// scraped there, not lost for want of a gateway.
+func TestWorkerOnlyServesMetrics(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	redisAddr := testenv.Redis(t)
+	fn := config.Function{Name: "hello", Image: ref, Args: []string{"echo", "hi"}}
+	wcfg := s.Config(t, redisAddr, fn)
+	port := testenv.FreePort(t)
+	wcfg.Worker.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	testenv.StartStackWith(t, s, wcfg, node.Options{Role: node.RoleWorker})
+	gw := testenv.StartStackWith(t, s, s.Config(t, redisAddr, fn), node.Options{Role: node.RoleGateway})
+	rec := gw.Invoke(t, "hello", "?wait=none", []byte(`{}`), 202)
+	gw.WaitEnd(t, rec.RequestId, 30*time.Second)
+	get := func(path string) (int, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != 200 || !strings.Contains(body, `"containerd":"ok"`) {
+		t.Fatalf("readyz: %d %s", code, body)
+	}
+	testenv.Eventually(t, 10*time.Second, "the worker's outcome counter", func() bool {
+		_, body := get("/metrics")
+		return strings.Contains(body, `jobgate_outcomes_total{function="hello",status_code="200"} 1`) &&
+			strings.Contains(body, `jobgate_schedule_seconds_count{function="hello"} 1`)
+	})
 }
