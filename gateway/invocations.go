@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jobgate/jobgate/internal/logstore"
@@ -30,7 +31,7 @@ func (g *Gateway) listInvocations(_ http.ResponseWriter, r *http.Request) (any, 
 		return nil, err
 	}
 	q := r.URL.Query()
-	st := record.Status(q.Get("status"))
+	st := record.Status(strings.ToUpper(q.Get("status"))) // any case: failed, FAILED
 	if st != "" && !st.Valid() {
 		return nil, badRequest("unknown status %q", st)
 	}

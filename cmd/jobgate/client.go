@@ -3,8 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,217 +13,431 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"text/tabwriter"
+	"time"
 
-	"github.com/jobgate/jobgate/internal/config"
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/jobgate/jobgate/gateway"
+	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/record"
 )
 
-func itoa(n int) string { return strconv.Itoa(n) }
-
-// apiClient talks to a gateway: --url, else $JOBGATE_URL, else the
-// config's gateway.listen. $JOBGATE_TOKEN is sent as a bearer token.
+// apiClient talks to a gateway.
 type apiClient struct {
-	base  string
-	token string
-	http  *http.Client
+	base, token string
+	timeout     time.Duration // per request; 0 for streams
 }
 
-func clientFlags(fs *flag.FlagSet) func() (*apiClient, error) {
-	u := fs.String("url", "", "gateway URL (default $JOBGATE_URL, else http://<gateway.listen> from --config)")
-	cfgPath := fs.String("config", "jobgate.yaml", "config file, for the gateway address")
-	return func() (*apiClient, error) {
-		base := *u
-		if base == "" {
-			base = os.Getenv("JOBGATE_URL")
-		}
-		if base == "" {
-			cfg, err := config.Load(*cfgPath)
-			if err != nil {
-				return nil, fmt.Errorf("no --url or $JOBGATE_URL, and %w", err)
-			}
-			base = "http://" + cfg.Gateway.Listen
-		}
-		return &apiClient{base: strings.TrimRight(base, "/"), token: os.Getenv("JOBGATE_TOKEN"), http: &http.Client{}}, nil
+// call sends a request; a non-2xx answer becomes an error with the exit
+// code its status means. out, when set, receives the decoded JSON.
+func (a *apiClient) call(ctx context.Context, method, path string, body []byte, hdr map[string]string, out any) error {
+	if a.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.timeout)
+		defer cancel()
 	}
-}
-
-func (c *apiClient) do(method, path string, body io.Reader, hdr map[string]string) (*http.Response, error) {
-	req, err := http.NewRequest(method, c.base+path, body)
-	if err != nil {
-		return nil, err
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	return resp, nil
-}
-
-// printJSON copies a JSON answer to stdout, indented; non-2xx is an error.
-func printJSON(resp *http.Response) error {
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	resp, err := a.open(ctx, method, path, body, hdr)
 	if err != nil {
 		return err
 	}
-	var out bytes.Buffer
-	if json.Indent(&out, b, "", "  ") != nil {
-		out.Reset()
-		out.Write(b)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return exitWith(exitUnreachable, "%s %s: %v", method, path, err)
 	}
-	os.Stdout.Write(out.Bytes())
-	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("gateway answered %s", resp.Status)
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: answer: %w", method, path, err)
+		}
 	}
 	return nil
 }
 
-// parseInterspersed lets flags follow positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string) []string {
-	var pos []string
-	for {
-		_ = fs.Parse(args)
-		if fs.NArg() == 0 {
-			return pos
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-func invoke(args []string) error {
-	fs := flag.NewFlagSet("invoke", flag.ExitOnError)
-	connect := clientFlags(fs)
-	eventPath := fs.String("event", "", "event JSON file, or - for stdin (default {})")
-	wait := fs.String("wait", "scheduled", "none: answer once queued; scheduled: once started")
-	key := fs.String("idempotency-key", "", "dedupe key: the same key runs once")
-	pos := parseInterspersed(fs, args)
-	if len(pos) != 1 {
-		return fmt.Errorf("usage: jobgate invoke FUNCTION [--event FILE|-] [--wait none|scheduled]")
-	}
-	event := []byte("{}")
-	switch *eventPath {
-	case "":
-	case "-":
-		b, err := io.ReadAll(os.Stdin)
-		if err != nil {
-			return err
-		}
-		event = b
-	default:
-		b, err := os.ReadFile(*eventPath)
-		if err != nil {
-			return err
-		}
-		event = b
-	}
-	c, err := connect()
+// open sends a request and returns the response of a 2xx answer.
+func (a *apiClient) open(ctx context.Context, method, path string, body []byte, hdr map[string]string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, exitWith(exitUsage, "%v", err)
 	}
-	hdr := map[string]string{"Content-Type": "application/json"}
-	if *key != "" {
-		hdr["Idempotency-Key"] = *key
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
 	}
-	resp, err := c.do("POST", "/v1/functions/"+url.PathEscape(pos[0])+"/invoke?wait="+url.QueryEscape(*wait), bytes.NewReader(event), hdr)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return nil, exitWith(exitUnreachable, "%s %s: %v", method, a.base+path, err)
 	}
-	return printJSON(resp)
-}
-
-func status(args []string) error {
-	fs := flag.NewFlagSet("status", flag.ExitOnError)
-	connect := clientFlags(fs)
-	pos := parseInterspersed(fs, args)
-	if len(pos) != 1 {
-		return fmt.Errorf("usage: jobgate status ID")
-	}
-	c, err := connect()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do("GET", "/v1/invocations/"+url.PathEscape(pos[0]), nil, nil)
-	if err != nil {
-		return err
-	}
-	return printJSON(resp)
-}
-
-func list(args []string) error {
-	fs := flag.NewFlagSet("ls", flag.ExitOnError)
-	connect := clientFlags(fs)
-	fn := fs.String("function", "", "only this function")
-	st := fs.String("status", "", "only this status (PENDING, RUNNING, FINISHED, FAILED, ...)")
-	limit := fs.Int("limit", 20, "page size (1..100)")
-	cursor := fs.String("cursor", "", "NextCursor of the previous page")
-	parseInterspersed(fs, args)
-	c, err := connect()
-	if err != nil {
-		return err
-	}
-	q := url.Values{"limit": {strconv.Itoa(*limit)}}
-	for k, v := range map[string]string{"function": *fn, "status": *st, "cursor": *cursor} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
-	resp, err := c.do("GET", "/v1/invocations?"+q.Encode(), nil, nil)
-	if err != nil {
-		return err
-	}
-	return printJSON(resp)
-}
-
-func logs(args []string) error {
-	fs := flag.NewFlagSet("logs", flag.ExitOnError)
-	connect := clientFlags(fs)
-	follow := fs.Bool("f", false, "follow until the instance ends")
-	raw := fs.Bool("json", false, "print the NDJSON lines as they are")
-	attempt := fs.Int("attempt", 0, "the attempt's log (default: the latest)")
-	pos := parseInterspersed(fs, args)
-	if len(pos) != 1 {
-		return fmt.Errorf("usage: jobgate logs [-f] ID")
-	}
-	c, err := connect()
-	if err != nil {
-		return err
-	}
-	q := url.Values{}
-	if *follow {
-		q.Set("follow", "1")
-	}
-	if *attempt > 0 {
-		q.Set("attempt", strconv.Itoa(*attempt))
-	}
-	path := "/v1/invocations/" + url.PathEscape(pos[0]) + "/logs?" + q.Encode()
-	resp, err := c.do("GET", path, nil, nil)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return printJSON(resp)
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
 	}
 	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+		msg = e.Error.Code + ": " + e.Error.Message
+	}
+	code := exitAPI
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		code = exitNotFound
+	case http.StatusUnauthorized, http.StatusForbidden:
+		code = exitAuth
+	}
+	return nil, exitWith(code, "%s %s: %s: %s", method, path, resp.Status, msg)
+}
+
+// format is the output format: -o, else table on a terminal, else json.
+func (c *cli) format() (string, error) {
+	switch c.output {
+	case "":
+		if f, ok := c.stdout.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			return "table", nil
+		}
+		return "json", nil
+	case "table", "json", "yaml", "name":
+		return c.output, nil
+	}
+	return "", exitWith(exitUsage, "-o %q: want table, json, yaml or name", c.output)
+}
+
+// printValue writes v as json or yaml.
+func printValue(w io.Writer, format string, v any) error {
+	if format == "yaml" {
+		// Through JSON, so field names are the API's.
+		b, _ := json.Marshal(v)
+		var generic any
+		_ = json.Unmarshal(b, &generic)
+		return yaml.NewEncoder(w).Encode(generic)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// show prints v in the chosen format; table rows come from rows, names
+// from names.
+func (c *cli) show(v any, header []string, rows [][]string, names []string) error {
+	format, err := c.format()
+	if err != nil {
+		return err
+	}
+	switch format {
+	case "table":
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(header, "\t"))
+		for _, r := range rows {
+			fmt.Fprintln(tw, strings.Join(r, "\t"))
+		}
+		return tw.Flush()
+	case "name":
+		for _, n := range names {
+			fmt.Fprintln(c.stdout, n)
+		}
+		return nil
+	}
+	return printValue(c.stdout, format, v)
+}
+
+func recordRow(r *record.Record) []string {
+	code, dur := strconv.Itoa(r.StatusCode), "-"
+	if r.EndTime != "" {
+		dur = (time.Duration(r.DurationMs) * time.Millisecond).String()
+	}
+	return []string{r.RequestId, r.FunctionName, string(r.Status), code, strconv.Itoa(r.Attempt), r.EnqueueTime, dur}
+}
+
+var recordHeader = []string{"REQUEST ID", "FUNCTION", "STATUS", "CODE", "ATTEMPT", "ENQUEUED", "DURATION"}
+
+func (c *cli) invokeCmd() *cobra.Command {
+	var data, eventPath, wait, key string
+	cmd := &cobra.Command{
+		Use:   "invoke FUNCTION [--data JSON | --event FILE|-] [--wait none|scheduled|finished]",
+		Short: "Invoke a function with an event",
+		Long: `Invoke a function. --wait none answers once the event is durably queued, scheduled (default)
+once its container started, finished streams its log and exits with the job's exit code (as
+docker run does).`,
+		Example: `  jobgate invoke hello --data '{"name":"world"}'
+  jobgate invoke hello --event event.json --wait finished
+  echo '{"n":1}' | jobgate invoke hello --event - --wait none -o name`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			event := []byte("{}")
+			switch {
+			case data != "" && eventPath != "":
+				return exitWith(exitUsage, "--data and --event: choose one")
+			case data != "":
+				event = []byte(data)
+			case eventPath == "-":
+				b, err := io.ReadAll(c.stdin)
+				if err != nil {
+					return err
+				}
+				event = b
+			case eventPath != "":
+				b, err := os.ReadFile(eventPath)
+				if err != nil {
+					return exitWith(exitUsage, "--event: %v", err)
+				}
+				event = b
+			}
+			if wait != "none" && wait != "scheduled" && wait != "finished" {
+				return exitWith(exitUsage, "--wait %q: want none, scheduled or finished", wait)
+			}
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			hdr := map[string]string{"Content-Type": "application/json"}
+			if key != "" {
+				hdr["Idempotency-Key"] = key
+			}
+			apiWait := wait
+			if wait == "finished" {
+				apiWait = "none"
+			}
+			var rec record.Record
+			if err := api.call(cmd.Context(), "POST", "/v1/functions/"+url.PathEscape(a[0])+"/invoke?wait="+apiWait, event, hdr, &rec); err != nil {
+				return err
+			}
+			if wait != "finished" {
+				return c.show(&rec, recordHeader, [][]string{recordRow(&rec)}, []string{rec.RequestId})
+			}
+			fmt.Fprintln(c.stderr, "RequestId", rec.RequestId)
+			return c.followToEnd(cmd.Context(), api, rec.RequestId, true)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&data, "data", "d", "", "the event, inline JSON")
+	f.StringVar(&eventPath, "event", "", "the event from a file, or - for stdin (default {})")
+	f.StringVar(&wait, "wait", "scheduled", "none, scheduled or finished")
+	f.StringVar(&key, "idempotency-key", "", "the same key and event run once")
+	return cmd
+}
+
+// followToEnd streams an invocation's log to its end, then exits as the
+// invocation did: its exit code when the job failed (1 if it has none).
+// A failed attempt that is retried is followed into the next one.
+func (c *cli) followToEnd(ctx context.Context, api *apiClient, id string, exitCode bool) error {
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 {
+			fmt.Fprintf(c.stdout, "==> attempt %d\n", attempt)
+		}
+		if err := c.printLog(ctx, api, id, attempt, true, 0, 0); err != nil {
+			return err
+		}
+		var rec record.Record
+		if err := api.call(ctx, "GET", "/v1/invocations/"+url.PathEscape(id), nil, nil, &rec); err != nil {
+			return err
+		}
+		if rec.Status.Terminal() && rec.Attempt == attempt {
+			return invocationExit(&rec, exitCode)
+		}
+		// Retried: wait until the next attempt exists, then follow it.
+		for rec.Attempt == attempt && !rec.Status.Terminal() {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+			if err := api.call(ctx, "GET", "/v1/invocations/"+url.PathEscape(id), nil, nil, &rec); err != nil {
+				return err
+			}
+		}
+		if rec.Status.Terminal() && rec.Attempt == attempt {
+			return invocationExit(&rec, exitCode)
+		}
+	}
+}
+
+// invocationExit is nil for a FINISHED invocation, else an error whose
+// code is the job's exit code (when asked and there is one) or 1.
+func invocationExit(rec *record.Record, exitCode bool) error {
+	if rec.Status == record.Finished || !rec.Status.Terminal() {
+		return nil
+	}
+	code := exitAPI
+	if exitCode && rec.ExitCode != nil && *rec.ExitCode > 0 && *rec.ExitCode < 256 {
+		code = *rec.ExitCode
+	}
+	return exitWith(code, "invocation %s %s (%d): %s", rec.RequestId, rec.Status, rec.StatusCode, rec.Message)
+}
+
+func (c *cli) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "status REQUEST_ID",
+		Short:   "Show an invocation's record",
+		Example: "  jobgate status 5d0a9062-0691-5a4a-830e-6a43b4f6d8bc -o yaml",
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			var rec record.Record
+			if err := api.call(cmd.Context(), "GET", "/v1/invocations/"+url.PathEscape(a[0]), nil, nil, &rec); err != nil {
+				return err
+			}
+			return c.show(&rec, recordHeader, [][]string{recordRow(&rec)}, []string{rec.RequestId})
+		},
+	}
+}
+
+func (c *cli) lsCmd() *cobra.Command {
+	var fn, status, cursor string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "ls [--function F] [--status S]",
+		Short: "List invocations, newest first",
+		Example: `  jobgate ls --status failed
+  jobgate ls --function hello --limit 100 -o json`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			for k, v := range map[string]string{"function": fn, "status": strings.ToUpper(status), "cursor": cursor} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			var page struct {
+				Invocations []*record.Record
+				NextCursor  string `json:",omitempty"`
+			}
+			if err := api.call(cmd.Context(), "GET", "/v1/invocations?"+q.Encode(), nil, nil, &page); err != nil {
+				return err
+			}
+			var rows [][]string
+			var names []string
+			for _, r := range page.Invocations {
+				rows = append(rows, recordRow(r))
+				names = append(names, r.RequestId)
+			}
+			if err := c.show(&page, recordHeader, rows, names); err != nil {
+				return err
+			}
+			if page.NextCursor != "" && c.output != "json" && c.output != "yaml" {
+				fmt.Fprintf(c.stderr, "more: --cursor %s\n", page.NextCursor)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&fn, "function", "", "only this function")
+	f.StringVar(&status, "status", "", "only this status (pending, running, finished, failed, …; any case)")
+	f.IntVar(&limit, "limit", 20, "page size (1..100)")
+	f.StringVar(&cursor, "cursor", "", "NextCursor of the previous page")
+	return cmd
+}
+
+func (c *cli) logsCmd() *cobra.Command {
+	var follow bool
+	var attempt string
+	var tail int
+	var since time.Duration
+	cmd := &cobra.Command{
+		Use:   "logs REQUEST_ID [-f] [--attempt N|all] [--tail N] [--since DURATION]",
+		Short: "Print an invocation's log; exits non-zero when the invocation failed",
+		Example: `  jobgate logs -f 5d0a9062-0691-5a4a-830e-6a43b4f6d8bc
+  jobgate logs 5d0a9062-0691-5a4a-830e-6a43b4f6d8bc --attempt all --tail 20`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			ctx, id := cmd.Context(), a[0]
+			var rec record.Record
+			if err := api.call(ctx, "GET", "/v1/invocations/"+url.PathEscape(id), nil, nil, &rec); err != nil {
+				return err
+			}
+			first, last := rec.Attempt, rec.Attempt
+			switch attempt {
+			case "", "latest":
+			case "all":
+				first = 1
+			default:
+				n, err := strconv.Atoi(attempt)
+				if err != nil || n < 1 || n > rec.Attempt {
+					return exitWith(exitUsage, "--attempt %q: want 1..%d or all", attempt, rec.Attempt)
+				}
+				first, last = n, n
+			}
+			for n := first; n <= last; n++ {
+				if first != last || rec.Attempt > 1 {
+					fmt.Fprintf(c.stdout, "==> attempt %d of %d\n", n, rec.Attempt)
+				}
+				if err := c.printLog(ctx, api, id, n, follow && n == rec.Attempt, tail, since); err != nil {
+					return err
+				}
+			}
+			if follow {
+				if err := api.call(ctx, "GET", "/v1/invocations/"+url.PathEscape(id), nil, nil, &rec); err != nil {
+					return err
+				}
+			}
+			return invocationExit(&rec, false)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&follow, "follow", "f", false, "follow until the invocation ends")
+	f.StringVar(&attempt, "attempt", "", "N, or all (default: the latest)")
+	f.IntVar(&tail, "tail", 0, "only the last N lines of each attempt (0: all)")
+	f.DurationVar(&since, "since", 0, "only lines newer than this (e.g. 10m)")
+	return cmd
+}
+
+// printLog prints one attempt's log (0: the latest), joining the pieces of
+// lines split for length.
+func (c *cli) printLog(ctx context.Context, api *apiClient, id string, attempt int, follow bool, tail int, since time.Duration) error {
+	q := url.Values{}
+	if follow {
+		q.Set("follow", "1")
+	}
+	if attempt > 0 {
+		q.Set("attempt", strconv.Itoa(attempt))
+	}
+	stream := *api
+	stream.timeout = 0 // a log stream lasts as long as the job
+	resp, err := stream.open(ctx, "GET", "/v1/invocations/"+url.PathEscape(id)+"/logs?"+q.Encode(), nil, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw := c.output == "json"
+	var kept []string // for --tail
+	emit := func(s string) {
+		if tail > 0 && !follow {
+			kept = append(kept, s)
+			if len(kept) > tail {
+				kept = kept[1:]
+			}
+			return
+		}
+		fmt.Fprintln(c.stdout, s)
+	}
+	cutoff := time.Time{}
+	if since > 0 {
+		cutoff = time.Now().Add(-since)
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	// A line too long for one record comes in pieces marked partial:
-	// joined per stream, printed once whole.
-	pending := map[string]*logstore.Line{}
+	pending := map[string]*logstore.Line{} // partial pieces, per stream
 	for sc.Scan() {
-		if *raw {
-			fmt.Println(sc.Text())
-			continue
-		}
 		var l logstore.Line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			fmt.Println(sc.Text())
+			emit(sc.Text())
 			continue
 		}
 		if p := pending[l.Stream]; p != nil {
@@ -234,70 +449,232 @@ func logs(args []string) error {
 			continue
 		}
 		delete(pending, l.Stream)
-		fmt.Printf("%s %-8s %s\n", l.TS.Local().Format("15:04:05.000"), l.Stream, l.Line)
-	}
-	return sc.Err()
-}
-
-func terminate(args []string) error {
-	fs := flag.NewFlagSet("terminate", flag.ExitOnError)
-	connect := clientFlags(fs)
-	grace := fs.Bool("grace", false, "SIGTERM first, SIGKILL after the grace period (default: SIGKILL)")
-	pos := parseInterspersed(fs, args)
-	if len(pos) != 1 {
-		return fmt.Errorf("usage: jobgate terminate ID [--grace]")
-	}
-	c, err := connect()
-	if err != nil {
-		return err
-	}
-	body := fmt.Sprintf(`{"GraceShutdown":%t}`, *grace)
-	resp, err := c.do("POST", "/v1/invocations/"+url.PathEscape(pos[0])+"/terminate", strings.NewReader(body),
-		map[string]string{"Content-Type": "application/json"})
-	if err != nil {
-		return err
-	}
-	return printJSON(resp)
-}
-
-func deadletters(args []string) error {
-	fs := flag.NewFlagSet("deadletters", flag.ExitOnError)
-	connect := clientFlags(fs)
-	limit := fs.Int("limit", 20, "page size (1..100)")
-	cursor := fs.String("cursor", "", "NextCursor of the previous page")
-	pos := parseInterspersed(fs, args)
-	usage := fmt.Errorf("usage: jobgate deadletters ls | show ID | redrive ID | purge ID")
-	if len(pos) == 0 {
-		return usage
-	}
-	c, err := connect()
-	if err != nil {
-		return err
-	}
-	var resp *http.Response
-	switch {
-	case pos[0] == "ls" && len(pos) == 1:
-		q := url.Values{"limit": {strconv.Itoa(*limit)}}
-		if *cursor != "" {
-			q.Set("cursor", *cursor)
+		if !cutoff.IsZero() && l.TS.Before(cutoff) {
+			continue
 		}
-		resp, err = c.do("GET", "/v1/deadletters?"+q.Encode(), nil, nil)
-	case pos[0] == "show" && len(pos) == 2:
-		resp, err = c.do("GET", "/v1/deadletters/"+url.PathEscape(pos[1]), nil, nil)
-	case pos[0] == "redrive" && len(pos) == 2:
-		resp, err = c.do("POST", "/v1/deadletters/"+url.PathEscape(pos[1])+"/redrive", nil, nil)
-	case pos[0] == "purge" && len(pos) == 2:
-		resp, err = c.do("DELETE", "/v1/deadletters/"+url.PathEscape(pos[1]), nil, nil)
-	default:
-		return usage
+		if raw {
+			b, _ := json.Marshal(l)
+			emit(string(b))
+			continue
+		}
+		emit(fmt.Sprintf("%s %-8s %s", l.TS.Local().Format("15:04:05.000"), l.Stream, l.Line))
 	}
-	if err != nil {
-		return err
+	for _, s := range kept {
+		fmt.Fprintln(c.stdout, s)
 	}
-	if resp.StatusCode == http.StatusNoContent {
-		resp.Body.Close()
-		fmt.Println("purged", pos[1])
-		return nil
+	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
+		return exitWith(exitUnreachable, "log stream: %v", err)
 	}
-	return printJSON(resp)
+	return nil
+}
+
+func (c *cli) terminateCmd() *cobra.Command {
+	var grace bool
+	cmd := &cobra.Command{
+		Use:     "terminate REQUEST_ID [--grace]",
+		Short:   "Stop an invocation (SIGKILL; --grace: SIGTERM, then SIGKILL after stop_grace_s)",
+		Example: "  jobgate terminate 5d0a9062-0691-5a4a-830e-6a43b4f6d8bc --grace",
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			var rec record.Record
+			body := []byte(fmt.Sprintf(`{"GraceShutdown":%t}`, grace))
+			if err := api.call(cmd.Context(), "POST", "/v1/invocations/"+url.PathEscape(a[0])+"/terminate", body,
+				map[string]string{"Content-Type": "application/json"}, &rec); err != nil {
+				return err
+			}
+			return c.show(&rec, recordHeader, [][]string{recordRow(&rec)}, []string{rec.RequestId})
+		},
+	}
+	cmd.Flags().BoolVar(&grace, "grace", false, "SIGTERM first, SIGKILL after the grace period")
+	return cmd
+}
+
+func (c *cli) functionsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "functions", Aliases: []string{"fn"}, Short: "The configured functions"}
+	ls := &cobra.Command{
+		Use: "ls", Short: "List the functions", Example: "  jobgate functions ls -o name",
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			var list struct{ Functions []gateway.FunctionView }
+			if err := api.call(cmd.Context(), "GET", "/v1/functions", nil, nil, &list); err != nil {
+				return err
+			}
+			var rows [][]string
+			var names []string
+			for _, f := range list.Functions {
+				var trs []string
+				for _, t := range f.Triggers {
+					trs = append(trs, t.Type+"/"+t.Name)
+				}
+				rows = append(rows, []string{f.Name, f.Image, strconv.Itoa(f.MemoryMB), strconv.Itoa(f.TimeoutS), strings.Join(trs, ",")})
+				names = append(names, f.Name)
+			}
+			return c.show(&list, []string{"NAME", "IMAGE", "MEMORY MB", "TIMEOUT S", "TRIGGERS"}, rows, names)
+		},
+	}
+	describe := &cobra.Command{
+		Use: "describe NAME", Short: "Show a function: image, limits, triggers (routes, next timer fire)",
+		Example: "  jobgate functions describe hello -o yaml",
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			var f gateway.FunctionView
+			if err := api.call(cmd.Context(), "GET", "/v1/functions/"+url.PathEscape(a[0]), nil, nil, &f); err != nil {
+				return err
+			}
+			format, err := c.format()
+			if err != nil {
+				return err
+			}
+			switch format {
+			case "name":
+				fmt.Fprintln(c.stdout, f.Name)
+				return nil
+			case "table": // a description reads better as YAML
+				format = "yaml"
+			}
+			return printValue(c.stdout, format, &f)
+		},
+	}
+	cmd.AddCommand(ls, describe)
+	return cmd
+}
+
+func (c *cli) deadlettersCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "deadletters", Aliases: []string{"dlq"}, Short: "The dead-letter list: events that ran out of attempts"}
+	var limit int
+	var cursor string
+	ls := &cobra.Command{
+		Use: "ls", Short: "List dead letters, newest first", Example: "  jobgate deadletters ls -o json",
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			page, err := listDeadLetters(cmd.Context(), api, limit, cursor)
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			var names []string
+			for _, e := range page.DeadLetters {
+				rows = append(rows, []string{e.RequestId, e.Body.FunctionName, strconv.Itoa(e.ErrorCode), e.DeadTime, e.ErrorMessage})
+				names = append(names, e.RequestId)
+			}
+			return c.show(page, []string{"REQUEST ID", "FUNCTION", "CODE", "DEAD", "MESSAGE"}, rows, names)
+		},
+	}
+	ls.Flags().IntVar(&limit, "limit", 20, "page size (1..100)")
+	ls.Flags().StringVar(&cursor, "cursor", "", "NextCursor of the previous page")
+	show := &cobra.Command{
+		Use: "show REQUEST_ID", Short: "Show one dead letter (its event included)", Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			var e deadletter.Entry
+			if err := api.call(cmd.Context(), "GET", "/v1/deadletters/"+url.PathEscape(a[0]), nil, nil, &e); err != nil {
+				return err
+			}
+			format, err := c.format()
+			if err != nil {
+				return err
+			}
+			if format == "table" {
+				format = "yaml"
+			}
+			return printValue(c.stdout, format, &e)
+		},
+	}
+	var all bool
+	var fn string
+	redrive := &cobra.Command{
+		Use:   "redrive [REQUEST_ID | --all [--function F]]",
+		Short: "Run dead-lettered events again",
+		Example: `  jobgate deadletters redrive 5d0a9062-0691-5a4a-830e-6a43b4f6d8bc
+  jobgate deadletters redrive --all --function hello`,
+		Args: args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if all == (len(a) == 1) {
+				return exitWith(exitUsage, "give a REQUEST_ID or --all")
+			}
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			ids := a
+			if all {
+				for cur := ""; ; {
+					page, err := listDeadLetters(cmd.Context(), api, 100, cur)
+					if err != nil {
+						return err
+					}
+					for _, e := range page.DeadLetters {
+						if fn == "" || e.Body.FunctionName == fn {
+							ids = append(ids, e.RequestId)
+						}
+					}
+					if cur = page.NextCursor; cur == "" {
+						break
+					}
+				}
+			}
+			for _, id := range ids {
+				var rec record.Record
+				if err := api.call(cmd.Context(), "POST", "/v1/deadletters/"+url.PathEscape(id)+"/redrive", nil, nil, &rec); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "redriven %s → %s attempt %d\n", id, rec.RequestId, rec.Attempt)
+			}
+			if len(ids) == 0 {
+				fmt.Fprintln(c.stderr, "no dead letters to redrive")
+			}
+			return nil
+		},
+	}
+	redrive.Flags().BoolVar(&all, "all", false, "every dead letter (of --function)")
+	redrive.Flags().StringVar(&fn, "function", "", "with --all: only this function's")
+	purge := &cobra.Command{
+		Use: "purge REQUEST_ID", Short: "Delete a dead letter", Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			api, err := c.connect()
+			if err != nil {
+				return err
+			}
+			if err := api.call(cmd.Context(), "DELETE", "/v1/deadletters/"+url.PathEscape(a[0]), nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.stdout, "purged", a[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(ls, show, redrive, purge)
+	return cmd
+}
+
+type deadLetterPage struct {
+	DeadLetters []*deadletter.Entry
+	NextCursor  string `json:",omitempty"`
+}
+
+func listDeadLetters(ctx context.Context, api *apiClient, limit int, cursor string) (*deadLetterPage, error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	var page deadLetterPage
+	return &page, api.call(ctx, "GET", "/v1/deadletters?"+q.Encode(), nil, nil, &page)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,19 +17,12 @@ import (
 // pull fetches and unpacks an image into the worker's containerd (same
 // registries, credentials and image policy as the worker), drawing a
 // progress bar per blob.
-func pull(args []string) error {
-	fs := flag.NewFlagSet("pull", flag.ExitOnError)
-	cfgPath := fs.String("config", "jobgate.yaml", "config file (containerd, registries)")
-	_ = fs.Parse(reorder(args))
-	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: jobgate pull [--config FILE] IMAGE")
-	}
-	ref := fs.Arg(0)
-	cfg, err := config.Load(*cfgPath)
+func pull(ctx context.Context, cfgPath, ref string, out io.Writer) error {
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	rt, err := runtime.New(ctx, runtime.Options{
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
@@ -42,33 +34,18 @@ func pull(args []string) error {
 	defer rt.Close()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Worker.PullTimeout())
 	defer cancel()
-	bar := &progressBar{out: os.Stdout, tty: isTerminal(os.Stdout)}
+	tty := false
+	if f, ok := out.(*os.File); ok {
+		tty = isTerminal(f)
+	}
+	bar := &progressBar{out: out, tty: tty}
 	t0 := time.Now()
 	img, err := rt.EnsureImageProgress(ctx, ref, bar.draw)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: %s (unpacked, %s)\n", ref, img.Digest, time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(out, "%s: %s (unpacked, %s)\n", ref, img.Digest, time.Since(t0).Round(time.Millisecond))
 	return nil
-}
-
-// reorder puts flags before positional arguments (flag stops at the first
-// positional one), so `pull IMAGE --config F` works too.
-func reorder(args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && i+1 < len(args) {
-				flags = append(flags, args[i+1])
-				i++
-			}
-			continue
-		}
-		pos = append(pos, a)
-	}
-	return append(flags, pos...)
 }
 
 func isTerminal(f *os.File) bool {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"os"
 	"os/signal"
 	"syscall"
@@ -30,22 +29,18 @@ func newLogger(level string) zerolog.Logger {
 	return l.Level(lvl).With().Timestamp().Logger()
 }
 
-func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	cfgPath := fs.String("config", "jobgate.yaml", "config file")
-	role := fs.String("role", node.RoleAll, "roles to run: all, gateway or worker")
-	level := fs.String("log-level", "info", "log level")
-	_ = fs.Parse(args)
-	log := newLogger(*level)
+// serve runs the node's roles until SIGINT/SIGTERM.
+func serve(cfgPath, role, level string) error {
+	log := newLogger(level)
 
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
 	}
 	// First signal: drain and stop. Second: exit at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	n, err := node.New(ctx, cfg, node.Options{Role: *role, Tokens: node.TokensFromEnv(), Logger: log})
+	n, err := node.New(ctx, cfg, node.Options{Role: role, Tokens: node.TokensFromEnv(), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -53,7 +48,7 @@ func serve(args []string) error {
 		_ = n.Stop(context.Background())
 		return err
 	}
-	log.Info().Str("role", *role).Str("config", *cfgPath).Int("functions", len(cfg.Functions)).Msg("jobgate serving")
+	log.Info().Str("role", role).Str("config", cfgPath).Int("functions", len(cfg.Functions)).Msg("jobgate serving")
 	// SIGHUP: re-read the config; the worker applies function changes
 	// (see node.Reload for what needs a restart instead).
 	hup := make(chan os.Signal, 1)
@@ -63,7 +58,7 @@ func serve(args []string) error {
 		select {
 		case <-ctx.Done():
 		case <-hup:
-			next, err := config.Load(*cfgPath)
+			next, err := config.Load(cfgPath)
 			if err != nil {
 				log.Error().Err(err).Msg("SIGHUP: config not reloaded (the running one stays)")
 				continue
@@ -83,20 +78,4 @@ func serve(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return n.Stop(sctx)
-}
-
-func validate(args []string) error {
-	fs := flag.NewFlagSet("validate", flag.ExitOnError)
-	cfgPath := fs.String("config", "jobgate.yaml", "config file")
-	_ = fs.Parse(args)
-	path := *cfgPath
-	if fs.NArg() > 0 {
-		path = fs.Arg(0)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
-	}
-	os.Stdout.WriteString(path + ": ok (" + itoa(len(cfg.Functions)) + " functions)\n")
-	return nil
 }

@@ -103,10 +103,10 @@ type Gateway struct {
 
 // Worker tunes the worker role on this host.
 type Worker struct {
-	Node         string `yaml:"node,omitempty"`
+	Node string `yaml:"node,omitempty"`
 	// Listen serves /metrics, /healthz and /readyz for a worker-only
 	// process (the gateway serves them otherwise); "" = off.
-	Listen string `yaml:"listen,omitempty"`
+	Listen       string `yaml:"listen,omitempty"`
 	Concurrency  int    `yaml:"concurrency,omitempty"`
 	StateDir     string `yaml:"state_dir,omitempty"`
 	PullTimeoutS int    `yaml:"pull_timeout_s,omitempty"`
