@@ -13,7 +13,7 @@ start_containerd
 start_registry
 
 say "building jobgate and the sample job"
-(cd "$REPO" && go build -o "$STATE/bin/jobgate" ./cmd/jobgate)
+(cd "$REPO" && go build -ldflags="-X github.com/jobgate/jobgate/internal/version.Version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)" -o "$STATE/bin/jobgate" ./cmd/jobgate)
 # The log driver runs once per job: static and stripped, it starts faster.
 (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$STATE/bin/jobgate-logger" ./cmd/jobgate-logger)
 (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$STATE/bin/hello" ./deploy/samplejob)
