@@ -54,7 +54,7 @@ type TriggerView struct {
 
 func (g *Gateway) listFunctions(_ http.ResponseWriter, _ *http.Request) (any, error) {
 	out := []FunctionView{}
-	for _, fn := range g.d.Config.Functions {
+	for _, fn := range g.config().Functions {
 		out = append(out, g.functionView(fn))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -62,7 +62,7 @@ func (g *Gateway) listFunctions(_ http.ResponseWriter, _ *http.Request) (any, er
 }
 
 func (g *Gateway) getFunction(_ http.ResponseWriter, r *http.Request) (any, error) {
-	fn := g.d.Config.Function(r.PathValue("name"))
+	fn := g.config().Function(r.PathValue("name"))
 	if fn == nil {
 		return nil, notFound(codeFunctionNotFound, "function %q is not configured", r.PathValue("name"))
 	}
@@ -86,7 +86,7 @@ func (g *Gateway) functionView(fn config.Function) FunctionView {
 			tv.Cron = tm.Cron
 			zone := tm.Timezone
 			if zone == "" {
-				zone = g.d.Config.Timezone
+				zone = g.config().Timezone
 			}
 			if loc, err := time.LoadLocation(zone); err == nil {
 				if s, err := scfcron.Parse(tm.Cron, loc); err == nil {

@@ -9,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"github.com/jobgate/jobgate/triggers/httptrigger"
 
 	"golang.org/x/net/netutil"
 
@@ -56,32 +59,62 @@ type Deps struct {
 
 // Gateway is the HTTP API server.
 type Gateway struct {
-	d       Deps
-	control *control.Requests
-	info    []readyInfo
-	log     zerolog.Logger
-	mux     *http.ServeMux
-	srv     *http.Server
-	group   *startstop.Group
-	ln      net.Listener
-	rate    *limiter // nil: no rate limit
-	streams *streams
-	now     func() time.Time
+	d   Deps
+	cfg atomic.Pointer[config.Config]
+	// triggerChecks are the broker triggers' readiness (replaced on reload).
+	triggerChecks atomic.Pointer[[]Check]
+	control       *control.Requests
+	info          []readyInfo
+	log           zerolog.Logger
+	mux           atomic.Pointer[http.ServeMux] // swapped whole by Reload
+	srv           *http.Server
+	group         *startstop.Group
+	ln            net.Listener
+	rate          *limiter // nil: no rate limit
+	streams       *streams
+	now           func() time.Time
 }
 
 // New builds the routes.
 func New(d Deps) *Gateway {
-	g := &Gateway{d: d, log: d.Logger.With().Str("component", "gateway").Logger(), mux: http.NewServeMux(),
+	g := &Gateway{d: d, log: d.Logger.With().Str("component", "gateway").Logger(),
 		control: control.New(d.Redis, d.Config.Redis.Prefix, d.Config.Retention()),
 		rate:    newLimiter(d.Config.Gateway.RateLimit, d.Config.Gateway.RateBurst),
 		streams: &streams{max: d.Config.Gateway.FollowStreams, by: map[string]int{}}, now: d.Now}
 	if g.now == nil {
 		g.now = time.Now
 	}
-	for pattern, h := range g.routes() {
-		g.mux.Handle(pattern, h)
-	}
+	g.cfg.Store(d.Config)
+	g.mux.Store(g.buildMux(nil))
 	return g
+}
+
+// buildMux is the API's routes plus the HTTP triggers' (the config has
+// checked they collide with nothing).
+func (g *Gateway) buildMux(trs []httptrigger.Trigger) *http.ServeMux {
+	mux := http.NewServeMux()
+	for pattern, h := range g.routes() {
+		mux.Handle(pattern, h)
+	}
+	for _, tr := range trs {
+		h := g.serve(g.httpTrigger(tr))
+		for _, p := range tr.Opts.Patterns() {
+			mux.Handle(p, h)
+		}
+	}
+	return mux
+}
+
+// config is the current config (a reload swaps it).
+func (g *Gateway) config() *config.Config { return g.cfg.Load() }
+
+// Reload serves cfg's functions and HTTP triggers from now on: requests
+// in flight finish on the routes they started with. The listener and the
+// server limits (gateway.*) stay as they started.
+func (g *Gateway) Reload(cfg *config.Config, trs []httptrigger.Trigger) {
+	g.cfg.Store(cfg)
+	g.mux.Store(g.buildMux(trs))
+	g.log.Info().Int("functions", len(cfg.Functions)).Int("http_triggers", len(trs)).Msg("routes reloaded")
 }
 
 // routes are the API's endpoints by ServeMux pattern: exactly
@@ -90,7 +123,7 @@ func (g *Gateway) routes() map[string]http.Handler {
 	metrics := http.Handler(http.NotFoundHandler())
 	if g.d.Metrics != nil {
 		metrics = promhttp.HandlerFor(g.d.Metrics.Registry, promhttp.HandlerOpts{})
-		if g.d.Config.Gateway.MetricsAuth {
+		if g.config().Gateway.MetricsAuth {
 			prom := metrics
 			metrics = g.auth(ScopeRead, func(w http.ResponseWriter, r *http.Request) (any, error) {
 				prom.ServeHTTP(w, r)
@@ -127,7 +160,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	_, pattern := g.mux.Handler(r)
+	_, pattern := g.mux.Load().Handler(r)
 	if pattern == "" {
 		pattern = "unmatched" // bounded: not the path
 	}
@@ -177,9 +210,10 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h, pattern := g.mux.Handler(r)
+	mux := g.mux.Load()
+	h, pattern := mux.Handler(r)
 	if pattern != "" {
-		g.mux.ServeHTTP(w, r) // it sets the path values
+		mux.ServeHTTP(w, r) // it sets the path values
 		return
 	}
 	rec := &statusRecorder{header: http.Header{}}
@@ -205,11 +239,11 @@ func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
 
 // Start listens on the configured address.
 func (g *Gateway) Start(ctx context.Context) error {
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", g.d.Config.Gateway.Listen)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", g.config().Gateway.Listen)
 	if err != nil {
-		return fmt.Errorf("gateway listen %s: %w", g.d.Config.Gateway.Listen, err)
+		return fmt.Errorf("gateway listen %s: %w", g.config().Gateway.Listen, err)
 	}
-	gw := g.d.Config.Gateway
+	gw := g.config().Gateway
 	g.ln = netutil.LimitListener(ln, gw.MaxConns)
 	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
 	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes,
@@ -240,9 +274,29 @@ func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz: Redis and containerd decide readiness; broker triggers are
+// reported (under "triggers") but do not: a broker outage must not take
+// the API and the webhooks down with it.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
-	writeReady(w, r, g.d.Ready, g.info, g.log)
+	info := g.info
+	if tc := g.triggerChecks.Load(); tc != nil && len(*tc) > 0 {
+		checks := *tc
+		info = append(append([]readyInfo{}, info...), readyInfo{name: "triggers", fn: func() any {
+			out := map[string]string{}
+			for _, c := range checks {
+				out[c.Name] = "ok"
+				if err := c.Fn(r.Context()); err != nil {
+					out[c.Name] = "unavailable"
+				}
+			}
+			return out
+		}})
+	}
+	writeReady(w, r, g.d.Ready, info, g.log)
 }
+
+// SetTriggerChecks replaces the broker triggers' readiness checks.
+func (g *Gateway) SetTriggerChecks(c []Check) { g.triggerChecks.Store(&c) }
 
 // writeReady runs the checks and answers /readyz: 200 when all pass, 503
 // naming the dependencies that are down.

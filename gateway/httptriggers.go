@@ -14,14 +14,10 @@ import (
 
 var pathParam = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// MountHTTPTriggers serves the configured webhook paths (the config has
-// checked they collide with nothing).
+// MountHTTPTriggers serves the configured webhook paths besides the API.
 func (g *Gateway) MountHTTPTriggers(trs []httptrigger.Trigger) {
+	g.mux.Store(g.buildMux(trs))
 	for _, tr := range trs {
-		h := g.serve(g.httpTrigger(tr))
-		for _, p := range tr.Opts.Patterns() {
-			g.mux.Handle(p, h)
-		}
 		g.log.Info().Str("function", tr.Function).Str("trigger", tr.Name).Strs("methods", tr.Opts.Methods).Str("path", tr.Opts.Path).Msg("HTTP trigger mounted")
 	}
 }

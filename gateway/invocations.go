@@ -73,7 +73,7 @@ func (g *Gateway) getLogs(w http.ResponseWriter, r *http.Request) (any, error) {
 		}
 		defer g.streams.release(client)
 		// A stream outlives the server's WriteTimeout, up to follow_max_s.
-		limit := time.Duration(g.d.Config.Gateway.FollowMaxS) * time.Second
+		limit := time.Duration(g.config().Gateway.FollowMaxS) * time.Second
 		_ = http.NewResponseController(w).SetWriteDeadline(g.now().Add(limit + 10*time.Second))
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, limit)

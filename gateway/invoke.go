@@ -13,7 +13,7 @@ import (
 // invoke handles POST /v1/functions/{name}/invoke.
 func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("name")
-	if g.d.Config.Function(name) == nil {
+	if g.config().Function(name) == nil {
 		return nil, notFound(codeFunctionNotFound, "function %q is not configured", name)
 	}
 	wait := r.URL.Query().Get("wait")
@@ -50,7 +50,7 @@ func (g *Gateway) submitAndAnswer(r *http.Request, req submit.Request, wait stri
 		}
 		return answer{http.StatusAccepted, rec}, nil
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(g.d.Config.Gateway.WaitTimeoutS)*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(g.config().Gateway.WaitTimeoutS)*time.Second)
 	defer cancel()
 	got, err := g.d.Watcher.Wait(ctx, rec.RequestId, func(r *record.Record) bool { return r.Status.Started() })
 	if got == nil {

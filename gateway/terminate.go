@@ -55,7 +55,7 @@ func (g *Gateway) terminate(_ http.ResponseWriter, r *http.Request) (any, error)
 	g.log.Info().Str("request_id", id).Bool("grace", body.GraceShutdown).Msg("terminate requested")
 	wait := 10 * time.Second
 	if body.GraceShutdown {
-		wait += g.d.Config.Worker.StopGrace()
+		wait += g.config().Worker.StopGrace()
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()

@@ -40,12 +40,14 @@ type attempt struct {
 	timeout time.Duration
 
 	// Set once started (or re-attached).
-	in       *runtime.Instance
-	exitC    <-chan runtime.ExitStatus
-	adm      *admission
-	started  time.Time
-	deadline time.Time
-	stopC    chan stopRequest // terminate requests from the control channel
+	in      *runtime.Instance
+	exitC   <-chan runtime.ExitStatus
+	adm     *admission
+	started time.Time
+	// startLogged: the log's START line is written (logStart).
+	startLogged bool
+	deadline    time.Time
+	stopC       chan stopRequest // terminate requests from the control channel
 }
 
 // stopRequest asks a supervisor to end its instance: a user's terminate,
@@ -230,7 +232,7 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 		a.log.Info().Msg("terminated while scheduling; not started")
 		return errTerminated
 	}
-	if err := w.logs.AppendPlatform(ctx, a.inst, false, "START RequestId:"+a.id); err != nil {
+	if err := a.logStart(ctx); err != nil {
 		cleanup()
 		return err
 	}
@@ -246,6 +248,20 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 	}
 	a.in, a.exitC = in, exitC
 	a.running(ctx, rec, img, t0, tImage, tCreate)
+	return nil
+}
+
+// logStart writes the log's START line, once: a provisioned instance that
+// turned out unusable after it was written falls back to a fresh create,
+// which must not write it again.
+func (a *attempt) logStart(ctx context.Context) error {
+	if a.startLogged {
+		return nil
+	}
+	if err := a.w.logs.AppendPlatform(ctx, a.inst, false, "START RequestId:"+a.id); err != nil {
+		return err
+	}
+	a.startLogged = true
 	return nil
 }
 
@@ -272,7 +288,7 @@ func (a *attempt) startWarm(ctx context.Context, wm *warm, labels map[string]str
 		a.log.Info().Msg("terminated while scheduling; not started")
 		return errTerminated
 	}
-	if err := w.logs.AppendPlatform(ctx, a.inst, false, "START RequestId:"+a.id); err != nil {
+	if err := a.logStart(ctx); err != nil {
 		w.pool.discard(wm)
 		return err
 	}

@@ -3,6 +3,9 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +104,33 @@ func TestProvisionedBadCommandFallsBack(t *testing.T) {
 	end := run(t, st, "bad", []byte(`{}`))
 	if end.Status != record.Failed || end.StatusCode != record.CodeContainerInitError {
 		t.Fatalf("%+v", end)
+	}
+}
+
+// A provisioned instance found unusable at release (its stub no longer
+// waits) falls back to a fresh create; the log still has one START line
+// (found by the SIGKILL crash test from a fresh clone: START written by
+// the warm path, then again by the fallback).
+func TestUnusableProvisionedInstanceFallsBackWithOneStart(t *testing.T) {
+	t.Parallel()
+	st := testenv.StartStack(t, config.Function{Name: "warm", Image: jobImage(t), Args: []string{"echo", "ran"}, Provisioned: 1, Retry: noRetry})
+	w := st.Node.Worker
+	waitPool(t, w, "warm", 1)
+	for id := range waitWarm(t, w.Runtime(), 1) {
+		// The release writes the environment to this FIFO: without it
+		// the instance is unusable.
+		if err := os.Remove(filepath.Join(st.Config.Worker.StateDir, "run", id, "start")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := run(t, st, "warm", []byte(`{}`))
+	starts := 0
+	for _, l := range st.Lines(t, end.RequestId) {
+		if strings.HasPrefix(l.Line, "START ") {
+			starts++
+		}
+	}
+	if end.Status != record.Finished || starts != 1 {
+		t.Fatalf("%+v with %d START lines", end, starts)
 	}
 }

@@ -63,7 +63,9 @@ func serve(cfgPath, role, level string) error {
 				log.Error().Err(err).Msg("SIGHUP: config not reloaded (the running one stays)")
 				continue
 			}
-			n.Reload(ctx, next)
+			if err := n.Reload(ctx, next); err != nil {
+				log.Error().Err(err).Msg("SIGHUP: reloaded with errors (see above)")
+			}
 		}
 	}
 	stop()

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -315,4 +316,90 @@ func TestTwoGatewaysFireEachInstantOnce(t *testing.T) {
 		t.Fatalf("gateways report %v new fires for %d records", fired, len(recs))
 	}
 	t.Logf("%d instants, each run once; new fires per gateway %v (the rest were duplicates)", len(recs), fired)
+}
+
+// SIGHUP reloads every role without a restart (issue 12): a function and
+// its HTTP and Redis Streams triggers added, another HTTP trigger removed,
+// then an invalid file refused with the running config kept.
+func TestSIGHUPReloadsEveryRole(t *testing.T) {
+	t.Parallel()
+	e := newServeEnvWith(t, `"echo", "ran"`, `    triggers: [{type: http, name: old, path: /hooks/old}]
+`)
+	cmd, logs := e.startRole(t, "all", e.cfgPath, e.url)
+	post := func(path string) int {
+		resp, err := http.Post(e.url+path, "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("/hooks/old"); code != 202 {
+		t.Fatalf("before: /hooks/old %d", code)
+	}
+	base, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTrigger := "    triggers: [{type: http, name: old, path: /hooks/old}]\n"
+	next := strings.Replace(string(base), oldTrigger, "", 1) + `  - name: added
+    image: ` + e.s.Registry + `/test/job:1
+    args: ["echo", "added ran"]
+    triggers:
+      - {type: http, name: new, path: /hooks/new}
+      - {type: redis_stream, name: s, stream: added-in, group: jobgate, start: earliest}
+`
+	if err := os.WriteFile(e.cfgPath, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the added function and its route", func() bool {
+		return post("/hooks/new") == 202
+	})
+	if code := post("/hooks/old"); code != 404 {
+		t.Fatalf("the removed trigger still answers: %d", code)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: e.redis})
+	defer rdb.Close()
+	if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: "added-in", Values: map[string]any{"body": "via stream"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	records, _ := e.stores()
+	testenv.EventuallyNoError(t, time.Minute, "the stream event to run", func() error {
+		recs, _, err := records.List(context.Background(), record.Filter{Function: "added"}, 10, "")
+		if err != nil {
+			return err
+		}
+		done := map[string]bool{}
+		for _, r := range recs {
+			if r.Status == record.Finished {
+				done[r.RequestSource] = true
+			}
+		}
+		if !done["TRIGGER_HTTP"] || !done["TRIGGER_REDIS_STREAM"] {
+			return fmt.Errorf("finished so far: %v", done)
+		}
+		return nil
+	})
+	if out := e.cli(t, "", "functions", "ls", "-o", "name"); out != "added\njob\n" {
+		t.Fatalf("functions after reload: %q", out)
+	}
+	// An invalid file is refused: the running config stays.
+	if err := os.WriteFile(e.cfgPath, []byte(next+"  - name: broken\n    imgae: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the refusal in the log", func() bool {
+		return strings.Contains(logs.String(), "config not reloaded") && strings.Contains(logs.String(), "imgae")
+	})
+	if out := e.cli(t, "", "functions", "ls", "-o", "name"); out != "added\njob\n" {
+		t.Fatalf("functions after a refused reload: %q", out)
+	}
+	if code := post("/hooks/new"); code != 202 {
+		t.Fatalf("after a refused reload: %d", code)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,7 +42,7 @@ type Enqueuer interface {
 
 // Submitter turns events into queued invocations.
 type Submitter struct {
-	cfg     *config.Config
+	cfg     atomic.Pointer[config.Config] // swapped by SetConfig (SIGHUP)
 	records *record.Store
 	queue   Enqueuer
 	now     func() time.Time
@@ -56,8 +57,16 @@ func (s *Submitter) WithMetrics(m *metrics.Metrics) *Submitter {
 
 // New returns a Submitter.
 func New(cfg *config.Config, records *record.Store, q Enqueuer) *Submitter {
-	return &Submitter{cfg: cfg, records: records, queue: q, now: time.Now}
+	s := &Submitter{records: records, queue: q, now: time.Now}
+	s.cfg.Store(cfg)
+	return s
 }
+
+// SetConfig makes later submissions use cfg (functions added, removed or
+// changed by a reload).
+func (s *Submitter) SetConfig(cfg *config.Config) { s.cfg.Store(cfg) }
+
+func (s *Submitter) config() *config.Config { return s.cfg.Load() }
 
 // Request is one event for one function.
 type Request struct {
@@ -106,7 +115,7 @@ func (s *Submitter) Requeue(ctx context.Context, id, function string, attempt in
 	task, opts, err := queue.NewInvokeTask(queue.Payload{RequestId: id, Function: function, Attempt: attempt}, queue.Options{
 		// Transient scheduling errors retry until max_event_age_s runs
 		// out (checked by the worker), not until a count does.
-		MaxRetry: 1 << 20, Timeout: TaskTimeout(s.cfg), Retention: s.cfg.Retention(), Delay: delay,
+		MaxRetry: 1 << 20, Timeout: TaskTimeout(s.config()), Retention: s.config().Retention(), Delay: delay,
 	})
 	if err != nil {
 		return err
@@ -119,7 +128,8 @@ func (s *Submitter) Requeue(ctx context.Context, id, function string, attempt in
 
 // Submit records and enqueues one event.
 func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
-	fn := s.cfg.Function(req.Function)
+	cfg := s.config()
+	fn := cfg.Function(req.Function)
 	if fn == nil {
 		return Result{}, fmt.Errorf("%w %q", ErrUnknownFunction, req.Function)
 	}
@@ -128,7 +138,7 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 		id = uuid.NewString()
 	}
 	env := jobenv.Build(nil, fn.Env, jobenv.Builtins{
-		FunctionName: fn.Name, Region: s.cfg.Region, AppID: s.cfg.AppID, UIN: s.cfg.UIN, RequestID: id, Attempt: 1,
+		FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN, RequestID: id, Attempt: 1,
 	}, req.Event)
 	if err := jobenv.CheckEnv(env); err != nil {
 		return Result{}, fmt.Errorf("event for %s: %w", fn.Name, err)
@@ -212,12 +222,13 @@ func (s *Submitter) Redrive(ctx context.Context, e *deadletter.Entry) (*record.R
 // EventRoom is the largest event (in bytes) that fits function's
 // environment limits: what a batching source may fill.
 func (s *Submitter) EventRoom(function string) int {
-	fn := s.cfg.Function(function)
+	cfg := s.config()
+	fn := cfg.Function(function)
 	if fn == nil {
 		return 0
 	}
 	env := jobenv.Build(nil, fn.Env, jobenv.Builtins{
-		FunctionName: fn.Name, Region: s.cfg.Region, AppID: s.cfg.AppID, UIN: s.cfg.UIN,
+		FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN,
 		RequestID: "00000000-0000-0000-0000-000000000000", Attempt: 99,
 	}, nil)
 	total := 0

@@ -5,12 +5,14 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -72,6 +74,12 @@ type Node struct {
 	ops      *http.Server
 	opsReady []gateway.Check
 	metrics  *metrics.Metrics
+	// What a reload rebuilds the triggers from.
+	mu         sync.Mutex // one reload at a time
+	sub        *submit.Submitter
+	srcDeps    sources.Deps
+	sourceKeys []string // per Sources[i]: its trigger's identity and options (reloadKey)
+	started    context.Context
 }
 
 // RedisOptions turns the config into go-redis options.
@@ -135,6 +143,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 		},
 	})
 	sub := submit.New(cfg, records, asynq.NewClientFromRedisClient(n.rdb)).WithMetrics(m)
+	n.sub = sub
 	n.Sweeper = &submit.Sweeper{Submitter: sub, Records: records, Tasks: asynq.NewInspectorFromRedisClient(n.rdb), Redis: n.rdb,
 		Keys: keyspace.New(cfg.Redis.Prefix), OrphanAfter: cfg.Submit.OrphanAfter(), Log: o.Logger.With().Str("component", "sweeper").Logger()}
 	ready := []gateway.Check{{Name: "redis", Fn: func(ctx context.Context) error { return n.rdb.Ping(ctx).Err() }}}
@@ -173,13 +182,12 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			n.rdb.Close()
 			return nil, err
 		}
-		if n.Sources, err = sources.Build(sources.Deps{Config: cfg, Sink: sub, DeadLetters: dlq, Redis: n.rdb, Logger: o.Logger, Metrics: m}); err != nil {
+		n.srcDeps = sources.Deps{Config: cfg, Sink: sub, DeadLetters: dlq, Redis: n.rdb, Logger: o.Logger, Metrics: m}
+		if n.Sources, n.sourceKeys, err = buildSources(n.srcDeps); err != nil {
 			n.rdb.Close()
 			return nil, err
 		}
-		for _, s := range n.Sources {
-			n.Gateway.AddReadyChecks(gateway.Check{Name: "trigger " + s.Name(), Fn: func(context.Context) error { return s.Health() }})
-		}
+		n.setTriggerChecks()
 		if n.Worker != nil {
 			n.Gateway.AddReadyInfo("acceleration", func() any { return n.Worker.Acceleration() })
 			n.Gateway.AddReadyInfo("provisioned", func() any { return n.Worker.Provisioned() })
@@ -188,17 +196,139 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	return n, nil
 }
 
-// Reload applies a changed config file (SIGHUP). The worker takes the new
-// functions (image, command, env, limits, acceleration, provisioned) for
-// its next events; the gateway, timers and broker triggers keep the config
-// they started with until a restart.
-func (n *Node) Reload(ctx context.Context, cfg *config.Config) {
+// Reload applies a changed, valid config (SIGHUP) to every role without a
+// restart: the submitter and gateway serve the new functions and HTTP
+// triggers (requests in flight finish on the old routes); the timers are
+// replaced (an instant missed in between fires once, catchup: last); a
+// broker trigger that was removed or changed is stopped — what it fetched
+// but did not acknowledge stays with the broker — and the new ones start,
+// while unchanged ones keep running; the worker takes the new functions
+// for its next events. Listen addresses, Redis, containerd and server
+// limits keep what they started with.
+func (n *Node) Reload(ctx context.Context, cfg *config.Config) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	log := n.opts.Logger.With().Str("component", "reload").Logger()
+	n.sub.SetConfig(cfg)
 	if n.Worker != nil {
 		n.Worker.Reload(ctx, cfg)
 	}
+	var errs []error
 	if n.Gateway != nil {
-		n.opts.Logger.Warn().Msg("config reloaded for the worker only: gateway, routes, timers and broker triggers change at the next restart")
+		hts, err := httptrigger.Triggers(cfg)
+		if err != nil {
+			return err
+		}
+		n.Gateway.Reload(cfg, hts)
+		timers, err := timer.New(cfg, n.sub, n.rdb, n.opts.Logger, n.opts.Clock)
+		if err != nil {
+			return err
+		}
+		errs = append(errs, n.Timers.Stop(ctx))
+		if n.started != nil {
+			errs = append(errs, timers.Start(n.started))
+		}
+		n.Timers = timers
+		errs = append(errs, n.reloadSources(ctx, cfg, log))
 	}
+	n.cfg = cfg
+	log.Info().Int("functions", len(cfg.Functions)).Msg("config reloaded")
+	return errors.Join(errs...)
+}
+
+// reloadSources stops the broker triggers cfg no longer has (or has
+// changed) and starts the ones it adds.
+func (n *Node) reloadSources(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	n.srcDeps.Config = cfg
+	want := map[string]bool{}
+	for _, k := range reloadKeys(cfg) {
+		want[k] = true
+	}
+	var keep []triggers.Source
+	var keepKeys []string
+	var errs []error
+	have := map[string]bool{}
+	for i, src := range n.Sources {
+		if want[n.sourceKeys[i]] {
+			keep, keepKeys = append(keep, src), append(keepKeys, n.sourceKeys[i])
+			have[n.sourceKeys[i]] = true
+			continue
+		}
+		log.Info().Str("trigger", src.Name()).Msg("stopping a removed or changed trigger")
+		errs = append(errs, sources.Stop(ctx, []triggers.Source{src}))
+	}
+	for _, fn := range cfg.Functions {
+		for _, tr := range fn.Triggers {
+			k := reloadKey(fn.Name, tr)
+			if !sources.IsQueue(tr.Type) || have[k] {
+				continue
+			}
+			src, err := sources.One(n.srcDeps, fn.Name, tr)
+			if err == nil && n.started != nil {
+				err = src.Start(n.started)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("trigger %s/%s: %w", fn.Name, tr.Name, err))
+				continue
+			}
+			log.Info().Str("trigger", src.Name()).Msg("started a new or changed trigger")
+			keep, keepKeys = append(keep, src), append(keepKeys, k)
+		}
+	}
+	n.Sources, n.sourceKeys = keep, keepKeys
+	n.setTriggerChecks()
+	return errors.Join(errs...)
+}
+
+// buildSources makes the config's broker triggers with their reload keys.
+func buildSources(d sources.Deps) ([]triggers.Source, []string, error) {
+	var srcs []triggers.Source
+	var keys []string
+	for _, fn := range d.Config.Functions {
+		for _, tr := range fn.Triggers {
+			if !sources.IsQueue(tr.Type) {
+				continue
+			}
+			src, err := sources.One(d, fn.Name, tr)
+			if err != nil {
+				return nil, nil, err
+			}
+			srcs, keys = append(srcs, src), append(keys, reloadKey(fn.Name, tr))
+		}
+	}
+	return srcs, keys, nil
+}
+
+// reloadKey identifies a broker trigger with everything that configures
+// it: a reload restarts the trigger when any of it changed.
+func reloadKey(function string, tr config.Trigger) string {
+	b, _ := json.Marshal(struct {
+		F string
+		T config.Trigger
+		O config.QueueTrigger
+	}{function, tr, tr.Queue()})
+	return string(b)
+}
+
+func reloadKeys(cfg *config.Config) []string {
+	var out []string
+	for _, fn := range cfg.Functions {
+		for _, tr := range fn.Triggers {
+			if sources.IsQueue(tr.Type) {
+				out = append(out, reloadKey(fn.Name, tr))
+			}
+		}
+	}
+	return out
+}
+
+// setTriggerChecks reports the current broker triggers in /readyz.
+func (n *Node) setTriggerChecks() {
+	var checks []gateway.Check
+	for _, s := range n.Sources {
+		checks = append(checks, gateway.Check{Name: "trigger " + s.Name(), Fn: func(context.Context) error { return s.Health() }})
+	}
+	n.Gateway.SetTriggerChecks(checks)
 }
 
 // Start starts the worker (re-attaching to running instances first), then
@@ -213,6 +343,7 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}
 	n.group = startstop.Start(ctx)
+	n.started = n.group.Context() // what triggers started by a reload live on
 	n.group.Go(n.Sweeper.Run)
 	if n.Gateway == nil && n.cfg.Worker.Listen != "" {
 		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.Worker.Listen)
