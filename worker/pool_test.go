@@ -134,3 +134,21 @@ func TestUnusableProvisionedInstanceFallsBackWithOneStart(t *testing.T) {
 		t.Fatalf("%+v with %d START lines", end, starts)
 	}
 }
+
+// An installation that lacks something says so (issue 12): a dynamic log
+// driver means no provisioned instances, the full jobgate as the driver
+// means more memory per job; a static jobgate-logger lacks nothing.
+func TestDegradations(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	if d := worker.Degradations(s.LoggerBin); d != nil {
+		t.Fatalf("static jobgate-logger: %v", d)
+	}
+	if d := worker.Degradations(s.JobgateBin); len(d) != 1 || !strings.Contains(d[0], "full jobgate") {
+		t.Fatalf("static jobgate as the driver: %v", d)
+	}
+	dynamic := "/usr/bin/ls" // Debian's is dynamically linked
+	if d := worker.Degradations(dynamic); len(d) != 2 || !strings.Contains(d[0], "provisioned instances are unavailable") {
+		t.Fatalf("a dynamic driver: %v", d)
+	}
+}

@@ -47,6 +47,8 @@ const pidsLimit = 1024
 
 // Worker is the worker role on one host.
 type Worker struct {
+	// degraded says which features this installation lacks (Degradations).
+	degraded []string
 	// conf is swapped whole by Reload; read it through config().
 	conf    atomic.Pointer[config.Config]
 	rdb     redis.UniversalClient
@@ -166,6 +168,10 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		ooms:    &oomTracker{m: map[string]bool{}},
 	}
 	w.conf.Store(cfg)
+	w.degraded = Degradations(bin)
+	for _, d := range w.degraded {
+		w.log.Error().Str("degraded", d).Msg("jobgate is installed incompletely")
+	}
 	w.admitter = &admitter{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), now: w.now,
 		capacity: func() int { return w.config().Worker.CapacityMB }}
 	w.pools = newWarmPool(rt, w.config, w.log)
@@ -190,6 +196,28 @@ func (w *Worker) Reload(ctx context.Context, cfg *config.Config) {
 
 // config is the worker's current configuration.
 func (w *Worker) config() *config.Config { return w.conf.Load() }
+
+// Degraded lists what this worker cannot do as installed (for /readyz).
+func (w *Worker) Degraded() []string { return w.degraded }
+
+// Degradations says which features an installation whose log driver is
+// bin lacks: provisioned instances need a static driver (it runs inside
+// job containers as their stub); the full jobgate as every job's driver
+// costs ~30 MB more per running job. nil: nothing is missing.
+func Degradations(bin string) []string {
+	var out []string
+	if !isStatic(bin) {
+		out = append(out, fmt.Sprintf("provisioned instances are unavailable (events start cold): the log driver %s is not a static binary; "+
+			"install with CGO_ENABLED=0 (CGO_ENABLED=0 go install github.com/jobgate/jobgate/cmd/...@latest) or put a static jobgate-logger next to jobgate", bin))
+	}
+	if filepath.Base(bin) != "jobgate-logger" {
+		out = append(out, fmt.Sprintf("every running job's log driver is the full jobgate binary (%s; ~30 MB more per job than jobgate-logger next to it)", bin))
+	}
+	return out
+}
+
+// LoggerBinary is the log driver a worker with this config uses.
+func LoggerBinary(cfg *config.Config) (string, error) { return loggerBinary(cfg.Worker.LoggerBinary) }
 
 // loggerBinary picks the log driver: the configured one, else
 // jobgate-logger next to this executable (small: one runs per instance),

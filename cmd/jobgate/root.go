@@ -14,6 +14,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/version"
+	"github.com/jobgate/jobgate/worker"
 )
 
 // Exit codes (docs/OPERATIONS.md, "CLI").
@@ -152,6 +153,13 @@ func (c *cli) validateCmd() *cobra.Command {
 				return &exitError{code: exitAPI, err: err}
 			}
 			fmt.Fprintf(c.stdout, "%s: ok (%d functions)\n", path, len(cfg.Functions))
+			// What this installation would lack as a worker: warnings,
+			// not errors (the config itself is fine).
+			if bin, err := worker.LoggerBinary(cfg); err == nil {
+				for _, d := range worker.Degradations(bin) {
+					fmt.Fprintln(c.stderr, "warning:", d)
+				}
+			}
 			return nil
 		},
 	}

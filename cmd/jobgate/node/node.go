@@ -191,6 +191,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 		if n.Worker != nil {
 			n.Gateway.AddReadyInfo("acceleration", func() any { return n.Worker.Acceleration() })
 			n.Gateway.AddReadyInfo("provisioned", func() any { return n.Worker.Provisioned() })
+			if d := n.Worker.Degraded(); len(d) > 0 {
+				n.Gateway.AddReadyInfo("degraded", func() any { return d })
+			}
 		}
 	}
 	return n, nil
