@@ -144,8 +144,12 @@ func run(ctx context.Context, settingsPath string, cfg *logging.Config, ready fu
 // line longer than maxLine is cut into pieces on UTF-8 character
 // boundaries (a cut inside a character would store both halves as
 // U+FFFD); every piece but the last is marked partial.
-func scan(r io.Reader, stream string, out chan<- logstore.Line) {
-	br := bufio.NewReaderSize(r, maxLine)
+func scan(r io.Reader, stream string, out chan<- logstore.Line) { scanSized(r, stream, out, maxLine) }
+
+// scanSized is scan with pieces of at most size bytes (the fuzz test uses
+// a small size, so short inputs exercise the splitting).
+func scanSized(r io.Reader, stream string, out chan<- logstore.Line, size int) {
+	br := bufio.NewReaderSize(r, size)
 	var carry []byte     // the start of a character cut off the last piece
 	lastPartial := false // the line's last piece is still to come
 	for {

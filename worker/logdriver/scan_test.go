@@ -69,3 +69,13 @@ func TestShortLines(t *testing.T) {
 		t.Fatalf("non-UTF-8 bytes: cut at %d, want 3", got)
 	}
 }
+
+// A line of exactly a multiple of the piece size with no newline at the
+// end still ends with a final (not partial) piece (fuzz finding).
+func TestLineEndingOnAPieceBoundaryIsClosed(t *testing.T) {
+	t.Parallel()
+	lines := scanAll(strings.Repeat("é", maxLine)) // 2 × maxLine bytes
+	if n := len(lines); n < 2 || lines[n-1].Partial || !lines[n-2].Partial {
+		t.Fatalf("%d pieces, last partial %v", n, n > 0 && lines[n-1].Partial)
+	}
+}
