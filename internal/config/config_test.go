@@ -188,3 +188,24 @@ func writeTemp(t *testing.T, doc string) string {
 	}
 	return p
 }
+
+// The sample config deploy/up.sh writes (its placeholders filled as the
+// script fills them) is valid and shows every kind of sample function.
+func TestSampleConfigIsValid(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../../deploy/sample/jobgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.NewReplacer("@REDIS@", "127.0.0.1:6399", "@CONTAINERD@", "/var/lib/jobgate-dev/containerd/containerd.sock",
+		"@GATEWAY@", "127.0.0.1:9100", "@STATE@", "/var/lib/jobgate-dev", "@REGISTRY@", "127.0.0.1:5000").Replace(string(raw))
+	cfg, err := Parse(strings.NewReader(doc), "deploy/sample/jobgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"hello", "slow", "flaky"} {
+		if cfg.Function(name) == nil {
+			t.Errorf("the sample lacks function %s", name)
+		}
+	}
+}
