@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 	"github.com/jobgate/jobgate/internal/testkit/testjob"
+	"github.com/jobgate/jobgate/worker"
 )
 
 // jg runs the CLI in-process and returns its exit code, stdout, stderr.
@@ -140,5 +144,24 @@ func TestCLI(t *testing.T) {
 	}
 	if code, out, _ := jg(t, "", "invoke", "--help"); code != 0 || !strings.Contains(out, "invoke FUNCTION") || !strings.Contains(out, "Examples:") {
 		t.Fatalf("help: %d\n%s", code, out)
+	}
+}
+
+// install-logger copies the static jobgate-logger next to jobgate into a
+// directory (the Kubernetes initContainer's job).
+func TestInstallLogger(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	dir := filepath.Join(t.TempDir(), "bin")
+	out, err := exec.Command(s.JobgateBin, "install-logger", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	got := filepath.Join(dir, "jobgate-logger")
+	if fi, err := os.Stat(got); err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("%s: %v", got, err)
+	}
+	if d := worker.Degradations(got); d != nil {
+		t.Fatalf("the installed driver lacks something: %v", d)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -108,7 +109,7 @@ invoke API and message queues each start a container.
 	pf.StringVarP(&c.output, "output", "o", "", "output format: table, json, yaml or name (default table on a terminal, json otherwise)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitUsage, err: err} })
 	root.AddCommand(c.serveCmd(), c.validateCmd(), c.pullCmd(), c.invokeCmd(), c.statusCmd(), c.lsCmd(), c.logsCmd(),
-		c.terminateCmd(), c.functionsCmd(), c.deadlettersCmd(), c.versionCmd())
+		c.terminateCmd(), c.functionsCmd(), c.deadlettersCmd(), c.versionCmd(), c.installLoggerCmd())
 	return root
 }
 
@@ -193,6 +194,41 @@ func (c *cli) versionCmd() *cobra.Command {
 				return printValue(c.stdout, "json", v)
 			}
 			fmt.Fprintf(c.stdout, "jobgate %s\ncommit  %s\ngo      %s\n", v.Version, commit, v.GoVersion)
+			return nil
+		},
+	}
+}
+
+func (c *cli) installLoggerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "install-logger DIR",
+		Short: "Copy the static jobgate-logger next to jobgate into DIR (a host path the worker's logger_binary names)",
+		Long: `containerd's shim runs the log driver on the host, so in a container the worker's
+worker.logger_binary must name a path that exists on the host too: this copies jobgate-logger
+there (atomically), e.g. from a Kubernetes initContainer into a hostPath.`,
+		Example: "  jobgate install-logger /var/lib/jobgate/bin",
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(_ *cobra.Command, a []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			src := filepath.Join(filepath.Dir(exe), "jobgate-logger")
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return fmt.Errorf("install-logger: %w", err)
+			}
+			if err := os.MkdirAll(a[0], 0o755); err != nil {
+				return fmt.Errorf("install-logger: %w", err)
+			}
+			dst := filepath.Join(a[0], "jobgate-logger")
+			if err := os.WriteFile(dst+".tmp", b, 0o755); err != nil {
+				return fmt.Errorf("install-logger: %w", err)
+			}
+			if err := os.Rename(dst+".tmp", dst); err != nil {
+				return fmt.Errorf("install-logger: %w", err)
+			}
+			fmt.Fprintln(c.stdout, "installed", dst)
 			return nil
 		},
 	}
