@@ -43,7 +43,8 @@ type TriggerView struct {
 	Type, Name string
 	// timer
 	Cron     string `json:",omitempty"`
-	NextFire string `json:",omitempty"` // RFC 3339, UTC
+	Disabled bool   `json:",omitempty"` // enabled: false
+	NextFire string `json:",omitempty"` // RFC 3339, UTC; none when disabled
 	// http
 	Path    string   `json:",omitempty"`
 	Methods []string `json:",omitempty"`
@@ -84,6 +85,10 @@ func (g *Gateway) functionView(fn config.Function) FunctionView {
 		case config.TriggerTimer:
 			tm := tr.Timer()
 			tv.Cron = tm.Cron
+			if tm.Enabled != nil && !*tm.Enabled {
+				tv.Disabled = true
+				break
+			}
 			zone := tm.Timezone
 			if zone == "" {
 				zone = g.config().Timezone

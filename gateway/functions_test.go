@@ -23,6 +23,7 @@ func TestFunctionsAPI(t *testing.T) {
 			{Type: "timer", Name: "nightly", Options: map[string]any{"cron": "0 0 2 * * * *"}},
 			{Type: "http", Name: "hook", Options: map[string]any{"path": "/hooks/reports", "auth": map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET", "scheme": "github"}}}},
 			{Type: "nats", Name: "q", Options: map[string]any{"url": "nats://user:hunter2@127.0.0.1:1", "stream": "S", "subject": "s.>", "durable": "d"}},
+			{Type: "timer", Name: "off", Options: map[string]any{"cron": "0 0 3 * * * *", "enabled": false}},
 		}}
 	cfg := s.Config(t, testenv.Redis(t), fn, config.Function{Name: "another", Image: jobImage(t)})
 	st := testenv.StartStackWith(t, s, cfg, node.Options{Role: node.RoleGateway})
@@ -40,13 +41,16 @@ func TestFunctionsAPI(t *testing.T) {
 	if err := json.Unmarshal(body, &v); err != nil || code != 200 {
 		t.Fatalf("%d %s: %v", code, body, err)
 	}
-	if v.Image != fn.Image || v.CPU != 0.5 || len(v.EnvKeys) != 1 || v.EnvKeys[0] != "DB_PASSWORD" || len(v.Triggers) != 3 {
+	if v.Image != fn.Image || v.CPU != 0.5 || len(v.EnvKeys) != 1 || v.EnvKeys[0] != "DB_PASSWORD" || len(v.Triggers) != 4 {
 		t.Fatalf("%+v", v)
 	}
 	timer, hook, q := v.Triggers[0], v.Triggers[1], v.Triggers[2]
 	next, err := time.Parse(time.RFC3339, timer.NextFire)
 	if err != nil || !next.After(time.Now()) || next.After(time.Now().Add(24*time.Hour)) || next.In(time.FixedZone("UTC+8", 8*3600)).Hour() != 2 {
 		t.Fatalf("timer %+v", timer)
+	}
+	if off := v.Triggers[3]; !off.Disabled || off.NextFire != "" {
+		t.Fatalf("a disabled timer: %+v", off)
 	}
 	if hook.Path != "/hooks/reports" || hook.Auth != "hmac_sha256/github" || q.Source != "nats://127.0.0.1:1 S" {
 		t.Fatalf("hook %+v queue %+v", hook, q)
