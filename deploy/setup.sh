@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what jobgate and its tests need on Debian 12, idempotently:
 # redis-server, containerd, runc, docker-registry, rabbitmq-server (for the AMQP
-# trigger tests), plus curl for the scripts.
+# trigger tests), chromium-headless-shell (the console's browser test), plus curl for
+# the scripts.
 set -euo pipefail
-pkgs=(redis-server containerd runc docker-registry rabbitmq-server curl)
+pkgs=(redis-server containerd runc docker-registry rabbitmq-server curl chromium-headless-shell)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +18,6 @@ fi
 # Debian's packages may start system-wide instances on systems with
 # systemd; jobgate's scripts never use them (private ports and sockets).
 command -v go >/dev/null || { echo "Go is required (https://go.dev/dl/)"; exit 1; }
-for b in redis-server containerd containerd-shim-runc-v2 runc docker-registry ctr rabbitmq-server rabbitmqctl; do
+for b in redis-server containerd containerd-shim-runc-v2 runc docker-registry ctr rabbitmq-server rabbitmqctl chromium-headless-shell; do
   command -v "$b" >/dev/null || { echo "missing $b after install"; exit 1; }
 done

@@ -17,6 +17,8 @@ var APIPatterns = []string{
 	"POST /v1/functions/{name}/invoke",
 	"GET /v1/functions",
 	"GET /v1/functions/{name}",
+	"GET /v1/cluster",
+	"GET /ui/",
 	"GET /v1/invocations",
 	"GET /v1/invocations/{id}",
 	"GET /v1/invocations/{id}/logs",
