@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,7 +369,18 @@ func TestRegistryComingBackRunsTheEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(registry.New())
+	// Until the push is complete the registry answers the worker's
+	// (containerd's) manifest requests 503 (still coming up), not 404 (an
+	// image that does not exist, which is final).
+	var pushed atomic.Bool
+	reg := registry.New()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !pushed.Load() && strings.Contains(r.URL.Path, "/manifests/") && strings.HasPrefix(r.UserAgent(), "containerd") {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
@@ -376,6 +388,7 @@ func TestRegistryComingBackRunsTheEvent(t *testing.T) {
 	if _, err := testjob.Push(host + "/late/job:1"); err != nil {
 		t.Fatal(err)
 	}
+	pushed.Store(true)
 	end := st.WaitEnd(t, rec.RequestId, 60*time.Second)
 	if end.Status != record.Finished || len(st.Stdout(t, rec.RequestId)) != 1 {
 		t.Fatalf("%+v", end)
