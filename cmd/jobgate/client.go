@@ -147,6 +147,30 @@ func (c *cli) show(v any, header []string, rows [][]string, names []string) erro
 	return printValue(c.stdout, format, v)
 }
 
+// describeOne fetches one object and prints it: YAML for -o table (a
+// description reads better so than as a one-row table), else as -o says.
+func (c *cli) describeOne(ctx context.Context, path string, v any, name func() string) error {
+	api, err := c.connect()
+	if err != nil {
+		return err
+	}
+	if err := api.call(ctx, "GET", path, nil, nil, v); err != nil {
+		return err
+	}
+	format, err := c.format()
+	if err != nil {
+		return err
+	}
+	switch format {
+	case "name":
+		fmt.Fprintln(c.stdout, name())
+		return nil
+	case "table":
+		format = "yaml"
+	}
+	return printValue(c.stdout, format, v)
+}
+
 func recordRow(r *record.Record) []string {
 	code, dur := strconv.Itoa(r.StatusCode), "-"
 	if r.EndTime != "" {
@@ -525,26 +549,8 @@ func (c *cli) functionsCmd() *cobra.Command {
 		Example: "  jobgate functions describe hello -o yaml",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			api, err := c.connect()
-			if err != nil {
-				return err
-			}
 			var f gateway.FunctionView
-			if err := api.call(cmd.Context(), "GET", "/v1/functions/"+url.PathEscape(a[0]), nil, nil, &f); err != nil {
-				return err
-			}
-			format, err := c.format()
-			if err != nil {
-				return err
-			}
-			switch format {
-			case "name":
-				fmt.Fprintln(c.stdout, f.Name)
-				return nil
-			case "table": // a description reads better as YAML
-				format = "yaml"
-			}
-			return printValue(c.stdout, format, &f)
+			return c.describeOne(cmd.Context(), "/v1/functions/"+url.PathEscape(a[0]), &f, func() string { return f.Name })
 		},
 	}
 	cmd.AddCommand(ls, describe)
@@ -581,22 +587,8 @@ func (c *cli) deadlettersCmd() *cobra.Command {
 	show := &cobra.Command{
 		Use: "show REQUEST_ID", Short: "Show one dead letter (its event included)", Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			api, err := c.connect()
-			if err != nil {
-				return err
-			}
 			var e deadletter.Entry
-			if err := api.call(cmd.Context(), "GET", "/v1/deadletters/"+url.PathEscape(a[0]), nil, nil, &e); err != nil {
-				return err
-			}
-			format, err := c.format()
-			if err != nil {
-				return err
-			}
-			if format == "table" {
-				format = "yaml"
-			}
-			return printValue(c.stdout, format, &e)
+			return c.describeOne(cmd.Context(), "/v1/deadletters/"+url.PathEscape(a[0]), &e, func() string { return e.RequestId })
 		},
 	}
 	var all bool
