@@ -586,6 +586,7 @@ func (c *cli) deadlettersCmd() *cobra.Command {
 	ls.Flags().StringVar(&cursor, "cursor", "", "NextCursor of the previous page")
 	show := &cobra.Command{
 		Use: "show REQUEST_ID", Short: "Show one dead letter (its event included)", Args: args(cobra.ExactArgs(1)),
+		Example: "  jobgate deadletters show 5d0a9062-0691-5a4a-830e-6a43b4f6d8bc -o json",
 		RunE: func(cmd *cobra.Command, a []string) error {
 			var e deadletter.Entry
 			return c.describeOne(cmd.Context(), "/v1/deadletters/"+url.PathEscape(a[0]), &e, func() string { return e.RequestId })
@@ -641,6 +642,7 @@ func (c *cli) deadlettersCmd() *cobra.Command {
 	redrive.Flags().StringVar(&fn, "function", "", "with --all: only this function's")
 	purge := &cobra.Command{
 		Use: "purge REQUEST_ID", Short: "Delete a dead letter", Args: args(cobra.ExactArgs(1)),
+		Example: "  jobgate deadletters purge 5d0a9062-0691-5a4a-830e-6a43b4f6d8bc",
 		RunE: func(cmd *cobra.Command, a []string) error {
 			api, err := c.connect()
 			if err != nil {

@@ -178,9 +178,10 @@ func (c *cli) pullCmd() *cobra.Command {
 
 func (c *cli) versionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print jobgate's version, commit and Go version",
-		Args:  args(cobra.NoArgs),
+		Use:     "version",
+		Short:   "Print jobgate's version, commit and Go version",
+		Example: "  jobgate version\n  jobgate version -o json",
+		Args:    args(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			v := version.Get()
 			commit := v.Commit
