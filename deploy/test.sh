@@ -49,4 +49,9 @@ done
 # counts) only checks that `task bench` still works.
 phase "bench smoke (BENCH_SMOKE=1)"
 BENCH_SMOKE=1 go test -count=1 -run '^$' -bench . -benchtime 1x -timeout 10m ./bench
+# README command (1)'s stack, and every command README's "Using it" shows,
+# run as documented against it.
+phase "README examples against the deploy/up.sh stack"
+bash deploy/check-readme.sh
+bash deploy/down.sh >/dev/null
 phase "done"

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,4 +209,42 @@ func TestSampleConfigIsValid(t *testing.T) {
 			t.Errorf("the sample lacks function %s", name)
 		}
 	}
+}
+
+// Every YAML example in docs/OPERATIONS.md and README.md parses: a whole
+// config as it is, a `triggers:` fragment as a function's triggers.
+func TestDocsYAMLExamplesParse(t *testing.T) {
+	t.Parallel()
+	n := 0
+	for _, doc := range []string{"../../docs/OPERATIONS.md", "../../README.md"} {
+		raw, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(string(raw), "```yaml\n")
+		for i, part := range parts[1:] {
+			block, _, ok := strings.Cut(part, "```")
+			if !ok {
+				t.Fatalf("%s: yaml block %d is not closed", doc, i+1)
+			}
+			n++
+			if strings.HasPrefix(block, "triggers:") {
+				block = "functions:\n  - name: example\n    image: registry.example.com/demo/hello:1\n" + indent(block, "    ")
+			}
+			if _, err := Parse(strings.NewReader(block), fmt.Sprintf("%s yaml block %d", doc, i+1)); err != nil {
+				t.Errorf("%v", err)
+			}
+		}
+	}
+	if n < 3 {
+		t.Fatalf("only %d yaml examples found", n)
+	}
+}
+
+func indent(s, by string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = by + l
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
