@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -57,5 +58,53 @@ func TestFunctionsAPI(t *testing.T) {
 	}
 	if code, body := st.Do(t, "GET", "/v1/functions/nope", nil, nil); code != 404 || !strings.Contains(string(body), "FunctionNotFound") {
 		t.Fatalf("unknown: %d %s", code, body)
+	}
+}
+
+// gateway.asynqmon serves asynq's UI to admin tokens only: the header, or
+// the cookie a first visit with ?token= sets; off, it is a JSON 404.
+func TestAsynqmon(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t)})
+	cfg.Gateway.Asynqmon = true
+	st := testenv.StartStackWith(t, s, cfg, node.Options{Role: node.RoleGateway, Tokens: []string{"adm", "rd:read"}})
+	if code, _ := st.Do(t, "POST", "/v1/functions/fn/invoke?wait=none", []byte(`{}`), map[string]string{"Authorization": "Bearer adm"}); code != 202 {
+		t.Fatalf("invoke: %d", code)
+	}
+	for tok, want := range map[string]int{"": 401, "rd": 401, "adm": 200} {
+		hdr := map[string]string{}
+		if tok != "" {
+			hdr["Authorization"] = "Bearer " + tok
+		}
+		if code, body := st.Do(t, "GET", "/asynqmon/api/queues", nil, hdr); code != want || (want == 200 && !strings.Contains(string(body), `"jobgate"`)) {
+			t.Errorf("token %q: %d %s", tok, code, body)
+		}
+	}
+	// A browser: ?token= once sets the cookie, then pages load with it.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(st.URL + "/asynqmon/?token=adm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cookies := resp.Cookies()
+	if resp.StatusCode != 303 || len(cookies) != 1 || !cookies[0].HttpOnly || resp.Header.Get("Location") != "/asynqmon/" {
+		t.Fatalf("login: %d %v", resp.StatusCode, cookies)
+	}
+	req, _ := http.NewRequest("GET", st.URL+"/asynqmon/", nil)
+	req.AddCookie(cookies[0])
+	page, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page.Body.Close()
+	if page.StatusCode != 200 || !strings.HasPrefix(page.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("page with the cookie: %d %s", page.StatusCode, page.Header.Get("Content-Type"))
+	}
+	// Off: a JSON 404.
+	off := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t)})
+	if code, body := off.Do(t, "GET", "/asynqmon/", nil, nil); code != 404 || !strings.Contains(string(body), "gateway.asynqmon") {
+		t.Fatalf("off: %d %s", code, body)
 	}
 }

@@ -136,6 +136,7 @@ func (g *Gateway) routes() map[string]http.Handler {
 		"GET /v1/functions":                   g.auth(ScopeRead, g.listFunctions),
 		"GET /v1/cluster":                     g.auth(ScopeRead, g.cluster),
 		"GET /ui/":                            console(),
+		"/asynqmon/":                          g.asynqmonHandler(),
 		"GET /v1/functions/{name}":            g.auth(ScopeRead, g.getFunction),
 		"GET /v1/invocations":                 g.auth(ScopeRead, g.listInvocations),
 		"GET /v1/invocations/{id}":            g.auth(ScopeRead, g.getInvocation),

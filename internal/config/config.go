@@ -99,6 +99,8 @@ type Gateway struct {
 	RateBurst int     `yaml:"rate_burst,omitempty"`
 	// MetricsAuth makes /metrics require a token with the read scope.
 	MetricsAuth bool `yaml:"metrics_auth,omitempty"`
+	// Asynqmon serves asynq's web UI at /asynqmon/ to admin tokens.
+	Asynqmon bool `yaml:"asynqmon,omitempty"`
 }
 
 // Worker tunes the worker role on this host.

@@ -19,6 +19,7 @@ var APIPatterns = []string{
 	"GET /v1/functions/{name}",
 	"GET /v1/cluster",
 	"GET /ui/",
+	"/asynqmon/",
 	"GET /v1/invocations",
 	"GET /v1/invocations/{id}",
 	"GET /v1/invocations/{id}/logs",
