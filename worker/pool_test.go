@@ -2,13 +2,17 @@ package worker_test
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
@@ -135,20 +139,46 @@ func TestUnusableProvisionedInstanceFallsBackWithOneStart(t *testing.T) {
 	}
 }
 
-// An installation that lacks something says so (issue 12): a dynamic log
-// driver means no provisioned instances, the full jobgate as the driver
-// means more memory per job; a static jobgate-logger lacks nothing.
-func TestDegradations(t *testing.T) {
+// Provisioned instances work however jobgate was built (issue 12): a
+// plain `go build` with cgo gives a dynamic binary that cannot run
+// inside job containers, so the worker writes out the static stub it
+// carries and uses it. Here the log driver is a dynamic build: the pool
+// fills, an event takes a warm instance and its output arrives.
+func TestProvisionedInstancesWithADynamicLogDriver(t *testing.T) {
 	t.Parallel()
 	s := testenv.Shared(t)
-	if d := worker.Degradations(s.LoggerBin); d != nil {
-		t.Fatalf("static jobgate-logger: %v", d)
+	dynamic := filepath.Join(t.TempDir(), "jobgate-logger")
+	build := exec.Command("go", "build", "-o", dynamic, "./cmd/jobgate-logger")
+	build.Dir, build.Env = testenv.ModuleRoot(), append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build a dynamic log driver: %v\n%s", err, out)
 	}
-	if d := worker.Degradations(s.JobgateBin); len(d) != 1 || !strings.Contains(d[0], "full jobgate") {
-		t.Fatalf("static jobgate as the driver: %v", d)
+	if f, err := elf.Open(dynamic); err != nil || !slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP }) {
+		t.Fatalf("%s is not dynamic (%v): the test proves nothing", dynamic, err)
 	}
-	dynamic := "/usr/bin/ls" // Debian's is dynamically linked
-	if d := worker.Degradations(dynamic); len(d) != 2 || !strings.Contains(d[0], "provisioned instances are unavailable") {
-		t.Fatalf("a dynamic driver: %v", d)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "warm", Image: jobImage(t), Args: []string{"echo", "warm"}, Provisioned: 1, Retry: noRetry})
+	cfg.Worker.LoggerBinary = dynamic
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	w := st.Node.Worker
+	if d := w.Degraded(); d != nil {
+		t.Fatalf("degraded: %v", d)
+	}
+	waitPool(t, w, "warm", 1)
+	warm := waitWarm(t, w.Runtime(), 1)
+	end := run(t, st, "warm", []byte(`{}`))
+	if out := st.Stdout(t, end.RequestId); end.Status != record.Finished || len(out) != 1 || out[0] != "warm" {
+		t.Fatalf("%+v, stdout %q", end, out)
+	}
+	waitPool(t, w, "warm", 1)
+	for id := range warm {
+		if _, still := waitWarm(t, w.Runtime(), 1)[id]; still {
+			t.Fatalf("the event did not take warm instance %s", id)
+		}
+	}
+	if notes := worker.InstallNotes(dynamic); notes != nil {
+		t.Fatalf("a jobgate-logger costs nothing extra: %v", notes)
+	}
+	if notes := worker.InstallNotes(s.JobgateBin); len(notes) != 1 || !strings.Contains(notes[0], "full jobgate") {
+		t.Fatalf("jobgate as the driver: %v", notes)
 	}
 }

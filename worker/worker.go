@@ -14,7 +14,6 @@ package worker
 
 import (
 	"context"
-	"debug/elf"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,6 +39,7 @@ import (
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/worker/logdriver"
 	"github.com/jobgate/jobgate/worker/runtime"
+	"github.com/jobgate/jobgate/worker/stub/stubbin"
 )
 
 // pidsLimit bounds the processes of one instance (fork bombs).
@@ -132,11 +132,14 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	if err != nil {
 		return nil, err
 	}
-	// Provisioned instances run jobgate-logger as their stub inside the
-	// job's container: it must be static.
-	runDirs, stubBin := filepath.Join(cfg.Worker.StateDir, "run"), ""
-	if isStatic(bin) {
-		stubBin = bin
+	// Provisioned instances start with the static stub jobgate carries;
+	// without it they are unavailable (events start cold).
+	runDirs := filepath.Join(cfg.Worker.StateDir, "run")
+	var degraded []string
+	stubBin, err := stubbin.Install(cfg.Worker.StateDir)
+	if err != nil {
+		stubBin = ""
+		degraded = append(degraded, fmt.Sprintf("provisioned instances are unavailable (events start cold): %v", err))
 	}
 	logSettings.RunDirs = runDirs
 	settings := filepath.Join(cfg.Worker.StateDir, "logger.json")
@@ -168,9 +171,12 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		ooms:    &oomTracker{m: map[string]bool{}},
 	}
 	w.conf.Store(cfg)
-	w.degraded = Degradations(bin)
+	w.degraded = degraded
 	for _, d := range w.degraded {
 		w.log.Error().Str("degraded", d).Msg("jobgate is installed incompletely")
+	}
+	for _, n := range InstallNotes(bin) {
+		w.log.Warn().Str("note", n).Msg("jobgate works as installed, at a cost")
 	}
 	w.admitter = &admitter{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), now: w.now,
 		capacity: func() int { return w.config().Worker.CapacityMB }}
@@ -200,16 +206,12 @@ func (w *Worker) config() *config.Config { return w.conf.Load() }
 // Degraded lists what this worker cannot do as installed (for /readyz).
 func (w *Worker) Degraded() []string { return w.degraded }
 
-// Degradations says which features an installation whose log driver is
-// bin lacks: provisioned instances need a static driver (it runs inside
-// job containers as their stub); the full jobgate as every job's driver
-// costs ~30 MB more per running job. nil: nothing is missing.
-func Degradations(bin string) []string {
+// InstallNotes says what an installation whose log driver is bin costs
+// beyond the best one: with the full jobgate as every job's driver each
+// running job takes ~30 MB more. nil: nothing. No feature depends on the
+// driver (provisioned instances' stub is embedded: worker/stub/stubbin).
+func InstallNotes(bin string) []string {
 	var out []string
-	if !isStatic(bin) {
-		out = append(out, fmt.Sprintf("provisioned instances are unavailable (events start cold): the log driver %s is not a static binary; "+
-			"install with CGO_ENABLED=0 (CGO_ENABLED=0 go install github.com/jobgate/jobgate/cmd/...@latest) or put a static jobgate-logger next to jobgate", bin))
-	}
 	if filepath.Base(bin) != "jobgate-logger" {
 		out = append(out, fmt.Sprintf("every running job's log driver is the full jobgate binary (%s; ~30 MB more per job than jobgate-logger next to it)", bin))
 	}
@@ -244,21 +246,6 @@ func containerSafe(s string) string {
 		}
 		return '_'
 	}, s)
-}
-
-// isStatic reports whether the ELF binary at path needs no dynamic loader.
-func isStatic(path string) bool {
-	f, err := elf.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
 }
 
 func isExecutable(path string) bool {

@@ -3,9 +3,6 @@
 // runs per running instance: it starts in ~5 ms and holds a few MiB,
 // where the full jobgate binary takes ~25 ms (package inits) and ~30 MiB.
 // The jobgate binary still accepts the same arguments, as a fallback.
-//
-// Built static, it doubles as the stub that provisioned instances start
-// with (it is bind-mounted into their containers).
 package main
 
 import (
@@ -13,14 +10,9 @@ import (
 	"os"
 
 	"github.com/jobgate/jobgate/worker/logdriver"
-	"github.com/jobgate/jobgate/worker/stub"
 )
 
 func main() {
-	if len(os.Args) >= 2 && os.Args[1] == stub.Arg {
-		// Inside a provisioned instance's container (see worker/stub).
-		stub.Main(os.Args[2:])
-	}
 	if len(os.Args) < 3 || os.Args[1] != logdriver.Arg {
 		fmt.Fprintf(os.Stderr, "usage: %s %s SETTINGS_FILE\n(run by containerd's shim for jobgate's worker, not by hand)\n", os.Args[0], logdriver.Arg)
 		os.Exit(2)

@@ -161,7 +161,7 @@ func TestInstallLogger(t *testing.T) {
 	if fi, err := os.Stat(got); err != nil || fi.Mode()&0o111 == 0 {
 		t.Fatalf("%s: %v", got, err)
 	}
-	if d := worker.Degradations(got); d != nil {
-		t.Fatalf("the installed driver lacks something: %v", d)
+	if d := worker.InstallNotes(got); d != nil {
+		t.Fatalf("the installed driver costs more: %v", d)
 	}
 }

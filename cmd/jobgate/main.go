@@ -10,7 +10,6 @@ import (
 	ctdlog "github.com/containerd/log"
 
 	"github.com/jobgate/jobgate/worker/logdriver"
-	"github.com/jobgate/jobgate/worker/stub"
 )
 
 func main() {
@@ -18,10 +17,6 @@ func main() {
 		// Re-executed by containerd's shim as a job's log driver.
 		logdriver.Main(os.Args[2:])
 		return
-	}
-	if len(os.Args) > 1 && os.Args[1] == stub.Arg {
-		// Inside a provisioned instance, when jobgate is the log driver.
-		stub.Main(os.Args[2:])
 	}
 	// containerd's client logs through logrus; only its warnings matter.
 	_ = ctdlog.SetLevel("warn")

@@ -157,7 +157,7 @@ func (c *cli) validateCmd() *cobra.Command {
 			// What this installation would lack as a worker: warnings,
 			// not errors (the config itself is fine).
 			if bin, err := worker.LoggerBinary(cfg); err == nil {
-				for _, d := range worker.Degradations(bin) {
+				for _, d := range worker.InstallNotes(bin) {
 					fmt.Fprintln(c.stderr, "warning:", d)
 				}
 			}

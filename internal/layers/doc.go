@@ -20,14 +20,14 @@ type Layer struct {
 
 // Layers, bottom to top.
 var Layers = []Layer{
-	{"foundation", true, []string{"schemas", "internal/version", "internal/jobenv", "internal/keyspace", "internal/scfcron", "internal/startstop", "internal/imagebuild", "worker/stub"}},
+	{"foundation", true, []string{"schemas", "internal/version", "internal/jobenv", "internal/keyspace", "internal/scfcron", "internal/startstop", "internal/imagebuild", "worker/stub", "worker/stub/stubbin"}},
 	{"state", true, []string{"internal/config", "internal/record", "internal/logstore", "internal/deadletter", "internal/control", "internal/queue", "internal/metrics"}},
 	{"services", true, []string{"internal/submit", "worker/runtime", "worker/logdriver"}},
 	{"trigger seam", false, []string{"triggers"}},
 	{"adapters", false, []string{"triggers/timer", "triggers/httptrigger", "triggers/kafka", "triggers/natsjs", "triggers/amqp", "triggers/redisstream"}},
 	{"roles", false, []string{"gateway", "worker", "triggers/sources"}},
 	{"composition root", false, []string{"cmd/jobgate/node"}},
-	{"commands", false, []string{"cmd/jobgate", "cmd/jobgate-logger", "deploy/pushimage", "deploy/samplejob"}},
+	{"commands", false, []string{"cmd/jobgate", "cmd/jobgate-logger", "cmd/jobgate-stub", "deploy/pushimage", "deploy/samplejob"}},
 }
 
 // TestSupport may import any package; no package of Layers may import it.

@@ -43,7 +43,7 @@ var ErrNotWaiting = errors.New("warm instance is not waiting")
 // before the event exists. s.Env should hold everything but the event.
 func (r *Runtime) CreateWarm(ctx context.Context, s Spec) (*Instance, error) {
 	if r.opts.StubBinary == "" || r.opts.StubDir == "" {
-		return nil, fmt.Errorf("warm %s: provisioned instances need a static jobgate-logger (build it with CGO_ENABLED=0)", s.ID)
+		return nil, fmt.Errorf("warm %s: provisioned instances need the static stub (see worker/stub/stubbin)", s.ID)
 	}
 	dir := filepath.Join(r.opts.StubDir, s.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
