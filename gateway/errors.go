@@ -42,6 +42,7 @@ type apiError struct {
 	msg       string
 	requestID string
 	record    any
+	index     *int  // the batch event it is about
 	cause     error // logged for 5xx, never sent
 }
 
@@ -87,7 +88,8 @@ type errorBody struct {
 		Message string
 	}
 	RequestId  string
-	Invocation any `json:",omitempty"`
+	Invocation any  `json:",omitempty"`
+	EventIndex *int `json:",omitempty"` // invoke-batch: the event refused
 }
 
 // asAPIError maps any handler error to its answer: the stores' and the
@@ -96,9 +98,21 @@ type errorBody struct {
 func asAPIError(err error) *apiError {
 	var ae *apiError
 	var lim *jobenv.LimitError
+	var be *submit.BatchError
 	switch {
+	case errors.As(err, &be): // before apiError: it may wrap one
+
+		inner := asAPIError(be.Err)
+		if inner.status >= 500 {
+			return inner
+		}
+		at := *inner
+		at.msg, at.index = fmt.Sprintf("event %d: %s", be.Index, inner.msg), &be.Index
+		return &at
 	case errors.As(err, &ae):
 		return ae
+	case errors.Is(err, submit.ErrBadBatch):
+		return badRequest("%v", err)
 	case errors.Is(err, submit.ErrKeyReused):
 		return &apiError{status: http.StatusConflict, code: codeKeyReused, msg: "this idempotency key was used for a different request"}
 	case errors.Is(err, submit.ErrUnknownFunction):
@@ -123,7 +137,7 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error, 
 		g.log.Error().Err(err).Str("request_id", requestID).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
 	}
 	var body errorBody
-	body.Error.Code, body.Error.Message, body.RequestId, body.Invocation = ae.code, ae.msg, requestID, ae.record
+	body.Error.Code, body.Error.Message, body.RequestId, body.Invocation, body.EventIndex = ae.code, ae.msg, requestID, ae.record, ae.index
 	writeJSON(w, ae.status, body)
 }
 

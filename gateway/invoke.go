@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -42,7 +45,7 @@ func (g *Gateway) submitAndAnswer(r *http.Request, req submit.Request, wait stri
 		return nil, submitError(err, req.RequestID)
 	}
 	rec := res.Record
-	g.log.Info().Str("request_id", rec.RequestId).Str("function", req.Function).Bool("duplicate", res.Duplicate).
+	g.log.Debug().Str("request_id", rec.RequestId).Str("function", req.Function).Bool("duplicate", res.Duplicate).
 		Int("event_bytes", len(req.Event)).Str("source", req.Source).Str("trigger", req.TriggerName).Msg("invocation queued")
 	if wait == "none" {
 		if brief {
@@ -96,4 +99,63 @@ func schedulingErrorStatus(code int) int {
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
+}
+
+// batchAnswer is invoke-batch's 202 body.
+type batchAnswer struct {
+	RequestIds []string
+	// Duplicates counts events already queued by an earlier request
+	// with the same Idempotency-Key (a replay queues nothing).
+	Duplicates int `json:",omitempty"`
+}
+
+// invokeBatch queues a JSON array of events for one function, all or
+// nothing: 202 {"RequestIds":[…]} in the events' order once every one is
+// durably queued; a bad event is a 4xx naming its index, and nothing of
+// the batch is queued. Only ?wait=none (the default here): a batch
+// producer does not wait for starts.
+func (g *Gateway) invokeBatch(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	if g.config().Function(name) == nil {
+		return nil, notFound(codeFunctionNotFound, "function %q is not configured", name)
+	}
+	if wait := r.URL.Query().Get("wait"); wait != "" && wait != "none" {
+		return nil, badRequest("invoke-batch answers once queued: wait must be none")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, submit.MaxBatchBytes+64<<10))
+	var big *http.MaxBytesError
+	if errors.As(err, &big) {
+		return nil, tooLarge(fmt.Sprintf("a batch's body is over %d bytes", submit.MaxBatchBytes))
+	}
+	if err != nil {
+		return nil, badRequest("read body: %v", err)
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, badRequest("the body must be a JSON array of event objects: %v", err)
+	}
+	events := make([][]byte, len(raw))
+	for i, ev := range raw {
+		if len(ev) == 0 || ev[0] != '{' {
+			return nil, asAPIError(&submit.BatchError{Index: i, Err: badRequest("event must be a JSON object")})
+		}
+		events[i] = ev
+	}
+	req := submit.BatchRequest{Function: name, Events: events, Source: "API"}
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		req.Key, req.Fingerprint = key, submit.Fingerprint(body)
+	}
+	res, err := g.d.Submitter.SubmitBatch(r.Context(), req)
+	if err != nil {
+		return nil, submitError(err, "")
+	}
+	out := batchAnswer{RequestIds: make([]string, len(res))}
+	for i, rr := range res {
+		out.RequestIds[i] = rr.Record.RequestId
+		if rr.Duplicate {
+			out.Duplicates++
+		}
+	}
+	g.log.Debug().Str("function", name).Int("events", len(res)).Int("duplicates", out.Duplicates).Msg("batch queued")
+	return answer{http.StatusAccepted, out}, nil
 }

@@ -27,8 +27,10 @@
 //	P:timer:<function>:<trigger>:last  latest fired instant of a timer (string)
 //	P:batch:…, P:batchmember:…       broker batch journal (strings)
 //
-// asynq's own keys are "asynq:{<queue>}:…"; the one jobgate reads is
-// named here too (AsynqPending).
+// asynq's own keys are "asynq:{<queue>}:…"; the ones jobgate reads or
+// writes (its pending list, task hashes, the queue set: the submit path
+// writes a first attempt's task in the same script as its record) are
+// named here too, and a test pins them against a real asynq server.
 package keyspace
 
 import "fmt"
@@ -133,3 +135,9 @@ func (k Keys) BatchMember(fn, trigger, partition, key string) string {
 // it private (internal/base.PendingKey); a test pins the name against a
 // real asynq server so an upgrade that moves it fails loudly.
 func AsynqPending(queue string) string { return "asynq:{" + queue + "}:pending" }
+
+// AsynqTask is asynq's hash of one task (internal/base.TaskKey).
+func AsynqTask(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
+
+// AsynqQueues is asynq's set of known queue names (internal/base.AllQueues).
+const AsynqQueues = "asynq:queues"

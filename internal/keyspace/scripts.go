@@ -23,6 +23,65 @@ local t = redis.call('TIME')
 redis.call('ZADD', KEYS[5], t[1] * 1000 + math.floor(t[2] / 1000), string.sub(ARGV[2], 21))
 return 1`)
 
+	// Submit records new PENDING invocations and queues their first
+	// attempts' asynq tasks: for each, record and task both or neither
+	// (a script is one unit in the AOF and on replicas), and a batch
+	// as a whole. KEYS = per invocation, 7: record, event, index,
+	// function index, pending set (RecordCreate's), asynq task hash, asynq
+	// pending list. ARGV = now (ns), ttl (ms), oldest index member kept,
+	// then per invocation: task id, task message, index member, event,
+	// number of field/value items, those items. A task is written as
+	// asynq's own enqueue script writes it. Returns per invocation 1
+	// (created), 0 (its record existed: nothing written) or 2 (record
+	// created, but a task with its id existed: left as it is, the orphan
+	// sweeper replaces a dead one).
+	Submit = redis.NewScript(`
+local t = redis.call('TIME')
+local ms = t[1] * 1000 + math.floor(t[2] / 1000)
+local out = {}
+local a = 4
+for e = 0, #KEYS / 7 - 1 do
+  local k = e * 7
+  local id, msg, member, event, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+  local f = a + 5
+  a = f + n
+  if redis.call('EXISTS', KEYS[k + 1]) == 1 then
+    out[e + 1] = 0
+  else
+    redis.call('HSET', KEYS[k + 1], unpack(ARGV, f, a - 1))
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[2])
+    redis.call('SET', KEYS[k + 2], event, 'PX', ARGV[2])
+    for i = 3, 4 do
+      redis.call('ZADD', KEYS[k + i], 0, member)
+      redis.call('ZREMRANGEBYLEX', KEYS[k + i], '-', '(' .. ARGV[3])
+    end
+    redis.call('ZADD', KEYS[k + 5], ms, string.sub(member, 21))
+    if redis.call('EXISTS', KEYS[k + 6]) == 1 then
+      out[e + 1] = 2
+    else
+      redis.call('HSET', KEYS[k + 6], 'msg', msg, 'state', 'pending', 'pending_since', ARGV[1])
+      redis.call('LPUSH', KEYS[k + 7], id)
+      out[e + 1] = 1
+    end
+  end
+end
+return out`)
+
+	// SubmitCancel takes back a Submit whose answer was lost (the
+	// connection broke and the sender was told 503), if no worker has
+	// taken its task yet. KEYS = Submit's for one invocation. ARGV = task
+	// id, index member.
+	// Returns 1 if cancelled, 0 if the task was already taken, -1 if
+	// nothing was written.
+	SubmitCancel = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('LREM', KEYS[7], 1, ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], string.sub(ARGV[2], 21))
+return 1`)
+
 	// RecordUpdate: KEYS = record, attempts list, pending set, running set. ARGV = channel, id, mode,
 	// attempt JSON or "", number of fields to delete, those fields, then
 	// field/value pairs. mode: "" = any non-final status, "*" = any status,

@@ -38,24 +38,19 @@ func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration)
 	return &Store{rdb: rdb, keys: keyspace.New(prefix), retention: retention}
 }
 
-// indexMember orders entries by enqueue time, then id; ZRANGE BYLEX over
+// IndexMember orders entries by enqueue time, then id; ZRANGE BYLEX over
 // it gives a stable newest-first cursor.
-func indexMember(t time.Time, id string) string { return fmt.Sprintf("%019d:%s", t.UnixNano(), id) }
+func IndexMember(t time.Time, id string) string { return fmt.Sprintf("%019d:%s", t.UnixNano(), id) }
 
 // Create stores a new PENDING record and its event. If a record with the
 // same RequestId exists, it returns that one and created=false.
 func (s *Store) Create(ctx context.Context, r *Record, event []byte) (created bool, existing *Record, err error) {
-	enq, err := time.Parse(TimeFormat, r.EnqueueTime)
+	op, err := s.NewCreate(r, event)
 	if err != nil {
-		return false, nil, fmt.Errorf("record %s: bad EnqueueTime: %w", r.RequestId, err)
+		return false, nil, err
 	}
-	args := []any{s.retention.Milliseconds(), indexMember(enq, r.RequestId),
-		indexMember(time.Now().Add(-s.retention), ""), event}
-	for k, v := range r.fields() {
-		args = append(args, k, v)
-	}
-	n, err := keyspace.RecordCreate.Run(ctx, s.rdb,
-		[]string{s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Index(""), s.keys.Index(r.FunctionName), s.keys.Pending()}, args...).Int()
+	args := append([]any{op.TTLms, op.Member, op.Oldest, op.Event}, op.Fields...)
+	n, err := keyspace.RecordCreate.Run(ctx, s.rdb, op.Keys, args...).Int()
 	if err != nil {
 		return false, nil, fmt.Errorf("create record %s: %w", r.RequestId, err)
 	}
@@ -69,11 +64,46 @@ func (s *Store) Create(ctx context.Context, r *Record, event []byte) (created bo
 	return false, existing, nil
 }
 
+// CreateOp is what creating a record writes: keyspace.RecordCreate's
+// keys and arguments, also the record half of keyspace.Submit.
+type CreateOp struct {
+	Keys           []string // record, event, index, function index, pending set
+	TTLms          int64
+	Member, Oldest string // index member, oldest member kept
+	Event          []byte
+	Fields         []any // field/value pairs
+}
+
+// NewCreate prepares r's creation. Fields with zero values are left
+// out: a missing field reads as its zero value, and a small hash is
+// stored compactly (listpack) by Redis.
+func (s *Store) NewCreate(r *Record, event []byte) (CreateOp, error) {
+	enq, err := time.Parse(TimeFormat, r.EnqueueTime)
+	if err != nil {
+		return CreateOp{}, fmt.Errorf("record %s: bad EnqueueTime: %w", r.RequestId, err)
+	}
+	op := CreateOp{
+		Keys:  []string{s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Index(""), s.keys.Index(r.FunctionName), s.keys.Pending()},
+		TTLms: s.retention.Milliseconds(), Member: IndexMember(enq, r.RequestId), Oldest: IndexMember(time.Now().Add(-s.retention), ""),
+		Event: event,
+	}
+	for k, v := range r.fields() {
+		switch v {
+		case "", 0, int64(0):
+			if k != "StatusCode" && k != "Attempt" {
+				continue
+			}
+		}
+		op.Fields = append(op.Fields, k, v)
+	}
+	return op, nil
+}
+
 // Delete removes a record that was never queued (enqueue failed), so that
 // a retry by the sender starts afresh.
 func (s *Store) Delete(ctx context.Context, r *Record) error {
 	enq, _ := time.Parse(TimeFormat, r.EnqueueTime)
-	m := indexMember(enq, r.RequestId)
+	m := IndexMember(enq, r.RequestId)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Attempts(r.RequestId))
 		p.ZRem(ctx, s.keys.Index(""), m)

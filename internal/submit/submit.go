@@ -9,12 +9,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
@@ -33,6 +35,8 @@ var (
 	// ErrKeyReused: the caller's idempotency key is already taken by a
 	// different request (its fingerprint differs).
 	ErrKeyReused = errors.New("idempotency key reused with a different request")
+	// ErrBadBatch: a batch's size or total bytes are out of bounds.
+	ErrBadBatch = errors.New("bad batch")
 )
 
 // Enqueuer is the part of asynq.Client that Submit needs.
@@ -45,6 +49,8 @@ type Submitter struct {
 	cfg     atomic.Pointer[config.Config] // swapped by SetConfig (SIGHUP)
 	records *record.Store
 	queue   Enqueuer
+	rdb     redis.UniversalClient
+	commits *committer
 	now     func() time.Time
 	metrics *metrics.Metrics
 }
@@ -55,9 +61,16 @@ func (s *Submitter) WithMetrics(m *metrics.Metrics) *Submitter {
 	return s
 }
 
-// New returns a Submitter.
-func New(cfg *config.Config, records *record.Store, q Enqueuer) *Submitter {
-	s := &Submitter{records: records, queue: q, now: time.Now}
+// unavailableWait is how long a submission whose Redis connection broke
+// keeps retrying before it is answered ErrUnavailable (a restart or a
+// failover that takes less is invisible to senders).
+const unavailableWait = 3 * time.Second
+
+// New returns a Submitter writing to rdb (records through records, first
+// attempts' tasks directly, retries through q).
+func New(cfg *config.Config, rdb redis.UniversalClient, records *record.Store, q Enqueuer) *Submitter {
+	s := &Submitter{records: records, queue: q, rdb: rdb, now: time.Now}
+	s.commits = &committer{rdb: rdb, wait: unavailableWait, cancel: func(w *write) { cancelLater(rdb, w) }}
 	s.cfg.Store(cfg)
 	return s
 }
@@ -110,13 +123,17 @@ func DeriveRequestID(parts ...string) string {
 // TaskTimeout bounds one scheduling attempt (pull + create + start).
 func TaskTimeout(cfg *config.Config) time.Duration { return cfg.Worker.PullTimeout() + 2*time.Minute }
 
+// taskOptions are every invocation task's.
+func (s *Submitter) taskOptions(delay time.Duration) queue.Options {
+	cfg := s.config()
+	// Transient scheduling errors retry until max_event_age_s runs out
+	// (checked by the worker), not until a count does.
+	return queue.Options{MaxRetry: 1 << 20, Timeout: TaskTimeout(cfg), Retention: cfg.Retention(), Delay: delay}
+}
+
 // Requeue enqueues attempt n of an existing invocation after delay.
 func (s *Submitter) Requeue(ctx context.Context, id, function string, attempt int, delay time.Duration) error {
-	task, opts, err := queue.NewInvokeTask(queue.Payload{RequestId: id, Function: function, Attempt: attempt}, queue.Options{
-		// Transient scheduling errors retry until max_event_age_s runs
-		// out (checked by the worker), not until a count does.
-		MaxRetry: 1 << 20, Timeout: TaskTimeout(s.config()), Retention: s.config().Retention(), Delay: delay,
-	})
+	task, opts, err := queue.NewInvokeTask(queue.Payload{RequestId: id, Function: function, Attempt: attempt}, s.taskOptions(delay))
 	if err != nil {
 		return err
 	}
@@ -137,54 +154,167 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 	if id == "" {
 		id = uuid.NewString()
 	}
+	rec, err := s.newRecord(cfg, fn, id, req, s.now())
+	if err != nil {
+		return Result{}, err
+	}
+	op, task, err := s.prepare(rec, req.Event)
+	if err != nil {
+		return Result{}, err
+	}
+	w := newWrite(s.now(), op.TTLms, op.Oldest, 1)
+	w.add(op, task)
+	s.commits.commit(w)
+	if w.err != nil {
+		return Result{}, fmt.Errorf("%w: submit %s: %w", ErrUnavailable, id, w.err)
+	}
+	return s.answer(ctx, req, rec, w.results[0])
+}
+
+// newRecord checks event against fn's environment limits and returns
+// the PENDING record of invocation id.
+func (s *Submitter) newRecord(cfg *config.Config, fn *config.Function, id string, req Request, now time.Time) (*record.Record, error) {
 	env := jobenv.Build(nil, fn.Env, jobenv.Builtins{
 		FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN, RequestID: id, Attempt: 1,
 	}, req.Event)
 	if err := jobenv.CheckEnv(env); err != nil {
-		return Result{}, fmt.Errorf("event for %s: %w", fn.Name, err)
+		return nil, fmt.Errorf("event for %s: %w", fn.Name, err)
 	}
-	rec := &record.Record{
+	return &record.Record{
 		RequestId: id, FunctionName: fn.Name, Namespace: fn.Namespace, Qualifier: "$LATEST",
 		RequestSource: req.Source, TriggerName: req.TriggerName, Status: record.Pending, StatusCode: 202,
-		Attempt: 1, EnqueueTime: s.now().UTC().Format(record.TimeFormat), Fingerprint: req.Fingerprint,
+		Attempt: 1, EnqueueTime: now.UTC().Format(record.TimeFormat), Fingerprint: req.Fingerprint,
+	}, nil
+}
+
+// prepare is what the Submit script writes for rec: its creation and
+// its first attempt's task, in asynq's stored form.
+func (s *Submitter) prepare(rec *record.Record, event []byte) (record.CreateOp, queue.Encoded, error) {
+	op, err := s.records.NewCreate(rec, event)
+	if err != nil {
+		return op, queue.Encoded{}, err
 	}
-	created, existing, err := s.records.Create(ctx, rec, req.Event)
+	task, err := queue.Encode(queue.Payload{RequestId: rec.RequestId, Function: rec.FunctionName, Attempt: 1}, s.taskOptions(0))
+	return op, task, err
+}
+
+// MaxBatch bounds a batch's events; MaxBatchBytes its events' total size.
+const (
+	MaxBatch      = 1000
+	MaxBatchBytes = 8 << 20
+)
+
+// BatchRequest is many events for one function, queued all or nothing.
+type BatchRequest struct {
+	Function string
+	Events   [][]byte
+	// Key is the caller's idempotency key for the whole batch ("" =
+	// none): event i's RequestId is derived from it and i, and a replay
+	// of the batch answers the same RequestIds without queueing again.
+	Key string
+	// Fingerprint identifies the batch behind Key (see Request).
+	Fingerprint string
+	Source      string
+}
+
+// BatchError names the event a batch was refused for; nothing of the
+// batch is queued.
+type BatchError struct {
+	Index int
+	Err   error
+}
+
+func (e *BatchError) Error() string { return fmt.Sprintf("event %d: %v", e.Index, e.Err) }
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// SubmitBatch checks every event, then records and queues them all in
+// one script: every event is queued, or none (an error). The results are
+// in the events' order.
+func (s *Submitter) SubmitBatch(ctx context.Context, req BatchRequest) ([]Result, error) {
+	cfg := s.config()
+	fn := cfg.Function(req.Function)
+	if fn == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownFunction, req.Function)
+	}
+	if n := len(req.Events); n == 0 || n > MaxBatch {
+		return nil, fmt.Errorf("%w: a batch holds 1 to %d events, not %d", ErrBadBatch, MaxBatch, n)
+	}
+	now := s.now()
+	recs := make([]*record.Record, len(req.Events))
+	var w *write
+	total := 0
+	for i, ev := range req.Events {
+		total += len(ev)
+		if total > MaxBatchBytes {
+			return nil, &BatchError{i, fmt.Errorf("%w: the batch's events exceed %d bytes", ErrBadBatch, MaxBatchBytes)}
+		}
+		id := uuid.NewString()
+		if req.Key != "" {
+			id = DeriveRequestID("idempotency-key-batch", fn.Name, req.Key, strconv.Itoa(i))
+		}
+		one := Request{Function: fn.Name, Event: ev, Source: req.Source, Fingerprint: req.Fingerprint}
+		rec, err := s.newRecord(cfg, fn, id, one, now)
+		if err != nil {
+			return nil, &BatchError{i, err}
+		}
+		op, task, err := s.prepare(rec, ev)
+		if err != nil {
+			return nil, &BatchError{i, err}
+		}
+		if w == nil {
+			w = newWrite(now, op.TTLms, op.Oldest, len(req.Events))
+		}
+		w.add(op, task)
+		recs[i] = rec
+	}
+	// One script, one flush of its own: a batch is already a large write.
+	s.commits.flush([]*write{w})
+	if w.err != nil {
+		return nil, fmt.Errorf("%w: submit a batch of %d: %w", ErrUnavailable, len(recs), w.err)
+	}
+	out := make([]Result, len(recs))
+	for i, rec := range recs {
+		res, err := s.answer(ctx, Request{Function: fn.Name, Event: req.Events[i], Source: req.Source, Fingerprint: req.Fingerprint}, rec, w.results[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = res
+	}
+	return out, nil
+}
+
+// firstTask is rec's first attempt's task, in asynq's stored form.
+func (s *Submitter) firstTask(rec *record.Record) (queue.Encoded, error) {
+	return queue.Encode(queue.Payload{RequestId: rec.RequestId, Function: rec.FunctionName, Attempt: 1}, s.taskOptions(0))
+}
+
+// answer turns the Submit script's result for rec into Submit's.
+func (s *Submitter) answer(ctx context.Context, req Request, rec *record.Record, result int64) (Result, error) {
+	if result == 1 || result == 2 {
+		// 2: recorded, and a task with its id was there (a sender's
+		// retry after a lost answer in an older version): a live one
+		// runs it, a dead one is replaced by the orphan sweeper.
+		if s.metrics != nil {
+			s.metrics.EventsIn.WithLabelValues(req.Source, rec.FunctionName).Inc()
+		}
+		return Result{Record: rec}, nil
+	}
+	existing, err := s.records.Get(ctx, rec.RequestId)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	if !created {
-		if req.Fingerprint != "" && existing.Fingerprint != "" && req.Fingerprint != existing.Fingerprint {
-			return Result{Record: existing}, fmt.Errorf("%w: %s", ErrKeyReused, id)
-		}
-		// A sender that crashed between recording and enqueueing retries
-		// with the same RequestId: make sure the task exists (asynq
-		// refuses a second one with the same ID).
-		if existing.Status == record.Pending {
-			err := s.Requeue(ctx, id, fn.Name, existing.Attempt, 0)
-			if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-				return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
-			}
-		}
-		return Result{Record: existing, Duplicate: true}, nil
+	if req.Fingerprint != "" && existing.Fingerprint != "" && req.Fingerprint != existing.Fingerprint {
+		return Result{Record: existing}, fmt.Errorf("%w: %s", ErrKeyReused, rec.RequestId)
 	}
-	err = s.Requeue(ctx, id, fn.Name, 1, 0)
-	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict):
-		// A racing duplicate (another gateway, a redelivery) saw our record
-		// and made sure of the task first: still one task, and this call
-		// is the one that recorded the event.
-		return Result{Record: rec}, nil
-	case err != nil:
-		// Not queued: take the record back so nothing claims it exists.
-		if derr := s.records.Delete(context.WithoutCancel(ctx), rec); derr != nil {
-			err = errors.Join(err, derr)
+	// A record from before the script wrote both (or a redriven one):
+	// make sure its task exists (asynq refuses a second with one ID).
+	if existing.Status == record.Pending {
+		err := s.Requeue(ctx, rec.RequestId, existing.FunctionName, existing.Attempt, 0)
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		return Result{}, fmt.Errorf("%w: enqueue %s: %w", ErrUnavailable, id, err)
 	}
-	if s.metrics != nil {
-		s.metrics.EventsIn.WithLabelValues(req.Source, fn.Name).Inc()
-	}
-	return Result{Record: rec}, nil
+	return Result{Record: existing, Duplicate: true}, nil
 }
 
 // Redrive runs a dead-lettered invocation again: as its next attempt while

@@ -21,6 +21,7 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 type fixture struct {
+	cfg     *config.Config
 	rdb     *redis.Client
 	records *record.Store
 	sub     *submit.Submitter
@@ -38,8 +39,8 @@ func newFixture(t *testing.T) *fixture {
 	if err := config.Complete(cfg, "test"); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{rdb: rdb, records: record.NewStore(rdb, cfg.Redis.Prefix, cfg.Retention()), insp: asynq.NewInspectorFromRedisClient(rdb)}
-	f.sub = submit.New(cfg, f.records, asynq.NewClientFromRedisClient(rdb))
+	f := &fixture{cfg: cfg, rdb: rdb, records: record.NewStore(rdb, cfg.Redis.Prefix, cfg.Retention()), insp: asynq.NewInspectorFromRedisClient(rdb)}
+	f.sub = submit.New(cfg, rdb, f.records, asynq.NewClientFromRedisClient(rdb))
 	f.sweeper = &submit.Sweeper{Submitter: f.sub, Records: f.records, Tasks: f.insp, Redis: rdb, Keys: keyspace.New(cfg.Redis.Prefix),
 		OrphanAfter: time.Minute, Log: zerolog.Nop(),
 		Now: func(ctx context.Context) (time.Time, error) {

@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			dlqLog.Warn().Str("function", fn).Str("reason", reason).Int("count", count).Strs("request_ids", ids).Msg("dead letters dropped by the list's bounds")
 		},
 	})
-	sub := submit.New(cfg, records, asynq.NewClientFromRedisClient(n.rdb)).WithMetrics(m)
+	sub := submit.New(cfg, n.rdb, records, asynq.NewClientFromRedisClient(n.rdb)).WithMetrics(m)
 	n.sub = sub
 	n.Sweeper = &submit.Sweeper{Submitter: sub, Records: records, Tasks: asynq.NewInspectorFromRedisClient(n.rdb), Redis: n.rdb,
 		Keys: keyspace.New(cfg.Redis.Prefix), OrphanAfter: cfg.Submit.OrphanAfter(), Log: o.Logger.With().Str("component", "sweeper").Logger()}

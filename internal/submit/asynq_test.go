@@ -1,0 +1,111 @@
+package submit_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/jobgate/jobgate/internal/keyspace"
+	"github.com/jobgate/jobgate/internal/queue"
+	"github.com/jobgate/jobgate/internal/submit"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+)
+
+// The submit path writes first attempts' tasks in asynq's private stored
+// form (queue.Encode, keyspace.Submit). This pins that form to the asynq
+// in go.mod: the same task enqueued by asynq's client has byte-identical
+// message and the same hash fields and list; asynq's Inspector reads the
+// written one with every option; asynq's server runs it. An asynq
+// upgrade that changes its layout fails here.
+func TestEncodedTasksAreAsynqs(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	opts := queue.Options{MaxRetry: 1 << 20, Timeout: submit.TaskTimeout(f.cfg), Retention: f.cfg.Retention()}
+	// asynq's own enqueue of the task the submit path writes.
+	task, aopts, err := queue.NewInvokeTask(queue.Payload{RequestId: "by-asynq", Function: "fn"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asynq.NewClientFromRedisClient(f.rdb).EnqueueContext(ctx, task, aopts...); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := queue.Encode(queue.Payload{RequestId: "by-asynq", Function: "fn"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := f.rdb.HGetAll(ctx, keyspace.AsynqTask(queue.Name, enc.ID)).Result()
+	if err != nil || stored["msg"] != string(enc.Message) {
+		t.Fatalf("asynq's stored message %x (%v), ours %x", stored["msg"], err, enc.Message)
+	}
+
+	res, err := f.sub.Submit(ctx, submit.Request{Function: "fn", Event: []byte(`{"k":1}`), RequestID: "by-jobgate", Source: "API"})
+	if err != nil || res.Duplicate {
+		t.Fatalf("%+v %v", res, err)
+	}
+	ours, err := f.rdb.HGetAll(ctx, keyspace.AsynqTask(queue.Name, "by-jobgate")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fields(ours) != fields(stored) || ours["state"] != "pending" {
+		t.Fatalf("task hash fields %v, asynq writes %v", ours, stored)
+	}
+	if pending, _ := f.rdb.LRange(ctx, keyspace.AsynqPending(queue.Name), 0, -1).Result(); len(pending) != 2 {
+		t.Fatalf("pending list %v", pending)
+	}
+	if member, _ := f.rdb.SIsMember(ctx, keyspace.AsynqQueues, queue.Name).Result(); !member {
+		t.Fatal("the queue is not in asynq's queue set")
+	}
+	info, err := f.insp.GetTaskInfo(queue.Name, "by-jobgate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := queue.DecodePayload(asynq.NewTask(info.Type, info.Payload))
+	if err != nil || info.Type != queue.TypeInvoke || info.State != asynq.TaskStatePending || info.Queue != queue.Name ||
+		info.MaxRetry != opts.MaxRetry || info.Timeout != opts.Timeout || info.Retention != opts.Retention ||
+		p.RequestId != "by-jobgate" || p.Function != "fn" || p.Attempt != 1 {
+		t.Fatalf("asynq reads %+v (payload %+v, %v)", info, p, err)
+	}
+	if q, err := f.insp.GetQueueInfo(queue.Name); err != nil || q.Pending != 2 {
+		t.Fatalf("queue info %+v %v", q, err)
+	}
+
+	// asynq's server runs both.
+	ran := make(chan string, 2)
+	srv := asynq.NewServerFromRedisClient(f.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{queue.Name: 1},
+		TaskCheckInterval: 10 * time.Millisecond, LogLevel: asynq.FatalLevel})
+	if err := srv.Start(asynq.HandlerFunc(func(_ context.Context, t *asynq.Task) error {
+		p, err := queue.DecodePayload(t)
+		ran <- p.RequestId
+		return err
+	})); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	got := map[string]bool{}
+	for len(got) < 2 {
+		select {
+		case id := <-ran:
+			got[id] = true
+		case <-time.After(30 * time.Second):
+			t.Fatalf("asynq's server ran %v", got)
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, "the task completed", func() bool {
+		info, err := f.insp.GetTaskInfo(queue.Name, "by-jobgate")
+		return err == nil && info.State == asynq.TaskStateCompleted
+	})
+}
+
+func fields(m map[string]string) string {
+	var k []string
+	for f := range m {
+		k = append(k, f)
+	}
+	sort.Strings(k)
+	return fmt.Sprint(k)
+}
