@@ -82,6 +82,26 @@ func TestCLI(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 1 || len(lines) != 2 || !strings.Contains(lines[1], "Report") {
 		t.Fatalf("logs --tail 1: %d\n%s", code, out)
 	}
+	// invoke --batch: one event per NDJSON line, ids in order; a rerun
+	// with the same key queues nothing again; a bad line is a usage error.
+	ndjson := "{\"n\":1}\n\n{\"n\":2}\n{\"n\":3}\n"
+	code, out, errs = cli(ndjson, "invoke", "hello", "--batch", "-", "--idempotency-key", "import-1")
+	batchIDs := strings.Fields(out)
+	if code != 0 || len(batchIDs) != 3 || !strings.Contains(errs, "queued 3 events in 1 requests (0 already") {
+		t.Fatalf("invoke --batch: %d\n%s\n%s", code, out, errs)
+	}
+	for i, bid := range batchIDs {
+		ev, err := st.Records.Event(t.Context(), bid)
+		if err != nil || string(ev) != fmt.Sprintf(`{"n":%d}`, i+1) {
+			t.Fatalf("batch event %d: %q %v", i, ev, err)
+		}
+	}
+	if code, out, errs = cli(ndjson, "invoke", "hello", "--batch", "-", "--idempotency-key", "import-1"); code != 0 || strings.Join(strings.Fields(out), " ") != strings.Join(batchIDs, " ") || !strings.Contains(errs, "(3 already") {
+		t.Fatalf("invoke --batch rerun: %d\n%s\n%s", code, out, errs)
+	}
+	if code, _, errs = cli("{}\nnot json\n", "invoke", "hello", "--batch", "-"); code != 2 || !strings.Contains(errs, "line 2") {
+		t.Fatalf("invoke --batch with a bad line: %d %s", code, errs)
+	}
 	// Output formats.
 	code, out, _ = cli("", "status", id, "-o", "yaml")
 	if code != 0 || !strings.Contains(out, "RequestId: "+id) {

@@ -182,18 +182,27 @@ func recordRow(r *record.Record) []string {
 var recordHeader = []string{"REQUEST ID", "FUNCTION", "STATUS", "CODE", "ATTEMPT", "ENQUEUED", "DURATION"}
 
 func (c *cli) invokeCmd() *cobra.Command {
-	var data, eventPath, wait, key string
+	var data, eventPath, batchPath, wait, key string
 	cmd := &cobra.Command{
-		Use:   "invoke FUNCTION [--data JSON | --event FILE|-] [--wait none|scheduled|finished]",
+		Use:   "invoke FUNCTION [--data JSON | --event FILE|- | --batch FILE.ndjson|-] [--wait none|scheduled|finished]",
 		Short: "Invoke a function with an event",
 		Long: `Invoke a function. --wait none answers once the event is durably queued, scheduled (default)
 once its container started, finished streams its log and exits with the job's exit code (as
-docker run does).`,
+docker run does). --batch queues one event per line of an NDJSON file through invoke-batch
+(1000 events or 8 MiB per request, each request all or nothing) and prints the RequestIds in
+order; with --idempotency-key K, request i uses the key K:i, so a rerun queues nothing twice.`,
 		Example: `  jobgate invoke hello --data '{"name":"world"}'
   jobgate invoke hello --event event.json --wait finished
-  echo '{"n":1}' | jobgate invoke hello --event - --wait none -o name`,
+  echo '{"n":1}' | jobgate invoke hello --event - --wait none -o name
+  jobgate invoke hello --batch events.ndjson --idempotency-key import-2026-11-28`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if batchPath != "" {
+				if data != "" || eventPath != "" || (cmd.Flags().Changed("wait") && wait != "none") {
+					return exitWith(exitUsage, "--batch queues without waiting, and takes no --data or --event")
+				}
+				return c.invokeBatch(cmd.Context(), a[0], batchPath, key)
+			}
 			event := []byte("{}")
 			switch {
 			case data != "" && eventPath != "":
@@ -242,9 +251,86 @@ docker run does).`,
 	f := cmd.Flags()
 	f.StringVarP(&data, "data", "d", "", "the event, inline JSON")
 	f.StringVar(&eventPath, "event", "", "the event from a file, or - for stdin (default {})")
+	f.StringVar(&batchPath, "batch", "", "many events, one JSON object per line, from a file or - for stdin")
 	f.StringVar(&wait, "wait", "scheduled", "none, scheduled or finished")
 	f.StringVar(&key, "idempotency-key", "", "the same key and event run once")
 	return cmd
+}
+
+// Limits of one invoke-batch request (the gateway's; see submit.MaxBatch).
+const (
+	batchEvents = 1000
+	batchBytes  = 8 << 20
+)
+
+// invokeBatch queues every line of an NDJSON file through invoke-batch,
+// in requests within the batch limits, and prints the RequestIds.
+func (c *cli) invokeBatch(ctx context.Context, fn, path, key string) error {
+	in := c.stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return exitWith(exitUsage, "--batch: %v", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	api, err := c.connect()
+	if err != nil {
+		return err
+	}
+	var chunk [][]byte
+	size, sent, requests, dups := 0, 0, 0, 0
+	var ids []string
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		hdr := map[string]string{"Content-Type": "application/json"}
+		if key != "" {
+			hdr["Idempotency-Key"] = fmt.Sprintf("%s:%d", key, requests)
+		}
+		body := append(append([]byte("["), bytes.Join(chunk, []byte(","))...), ']')
+		var ans struct {
+			RequestIds []string
+			Duplicates int
+		}
+		if err := api.call(ctx, "POST", "/v1/functions/"+url.PathEscape(fn)+"/invoke-batch", body, hdr, &ans); err != nil {
+			return fmt.Errorf("events %d..%d (none of them queued; %d before them were): %w", sent+1, sent+len(chunk), sent, err)
+		}
+		ids = append(ids, ans.RequestIds...)
+		sent, requests, dups = sent+len(chunk), requests+1, dups+ans.Duplicates
+		chunk, size = nil, 0
+		return nil
+	}
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		ev := bytes.TrimSpace(sc.Bytes())
+		if len(ev) == 0 {
+			continue
+		}
+		if !json.Valid(ev) || ev[0] != '{' {
+			return exitWith(exitUsage, "--batch line %d: not a JSON object", line)
+		}
+		if len(chunk) == batchEvents || size+len(ev) > batchBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		chunk, size = append(chunk, bytes.Clone(ev)), size+len(ev)
+	}
+	if err := sc.Err(); err != nil {
+		return exitWith(exitUsage, "--batch: %v", err)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		fmt.Fprintln(c.stdout, id)
+	}
+	fmt.Fprintf(c.stderr, "queued %d events in %d requests (%d already queued before)\n", sent, requests, dups)
+	return nil
 }
 
 // followToEnd streams an invocation's log to its end, then exits as the

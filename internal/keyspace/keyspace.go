@@ -11,8 +11,10 @@
 //	P:inv:<id>:attempts              earlier attempts' summaries (list)
 //	P:idx, P:idx:fn:<function>       newest-first listing indexes (zset, by lex)
 //	P:changes                        record change announcements (channel)
-//	P:pending                        PENDING invocations (zset, score = ms since they last
-//	                                 became or stayed PENDING), for the orphan sweeper
+//	P:pending                        PENDING invocations that may lack a live task (zset,
+//	                                 score = ms since they last became or stayed PENDING):
+//	                                 retries, redrives; not a submission written with its
+//	                                 task (keyspace.Submit). For the orphan sweeper
 //	P:sweeper                        the lock that lets one sweeper run at a time
 //	P:running                        RUNNING invocations (set), for the lost-node sweeper
 //	P:node:<node>                    a worker's lease (string, expires unless renewed)

@@ -33,8 +33,10 @@ return 1`)
 	// number of field/value items, those items. A task is written as
 	// asynq's own enqueue script writes it. Returns per invocation 1
 	// (created), 0 (its record existed: nothing written) or 2 (record
-	// created, but a task with its id existed: left as it is, the orphan
-	// sweeper replaces a dead one).
+	// created, but a task with its id existed: left as it is, and the
+	// record joins the pending set so the orphan sweeper replaces a dead
+	// one). A created record with its own task needs no pending-set
+	// entry: the two exist together or not at all.
 	Submit = redis.NewScript(`
 local t = redis.call('TIME')
 local ms = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -55,8 +57,8 @@ for e = 0, #KEYS / 7 - 1 do
       redis.call('ZADD', KEYS[k + i], 0, member)
       redis.call('ZREMRANGEBYLEX', KEYS[k + i], '-', '(' .. ARGV[3])
     end
-    redis.call('ZADD', KEYS[k + 5], ms, string.sub(member, 21))
     if redis.call('EXISTS', KEYS[k + 6]) == 1 then
+      redis.call('ZADD', KEYS[k + 5], ms, string.sub(member, 21))
       out[e + 1] = 2
     else
       redis.call('HSET', KEYS[k + 6], 'msg', msg, 'state', 'pending', 'pending_since', ARGV[1])

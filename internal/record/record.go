@@ -110,6 +110,12 @@ func (r *Record) fields() map[string]any {
 	return m
 }
 
+// Defaults a record leaves out of Redis (fromFields restores them).
+const (
+	DefaultQualifier = "$LATEST"
+	DefaultNamespace = "default"
+)
+
 func fromFields(m map[string]string) *Record {
 	atoi := func(k string) int { n, _ := strconv.Atoi(m[k]); return n }
 	atoi64 := func(k string) int64 { n, _ := strconv.ParseInt(m[k], 10, 64); return n }
@@ -120,6 +126,12 @@ func fromFields(m map[string]string) *Record {
 		Attempt: atoi("Attempt"), Node: m["Node"], ImageDigest: m["ImageDigest"],
 		EnqueueTime: m["EnqueueTime"], StartTime: m["StartTime"], EndTime: m["EndTime"],
 		DurationMs: atoi64("DurationMs"), MemUsageBytes: atoi64("MemUsageBytes"), Fingerprint: m["Fingerprint"],
+	}
+	if r.Qualifier == "" {
+		r.Qualifier = DefaultQualifier
+	}
+	if r.Namespace == "" {
+		r.Namespace = DefaultNamespace
 	}
 	if v, ok := m["ExitCode"]; ok {
 		n, _ := strconv.Atoi(v)

@@ -88,11 +88,13 @@ func (s *Store) NewCreate(r *Record, event []byte) (CreateOp, error) {
 		Event: event,
 	}
 	for k, v := range r.fields() {
-		switch v {
-		case "", 0, int64(0):
+		switch {
+		case v == "" || v == 0 || v == int64(0):
 			if k != "StatusCode" && k != "Attempt" {
 				continue
 			}
+		case k == "Qualifier" && v == DefaultQualifier, k == "Namespace" && v == DefaultNamespace:
+			continue // fromFields puts them back
 		}
 		op.Fields = append(op.Fields, k, v)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,10 +19,11 @@ import (
 
 // Group commit. Concurrent submissions are coalesced: while a flush is
 // in flight the next ones gather, then go out as one pipelined round
-// trip of keyspace.Submit scripts (each one event's record and task,
-// atomic on its own). A submission that finds no flush in flight leads
-// one at once, so a lone request pays no waiting window. Nothing is
-// answered before Redis answered its own script.
+// trip of keyspace.Submit scripts (each one event's record and task, or
+// a batch's, atomic on its own). A submission that finds fewer than
+// maxFlushes flushes in flight starts one at once, so a lone request
+// pays no waiting window. Nothing is answered before Redis answered its
+// own script, or before it is certain the script was never sent.
 
 const (
 	// maxFlushes is how many flushes may be in flight at once: two keep
@@ -38,25 +41,28 @@ type write struct {
 	// tasks and members are each invocation's task id and index member
 	// (for SubmitCancel).
 	tasks, members []string
-	// set by the flush
+	// set by the flush before done is closed
 	results []int64
 	err     error
-	// uncertain: the connection broke after the script was sent, so it
-	// may have run.
+	// uncertain: a connection broke after the script may have been sent,
+	// so it may have run.
 	uncertain bool
-	wake      chan struct{}
-	leader    bool
+	done      chan struct{}
 }
 
 // committer coalesces writes into flushes (see above).
 type committer struct {
 	rdb redis.UniversalClient
-	// wait is how long a flush whose connection broke keeps retrying
-	// before its writes are answered ErrUnavailable.
+	// wait bounds the retries of a write that was never sent (Redis
+	// refused connections): then it is answered ErrUnavailable, and
+	// nothing of it exists.
 	wait time.Duration
-	// cancel takes back writes answered ErrUnavailable that may have
-	// landed (see cancelLater).
-	cancel func(w *write)
+	// uncertainWait bounds the retries of a write that may have run:
+	// answering ErrUnavailable then could be untrue, so it waits longer
+	// for Redis to say (a resend is idempotent), and after that cancel
+	// takes it back.
+	uncertainWait time.Duration
+	cancel        func(w *write)
 
 	mu       sync.Mutex
 	waiting  []*write
@@ -65,103 +71,105 @@ type committer struct {
 
 // commit runs w in the next flush and returns when it has an outcome.
 func (c *committer) commit(w *write) {
-	w.wake = make(chan struct{})
 	c.mu.Lock()
 	c.waiting = append(c.waiting, w)
-	if c.inflight >= maxFlushes {
-		c.mu.Unlock()
-		<-w.wake
-		if !w.leader {
+	if c.inflight < maxFlushes {
+		c.inflight++
+		go c.flushWaiting()
+	}
+	c.mu.Unlock()
+	<-w.done
+}
+
+// flushWaiting flushes what waits until nothing does.
+func (c *committer) flushWaiting() {
+	for {
+		c.mu.Lock()
+		if len(c.waiting) == 0 {
+			c.inflight--
+			c.mu.Unlock()
 			return
 		}
-	} else {
-		c.inflight++
+		n := min(len(c.waiting), maxFlushOps)
+		batch := c.waiting[:n:n]
+		c.waiting = c.waiting[n:]
 		c.mu.Unlock()
-	}
-	// Lead: flush what is waiting (w included), then hand the lead to
-	// the first of those that came meanwhile, or step down.
-	c.mu.Lock()
-	n := min(len(c.waiting), maxFlushOps)
-	batch := c.waiting[:n:n]
-	c.waiting = c.waiting[n:]
-	c.mu.Unlock()
-	c.flush(batch)
-	c.mu.Lock()
-	if len(c.waiting) > 0 {
-		next := c.waiting[0]
-		next.leader = true
-		close(next.wake)
-	} else {
-		c.inflight--
-	}
-	c.mu.Unlock()
-	for _, b := range batch {
-		if b != w {
-			close(b.wake)
-		}
+		c.flush(batch)
 	}
 }
 
-// flush sends batch as one pipeline and records each script's outcome.
-// A broken connection is retried (the scripts are idempotent by
-// RequestId) until c.wait runs out.
+// flush sends batch as one pipeline and answers each write (closes its
+// done) once it has an outcome. Writes whose connection broke are sent
+// again (the scripts are idempotent by RequestId) within their bounds.
 func (c *committer) flush(batch []*write) {
 	ctx := context.Background() // each write is answered; none is abandoned half-way
-	deadline := time.Now().Add(c.wait)
+	start := time.Now()
 	pending := batch
-	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
-		broken := c.send(ctx, pending)
-		if len(broken) == 0 {
-			return
-		}
-		if time.Now().Add(delay).After(deadline) {
-			for _, w := range broken {
-				if w.uncertain && c.cancel != nil {
-					c.cancel(w)
-				}
+	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
+		var keep []*write
+		for _, w := range c.send(ctx, pending) {
+			limit := c.wait
+			if w.uncertain {
+				limit = c.uncertainWait
 			}
+			if time.Since(start)+delay < limit {
+				keep = append(keep, w)
+				continue
+			}
+			if w.uncertain && c.cancel != nil {
+				c.cancel(w)
+			}
+			close(w.done)
+		}
+		if len(keep) == 0 {
 			return
 		}
 		time.Sleep(delay)
-		pending = broken
+		pending = keep
 	}
 }
 
-// send runs one round trip and returns the writes whose outcome is
-// unknown (connection errors), with w.err set.
+// send runs one round trip, answers the writes Redis answered, and
+// returns the others (connection errors) with err set.
 func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) {
 	cmds := make([]*redis.Cmd, len(batch))
-	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	// Each command's own error is looked at below.
+	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, keyspace.AsynqQueues, queue.Name)
 		for i, w := range batch {
 			cmds[i] = keyspace.Submit.EvalSha(ctx, p, w.keys, w.args...)
 		}
 		return nil
 	})
-	if err != nil && isNoScript(err) {
-		// First use on this Redis (or after a restart without the script
+	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
+		// First use on this Redis (or after a restart emptied its script
 		// cache): load it and send again.
 		if lerr := keyspace.Submit.Load(ctx, c.rdb).Err(); lerr == nil {
 			return c.send(ctx, batch)
 		}
 	}
 	for i, w := range batch {
-		cerr := cmds[i].Err()
-		if cerr == nil {
+		w.err = cmds[i].Err()
+		switch {
+		case w.err == nil:
 			w.results, w.err = cmds[i].Int64Slice()
 			if w.err == nil && len(w.results) != len(w.tasks) {
 				w.err = fmt.Errorf("submit script answered %d results for %d invocations", len(w.results), len(w.tasks))
 			}
+		case !isRedisError(w.err):
+			w.uncertain = w.uncertain || !neverSent(w.err)
+			broken = append(broken, w)
 			continue
 		}
-		w.err = cerr
-		if !isRedisError(cerr) {
-			// Sent (perhaps) and no answer: it may have run.
-			w.uncertain = true
-			broken = append(broken, w)
-		}
+		close(w.done)
 	}
 	return broken
+}
+
+// neverSent: the command did not leave this process (no connection).
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
 }
 
 func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
@@ -177,6 +185,7 @@ func isRedisError(err error) bool {
 // and oldest (one Store's); add appends each.
 func newWrite(now time.Time, ttl int64, oldest string, n int) *write {
 	return &write{
+		done: make(chan struct{}),
 		keys: make([]string, 0, 7*n),
 		args: append(make([]any, 0, 3+12*n), now.UnixNano(), ttl, oldest),
 	}
@@ -201,7 +210,7 @@ func cancelLater(rdb redis.UniversalClient, w *write) {
 		ctx := context.Background()
 		for i := range w.tasks {
 			keys := w.keys[7*i : 7*i+7]
-			for end, delay := time.Now().Add(time.Hour), 100*time.Millisecond; time.Now().Before(end); delay = min(2*delay, 10*time.Second) {
+			for end, delay := time.Now().Add(time.Hour), 100*time.Millisecond; time.Now().Before(end); delay = min(2*delay, time.Second) {
 				err := keyspace.SubmitCancel.Run(ctx, rdb, keys, w.tasks[i], w.members[i]).Err()
 				if errors.Is(err, redis.ErrClosed) {
 					return

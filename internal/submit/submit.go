@@ -61,16 +61,21 @@ func (s *Submitter) WithMetrics(m *metrics.Metrics) *Submitter {
 	return s
 }
 
-// unavailableWait is how long a submission whose Redis connection broke
-// keeps retrying before it is answered ErrUnavailable (a restart or a
-// failover that takes less is invisible to senders).
-const unavailableWait = 3 * time.Second
+// How long a submission keeps retrying when Redis cannot be reached
+// before it is answered ErrUnavailable: a restart or failover that takes
+// less is invisible to senders. A write that may have run (its
+// connection broke after sending) waits longer, since answering then
+// might be untrue (see committer).
+const (
+	unavailableWait = 3 * time.Second
+	uncertainWait   = 30 * time.Second
+)
 
 // New returns a Submitter writing to rdb (records through records, first
 // attempts' tasks directly, retries through q).
 func New(cfg *config.Config, rdb redis.UniversalClient, records *record.Store, q Enqueuer) *Submitter {
 	s := &Submitter{records: records, queue: q, rdb: rdb, now: time.Now}
-	s.commits = &committer{rdb: rdb, wait: unavailableWait, cancel: func(w *write) { cancelLater(rdb, w) }}
+	s.commits = &committer{rdb: rdb, wait: unavailableWait, uncertainWait: uncertainWait, cancel: func(w *write) { cancelLater(rdb, w) }}
 	s.cfg.Store(cfg)
 	return s
 }

@@ -389,6 +389,14 @@ func (r *RedisServer) Kill() {
 	_ = r.cmd.Wait()
 }
 
+// Start starts a killed server again on the same port and data directory.
+func (r *RedisServer) Start(t testing.TB) {
+	t.Helper()
+	if err := r.start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Restart SIGKILLs the server and starts it again on the same port and
 // data directory (what it kept depends on its persistence options).
 func (r *RedisServer) Restart(t testing.TB) {
