@@ -15,6 +15,7 @@ var reservedPaths = []string{"/v1/", "/healthz", "/readyz", "/metrics"}
 // start, so validate reports it instead.
 var APIPatterns = []string{
 	"POST /v1/functions/{name}/invoke",
+	"POST /v1/functions/{name}/invoke-batch",
 	"GET /v1/functions",
 	"GET /v1/functions/{name}",
 	"GET /v1/cluster",

@@ -45,7 +45,15 @@ type Serve struct {
 // worker has started (worker). It is killed at test cleanup.
 func (s *Services) StartServe(t testing.TB, cfgPath, role, url string) *Serve {
 	t.Helper()
+	return s.StartServeEnv(t, cfgPath, role, url, nil)
+}
+
+// StartServeEnv is StartServe with env added to the process's
+// environment (JOBGATE_TOKENS, for one).
+func (s *Services) StartServeEnv(t testing.TB, cfgPath, role, url string, env []string) *Serve {
+	t.Helper()
 	cmd := exec.Command(s.JobgateBin, "serve", "--config", cfgPath, "--role", role)
+	cmd.Env = append(os.Environ(), env...)
 	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
