@@ -106,7 +106,9 @@ func main() {
 	}
 	if len(lat) > 0 {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		pct := func(p float64) float64 { return float64(lat[min(len(lat)-1, int(p/100*float64(len(lat))))].Microseconds()) / 1000 }
+		pct := func(p float64) float64 {
+			return float64(lat[min(len(lat)-1, int(p/100*float64(len(lat))))].Microseconds()) / 1000
+		}
 		r.P50Ms, r.P99Ms = pct(50), pct(99)
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(r)
