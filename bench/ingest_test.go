@@ -59,35 +59,6 @@ func closedLoop(n, conc int, op func() error) (float64, error) {
 	return float64(n) / time.Since(t0).Seconds(), nil
 }
 
-// openLoop sends at rate per second for d, each call on its own
-// goroutine, and returns the latencies (from the intended send time, so a
-// stalled sender counts against it).
-func openLoop(rate float64, d time.Duration, op func() error) ([]time.Duration, error) {
-	interval := time.Duration(float64(time.Second) / rate)
-	n := int(d / interval)
-	lat := make([]time.Duration, n)
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	t0 := time.Now()
-	for i := range n {
-		due := t0.Add(time.Duration(i) * interval)
-		time.Sleep(time.Until(due))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := op(); err != nil {
-				firstErr.CompareAndSwap(nil, err)
-			}
-			lat[i] = time.Since(due)
-		}()
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return nil, err
-	}
-	return lat, nil
-}
-
 // loadResult is bench/cmd/loadgen's answer.
 type loadResult struct {
 	Requests     int

@@ -20,7 +20,7 @@ import (
 // readBody reads at most the largest event that fits
 // (SCF_CUSTOM_CONTAINER_EVENT=<event> under Linux's per-string limit).
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(jobenv.MaxEventBytes)))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, int64(jobenv.MaxEventBytes)), r.ContentLength, jobenv.MaxEventBytes)
 	var big *http.MaxBytesError
 	if errors.As(err, &big) {
 		return nil, tooLarge(fmt.Sprintf(
@@ -31,6 +31,28 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		return nil, badRequest("read body: %v", err)
 	}
 	return body, nil
+}
+
+// readAll is io.ReadAll with the buffer sized by a declared length
+// (bounded by limit), so a body is read without regrowing.
+func readAll(r io.Reader, declared int64, limit int) ([]byte, error) {
+	if declared <= 0 || declared > int64(limit) {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, declared+1) // +1: EOF is seen without growing
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // a body longer than declared: grow
+		}
+	}
 }
 
 // readEvent reads the body and requires a JSON object.

@@ -41,6 +41,7 @@ return 1`)
 local t = redis.call('TIME')
 local ms = t[1] * 1000 + math.floor(t[2] / 1000)
 local out = {}
+local trimmed = {}
 local a = 4
 for e = 0, #KEYS / 7 - 1 do
   local k = e * 7
@@ -55,7 +56,10 @@ for e = 0, #KEYS / 7 - 1 do
     redis.call('SET', KEYS[k + 2], event, 'PX', ARGV[2])
     for i = 3, 4 do
       redis.call('ZADD', KEYS[k + i], 0, member)
-      redis.call('ZREMRANGEBYLEX', KEYS[k + i], '-', '(' .. ARGV[3])
+      if not trimmed[KEYS[k + i]] then
+        redis.call('ZREMRANGEBYLEX', KEYS[k + i], '-', '(' .. ARGV[3])
+        trimmed[KEYS[k + i]] = true
+      end
     end
     if redis.call('EXISTS', KEYS[k + 6]) == 1 then
       redis.call('ZADD', KEYS[k + 5], ms, string.sub(member, 21))

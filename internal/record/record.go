@@ -91,23 +91,45 @@ func InstanceID(requestID string, attempt int) string {
 // TimeFormat is used for every timestamp in records.
 const TimeFormat = time.RFC3339Nano
 
-// fields flattens r for HSET.
-func (r *Record) fields() map[string]any {
-	m := map[string]any{
-		"RequestId": r.RequestId, "FunctionName": r.FunctionName, "Namespace": r.Namespace,
-		"Qualifier": r.Qualifier, "RequestSource": r.RequestSource, "TriggerName": r.TriggerName,
-		"Status": string(r.Status), "StatusCode": r.StatusCode, "Message": r.Message,
-		"Attempt": r.Attempt, "Node": r.Node, "ImageDigest": r.ImageDigest,
-		"EnqueueTime": r.EnqueueTime, "StartTime": r.StartTime, "EndTime": r.EndTime,
-		"DurationMs": r.DurationMs, "MemUsageBytes": r.MemUsageBytes,
+// newFields are a new record's field/value pairs: those set, defaults
+// left out (fromFields puts them back). A record is born PENDING with
+// no run yet, so only these can be set.
+func (r *Record) newFields() []any {
+	f := make([]any, 0, 20)
+	add := func(k, v string, keepEmpty bool) {
+		if v != "" || keepEmpty {
+			f = append(f, k, v)
+		}
 	}
-	if r.Fingerprint != "" {
-		m["Fingerprint"] = r.Fingerprint
+	add("RequestId", r.RequestId, true)
+	add("FunctionName", r.FunctionName, true)
+	if r.Namespace != DefaultNamespace {
+		add("Namespace", r.Namespace, false)
+	}
+	if r.Qualifier != DefaultQualifier {
+		add("Qualifier", r.Qualifier, false)
+	}
+	add("RequestSource", r.RequestSource, false)
+	add("TriggerName", r.TriggerName, false)
+	add("Status", string(r.Status), true)
+	add("Message", r.Message, false)
+	add("Node", r.Node, false)
+	add("ImageDigest", r.ImageDigest, false)
+	add("EnqueueTime", r.EnqueueTime, true)
+	add("StartTime", r.StartTime, false)
+	add("EndTime", r.EndTime, false)
+	add("Fingerprint", r.Fingerprint, false)
+	f = append(f, "StatusCode", r.StatusCode, "Attempt", r.Attempt)
+	if r.DurationMs != 0 {
+		f = append(f, "DurationMs", r.DurationMs)
+	}
+	if r.MemUsageBytes != 0 {
+		f = append(f, "MemUsageBytes", r.MemUsageBytes)
 	}
 	if r.ExitCode != nil {
-		m["ExitCode"] = *r.ExitCode
+		f = append(f, "ExitCode", *r.ExitCode)
 	}
-	return m
+	return f
 }
 
 // Defaults a record leaves out of Redis (fromFields restores them).

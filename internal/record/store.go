@@ -40,7 +40,15 @@ func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration)
 
 // IndexMember orders entries by enqueue time, then id; ZRANGE BYLEX over
 // it gives a stable newest-first cursor.
-func IndexMember(t time.Time, id string) string { return fmt.Sprintf("%019d:%s", t.UnixNano(), id) }
+func IndexMember(t time.Time, id string) string {
+	b := make([]byte, 0, 20+len(id))
+	ns := strconv.AppendInt(nil, t.UnixNano(), 10)
+	for range 19 - len(ns) {
+		b = append(b, '0')
+	}
+	b = append(append(append(b, ns...), ':'), id...)
+	return string(b)
+}
 
 // Create stores a new PENDING record and its event. If a record with the
 // same RequestId exists, it returns that one and created=false.
@@ -82,23 +90,18 @@ func (s *Store) NewCreate(r *Record, event []byte) (CreateOp, error) {
 	if err != nil {
 		return CreateOp{}, fmt.Errorf("record %s: bad EnqueueTime: %w", r.RequestId, err)
 	}
+	return s.NewCreateAt(r, enq, event), nil
+}
+
+// NewCreateAt is NewCreate for a record enqueued at enq (r.EnqueueTime
+// formatted), without parsing it back.
+func (s *Store) NewCreateAt(r *Record, enq time.Time, event []byte) CreateOp {
 	op := CreateOp{
 		Keys:  []string{s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Index(""), s.keys.Index(r.FunctionName), s.keys.Pending()},
 		TTLms: s.retention.Milliseconds(), Member: IndexMember(enq, r.RequestId), Oldest: IndexMember(time.Now().Add(-s.retention), ""),
-		Event: event,
+		Event: event, Fields: r.newFields(),
 	}
-	for k, v := range r.fields() {
-		switch {
-		case v == "" || v == 0 || v == int64(0):
-			if k != "StatusCode" && k != "Attempt" {
-				continue
-			}
-		case k == "Qualifier" && v == DefaultQualifier, k == "Namespace" && v == DefaultNamespace:
-			continue // fromFields puts them back
-		}
-		op.Fields = append(op.Fields, k, v)
-	}
-	return op, nil
+	return op
 }
 
 // Delete removes a record that was never queued (enqueue failed), so that

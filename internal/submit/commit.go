@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -129,41 +128,56 @@ func (c *committer) flush(batch []*write) {
 	}
 }
 
-// send runs one round trip, answers the writes Redis answered, and
-// returns the others (connection errors) with err set.
+// send runs one round trip carrying the whole batch as one Submit
+// script call (one script call per event would cost Redis more than the
+// writes themselves), answers the writes if Redis answered, and returns
+// them (with err set) if the connection broke.
 func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) {
-	cmds := make([]*redis.Cmd, len(batch))
-	// Each command's own error is looked at below.
+	keys, args := batch[0].keys, batch[0].args
+	if len(batch) > 1 {
+		keys, args = nil, append([]any(nil), batch[0].args[:3]...) // now, ttl, oldest: the first's
+		for _, w := range batch {
+			keys = append(keys, w.keys...)
+			args = append(args, w.args[3:]...)
+		}
+	}
+	var cmd *redis.Cmd
+	// The command's own error is looked at below.
 	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, keyspace.AsynqQueues, queue.Name)
-		for i, w := range batch {
-			cmds[i] = keyspace.Submit.EvalSha(ctx, p, w.keys, w.args...)
-		}
+		cmd = keyspace.Submit.EvalSha(ctx, p, keys, args...)
 		return nil
 	})
-	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return isNoScript(c.Err()) }) {
+	err := cmd.Err()
+	if isNoScript(err) {
 		// First use on this Redis (or after a restart emptied its script
 		// cache): load it and send again.
 		if lerr := keyspace.Submit.Load(ctx, c.rdb).Err(); lerr == nil {
 			return c.send(ctx, batch)
 		}
 	}
-	for i, w := range batch {
-		w.err = cmds[i].Err()
-		switch {
-		case w.err == nil:
-			w.results, w.err = cmds[i].Int64Slice()
-			if w.err == nil && len(w.results) != len(w.tasks) {
-				w.err = fmt.Errorf("submit script answered %d results for %d invocations", len(w.results), len(w.tasks))
-			}
-		case !isRedisError(w.err):
-			w.uncertain = w.uncertain || !neverSent(w.err)
-			broken = append(broken, w)
-			continue
+	var results []int64
+	if err == nil {
+		results, err = cmd.Int64Slice()
+	}
+	if err != nil && !isRedisError(err) {
+		for _, w := range batch {
+			w.err, w.uncertain = err, w.uncertain || !neverSent(err)
+		}
+		return batch
+	}
+	for _, w := range batch {
+		switch n := len(w.tasks); {
+		case err != nil:
+			w.err = err
+		case len(results) < n:
+			w.err = fmt.Errorf("submit script answered %d results for %d invocations", len(results), n)
+		default:
+			w.results, results = results[:n], results[n:]
 		}
 		close(w.done)
 	}
-	return broken
+	return nil
 }
 
 // neverSent: the command did not leave this process (no connection).

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,7 @@ type Submitter struct {
 	queue   Enqueuer
 	rdb     redis.UniversalClient
 	commits *committer
+	rooms   sync.Map // *config.Function → its event room (room)
 	now     func() time.Time
 	metrics *metrics.Metrics
 }
@@ -82,7 +84,10 @@ func New(cfg *config.Config, rdb redis.UniversalClient, records *record.Store, q
 
 // SetConfig makes later submissions use cfg (functions added, removed or
 // changed by a reload).
-func (s *Submitter) SetConfig(cfg *config.Config) { s.cfg.Store(cfg) }
+func (s *Submitter) SetConfig(cfg *config.Config) {
+	s.cfg.Store(cfg)
+	s.rooms.Clear()
+}
 
 func (s *Submitter) config() *config.Config { return s.cfg.Load() }
 
@@ -159,11 +164,12 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 	if id == "" {
 		id = uuid.NewString()
 	}
-	rec, err := s.newRecord(cfg, fn, id, req, s.now())
+	now := s.now()
+	rec, err := s.newRecord(cfg, fn, id, req, now)
 	if err != nil {
 		return Result{}, err
 	}
-	op, task, err := s.prepare(rec, req.Event)
+	op, task, err := s.prepare(rec, now, req.Event)
 	if err != nil {
 		return Result{}, err
 	}
@@ -179,11 +185,16 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 // newRecord checks event against fn's environment limits and returns
 // the PENDING record of invocation id.
 func (s *Submitter) newRecord(cfg *config.Config, fn *config.Function, id string, req Request, now time.Time) (*record.Record, error) {
-	env := jobenv.Build(nil, fn.Env, jobenv.Builtins{
-		FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN, RequestID: id, Attempt: 1,
-	}, req.Event)
-	if err := jobenv.CheckEnv(env); err != nil {
-		return nil, fmt.Errorf("event for %s: %w", fn.Name, err)
+	// Most events are far below the room the function's environment
+	// leaves (cached per function); only a large one has the whole
+	// environment built and checked, for the exact error.
+	if len(req.Event) > s.room(cfg, fn) || len(id) > len(roomID) {
+		env := jobenv.Build(nil, fn.Env, jobenv.Builtins{
+			FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN, RequestID: id, Attempt: 1,
+		}, req.Event)
+		if err := jobenv.CheckEnv(env); err != nil {
+			return nil, fmt.Errorf("event for %s: %w", fn.Name, err)
+		}
 	}
 	return &record.Record{
 		RequestId: id, FunctionName: fn.Name, Namespace: fn.Namespace, Qualifier: "$LATEST",
@@ -194,11 +205,8 @@ func (s *Submitter) newRecord(cfg *config.Config, fn *config.Function, id string
 
 // prepare is what the Submit script writes for rec: its creation and
 // its first attempt's task, in asynq's stored form.
-func (s *Submitter) prepare(rec *record.Record, event []byte) (record.CreateOp, queue.Encoded, error) {
-	op, err := s.records.NewCreate(rec, event)
-	if err != nil {
-		return op, queue.Encoded{}, err
-	}
+func (s *Submitter) prepare(rec *record.Record, enq time.Time, event []byte) (record.CreateOp, queue.Encoded, error) {
+	op := s.records.NewCreateAt(rec, enq, event)
 	task, err := queue.Encode(queue.Payload{RequestId: rec.RequestId, Function: rec.FunctionName, Attempt: 1}, s.taskOptions(0))
 	return op, task, err
 }
@@ -262,7 +270,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req BatchRequest) ([]Result
 		if err != nil {
 			return nil, &BatchError{i, err}
 		}
-		op, task, err := s.prepare(rec, ev)
+		op, task, err := s.prepare(rec, now, ev)
 		if err != nil {
 			return nil, &BatchError{i, err}
 		}
@@ -286,11 +294,6 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req BatchRequest) ([]Result
 		out[i] = res
 	}
 	return out, nil
-}
-
-// firstTask is rec's first attempt's task, in asynq's stored form.
-func (s *Submitter) firstTask(rec *record.Record) (queue.Encoded, error) {
-	return queue.Encode(queue.Payload{RequestId: rec.RequestId, Function: rec.FunctionName, Attempt: 1}, s.taskOptions(0))
 }
 
 // answer turns the Submit script's result for rec into Submit's.
@@ -362,9 +365,27 @@ func (s *Submitter) EventRoom(function string) int {
 	if fn == nil {
 		return 0
 	}
+	return s.room(cfg, fn)
+}
+
+// room is EventRoom for fn of cfg, cached per function (a reload's
+// functions are new values, so a changed env is measured again).
+func (s *Submitter) room(cfg *config.Config, fn *config.Function) int {
+	if n, ok := s.rooms.Load(fn); ok {
+		return n.(int)
+	}
+	n := eventRoom(cfg, fn)
+	s.rooms.Store(fn, n)
+	return n
+}
+
+// roomID stands for a RequestId when measuring room (a UUID's length).
+const roomID = "00000000-0000-0000-0000-000000000000"
+
+func eventRoom(cfg *config.Config, fn *config.Function) int {
 	env := jobenv.Build(nil, fn.Env, jobenv.Builtins{
 		FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN,
-		RequestID: "00000000-0000-0000-0000-000000000000", Attempt: 99,
+		RequestID: roomID, Attempt: 99,
 	}, nil)
 	total := 0
 	for _, kv := range env {
