@@ -305,6 +305,10 @@ func (a *attempt) running(ctx context.Context, rec *record.Record, img *runtime.
 	w := a.w
 	a.deadline = a.started.Add(a.timeout)
 	a.supervise()
+	w.demand.started(a.fnName, w.now())
+	if w.config().Worker.Warm.Auto {
+		w.pools.prompt() // the pool may need to grow
+	}
 
 	// Bookkeeping after Start must not be lost to a cancelled handler.
 	// RUNNING first: it answers wait=scheduled callers, and it is what
@@ -477,6 +481,7 @@ func (a *attempt) finish(st runtime.ExitStatus, reason, detail string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	defer a.adm.release(ctx)
+	defer w.demand.ended(a.fnName, w.now())
 	usage, err := a.in.Usage(ctx)
 	if err != nil {
 		a.log.Debug().Err(err).Msg("cgroup usage")

@@ -30,6 +30,7 @@ const stubSettle = 50 * time.Millisecond
 type PoolState struct {
 	Want  int    `json:"want"`
 	Ready int    `json:"ready"`
+	Auto  bool   `json:"auto,omitempty"` // Want follows recent demand
 	Error string `json:"error,omitempty"`
 }
 
@@ -43,13 +44,17 @@ type warmPool struct {
 	config func() *config.Config
 	log    zerolog.Logger
 	life   context.Context // the worker's: instances' waits live on it
+	// demand sizes pools when worker.warm.auto is on; now is its clock.
+	demand *demand
+	now    func() time.Time
 
-	mu    sync.Mutex
-	want  map[string]config.Function // function → its config
-	ready map[string][]*warm
-	errs  map[string]string
-	kick  chan struct{}
-	group *startstop.Group // the fill loop
+	mu     sync.Mutex
+	want   map[string]config.Function // function → its config
+	counts map[string]int             // function → instances wanted (last fill pass)
+	ready  map[string][]*warm
+	errs   map[string]string
+	kick   chan struct{}
+	group  *startstop.Group // the fill loop
 }
 
 type warm struct {
@@ -68,9 +73,38 @@ func (e *warm) alive() bool {
 	}
 }
 
-func newWarmPool(rt *runtime.Runtime, cfg func() *config.Config, log zerolog.Logger) *warmPool {
-	return &warmPool{rt: rt, config: cfg, log: log, ready: map[string][]*warm{}, errs: map[string]string{},
-		want: map[string]config.Function{}, kick: make(chan struct{}, 1)}
+func newWarmPool(rt *runtime.Runtime, cfg func() *config.Config, log zerolog.Logger, d *demand, now func() time.Time) *warmPool {
+	return &warmPool{rt: rt, config: cfg, log: log, demand: d, now: now, ready: map[string][]*warm{}, errs: map[string]string{},
+		want: map[string]config.Function{}, counts: map[string]int{}, kick: make(chan struct{}, 1)}
+}
+
+// sizes is how many warm instances each wanted function should have now:
+// its `provisioned`, or more when adaptive pools are on and its recent
+// demand asks for more, the adaptive part within warm.max_mb (functions
+// in name order).
+func (p *warmPool) sizes(want map[string]config.Function) map[string]int {
+	w := p.config().Worker.Warm
+	out := make(map[string]int, len(want))
+	names := make([]string, 0, len(want))
+	for name := range want {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	budget := w.MaxMB
+	now := p.now()
+	for _, name := range names {
+		fn := want[name]
+		n := fn.Provisioned
+		if w.Auto {
+			if extra := p.demand.target(name, now) - n; extra > 0 && fn.MemoryMB > 0 {
+				extra = min(extra, budget/fn.MemoryMB)
+				budget -= extra * fn.MemoryMB
+				n += extra
+			}
+		}
+		out[name] = n
+	}
+	return out
 }
 
 // start removes warm instances left by an earlier run (never taken) and
@@ -96,10 +130,11 @@ func (p *warmPool) setWant(cfg *config.Config) {
 	defer p.mu.Unlock()
 	p.want = map[string]config.Function{}
 	for _, fn := range cfg.Functions {
-		if fn.Provisioned > 0 {
+		if fn.Provisioned > 0 || p.config().Worker.Warm.Auto {
 			p.want[fn.Name] = fn
 		}
 	}
+	p.demand.forget(func(name string) bool { _, ok := p.want[name]; return ok })
 	for name := range p.errs {
 		if _, ok := p.want[name]; !ok {
 			delete(p.errs, name)
@@ -156,12 +191,15 @@ func (p *warmPool) fillLoop(ctx context.Context) {
 func (p *warmPool) fillOnce(ctx context.Context) {
 	p.mu.Lock()
 	want := p.want
+	p.mu.Unlock()
+	counts := p.sizes(want)
+	p.mu.Lock()
+	p.counts = counts
 	var drop []*warm
 	for name, list := range p.ready {
-		fn, ok := want[name]
 		var keep []*warm
 		for _, e := range list {
-			if ok && len(keep) < fn.Provisioned && e.alive() {
+			if len(keep) < counts[name] && e.alive() {
 				keep = append(keep, e)
 			} else {
 				drop = append(drop, e)
@@ -176,6 +214,9 @@ func (p *warmPool) fillOnce(ctx context.Context) {
 	for name, fn := range want {
 		if ctx.Err() != nil {
 			return
+		}
+		if counts[name] == 0 {
+			continue // nothing to keep: not even its image is needed
 		}
 		pctx, cancel := context.WithTimeout(ctx, p.config().Worker.PullTimeout())
 		img, err := p.rt.EnsureImage(pctx, fn.Image)
@@ -195,7 +236,7 @@ func (p *warmPool) fillOnce(ctx context.Context) {
 				}
 			}
 			p.ready[name] = fresh
-			short := len(fresh) < fn.Provisioned
+			short := len(fresh) < counts[name]
 			p.mu.Unlock()
 			if !short {
 				break
@@ -308,14 +349,14 @@ func (w *Worker) Provisioned() map[string]PoolState { return w.pools.states() }
 func (p *warmPool) states() map[string]PoolState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	names := make([]string, 0, len(p.want))
-	for k := range p.want {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	out := make(map[string]PoolState, len(names))
-	for _, k := range names {
-		out[k] = PoolState{Want: p.want[k].Provisioned, Ready: len(p.ready[k]), Error: p.errs[k]}
+	auto := p.config().Worker.Warm.Auto
+	out := make(map[string]PoolState, len(p.want))
+	for k, fn := range p.want {
+		want := max(fn.Provisioned, p.counts[k])
+		if want == 0 && len(p.ready[k]) == 0 && p.errs[k] == "" {
+			continue // adaptive and idle
+		}
+		out[k] = PoolState{Want: want, Ready: len(p.ready[k]), Auto: auto && want > fn.Provisioned, Error: p.errs[k]}
 	}
 	return out
 }

@@ -182,3 +182,54 @@ func TestProvisionedInstancesWithADynamicLogDriver(t *testing.T) {
 		t.Fatalf("jobgate as the driver: %v", notes)
 	}
 }
+
+// worker.warm.auto: a function with no `provisioned` that runs gets warm
+// instances (the next event takes one), the pool empties after idle_s
+// without a start, and max_mb bounds it.
+func TestAdaptiveWarmPool(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	fn := config.Function{Name: "auto", Image: jobImage(t), Args: []string{"echo", "ran"}, Retry: noRetry, MemoryMB: 64}
+	big := config.Function{Name: "big", Image: jobImage(t), Args: []string{"echo", "ran"}, Retry: noRetry, MemoryMB: 512}
+	cfg := s.Config(t, testenv.Redis(t), fn, big)
+	cfg.Worker.Warm = config.Warm{Auto: true, MaxMB: 256, IdleS: 3}
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	w := st.Node.Worker
+	if p := w.Provisioned(); len(p) != 0 {
+		t.Fatalf("pools before any traffic: %+v", p)
+	}
+	if end := run(t, st, "auto", []byte(`{}`)); end.Status != record.Finished {
+		t.Fatalf("%+v", end)
+	}
+	testenv.Eventually(t, 30*time.Second, "an adaptive warm instance", func() bool {
+		p := w.Provisioned()["auto"]
+		return p.Auto && p.Want == 1 && p.Ready == 1
+	})
+	warm := waitWarm(t, w.Runtime(), 1)
+	end := run(t, st, "auto", []byte(`{}`))
+	if out := st.Stdout(t, end.RequestId); end.Status != record.Finished || len(out) != 1 || out[0] != "ran" {
+		t.Fatalf("%+v %q", end, out)
+	}
+	for id := range warm {
+		testenv.Eventually(t, 30*time.Second, "the warm instance taken and replaced", func() bool {
+			now, err := w.Runtime().Warm(context.Background())
+			_, still := now[id]
+			return err == nil && !still && len(now) == 1
+		})
+	}
+	// 512 MB does not fit max_mb 256: runs, but no pool.
+	if end := run(t, st, "big", []byte(`{}`)); end.Status != record.Finished {
+		t.Fatalf("%+v", end)
+	}
+	// No start for idle_s: the pool empties (the fill passes meanwhile
+	// never give "big" a pool).
+	testenv.Eventually(t, 60*time.Second, "the idle pool emptied", func() bool {
+		p := w.Provisioned()
+		if b, ok := p["big"]; ok {
+			t.Fatalf("a function over max_mb got a pool: %+v", b)
+		}
+		_, ok := p["auto"]
+		return !ok
+	})
+	waitWarm(t, w.Runtime(), 0)
+}

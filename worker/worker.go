@@ -71,8 +71,10 @@ type Worker struct {
 	ooms     *oomTracker
 	// Lifecycle.
 	pools *warmPool
-	accel imagePinner
-	srv   *asynq.Server
+	// demand is each function's recent concurrency (adaptive warm pools).
+	demand *demand
+	accel  imagePinner
+	srv    *asynq.Server
 	// spoolMu keeps two replays of the log spool (the periodic one and an
 	// ending attempt's) from appending the same lines twice.
 	spoolMu sync.Mutex
@@ -180,7 +182,8 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	}
 	w.admitter = &admitter{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), now: w.now,
 		capacity: func() int { return w.config().Worker.CapacityMB }}
-	w.pools = newWarmPool(rt, w.config, w.log)
+	w.demand = newDemand(time.Duration(cfg.Worker.Warm.IdleS) * time.Second)
+	w.pools = newWarmPool(rt, w.config, w.log, w.demand, w.now)
 	w.pool = w.pools
 	w.accel = &accelerator{rt: rt, config: w.config, log: w.log, now: w.now}
 	return w, nil

@@ -145,6 +145,19 @@ type Worker struct {
 	// shim when no other start is using it (~15 ms less per start); the
 	// rest start their own shim, since a shim serializes task creation.
 	ShimGroup *bool `yaml:"shim_group,omitempty"`
+	// Warm sizes provisioned pools by recent demand (adaptive warm pools).
+	Warm Warm `yaml:"warm,omitempty"`
+}
+
+// Warm: with Auto, every function that ran on this worker recently keeps
+// warm instances (beyond its fixed `provisioned`): as many as the p90 of
+// its per-second peak concurrency over the last minute, at least one
+// until it has had no start for IdleS, all of them within MaxMB of
+// memory_mb together.
+type Warm struct {
+	Auto  bool `yaml:"auto,omitempty"`
+	MaxMB int  `yaml:"max_mb,omitempty"`
+	IdleS int  `yaml:"idle_s,omitempty"`
 }
 
 // Default is the configuration of an empty file.
@@ -158,7 +171,7 @@ func Default() Config {
 			Concurrency: 4, StateDir: "/var/lib/jobgate", PullTimeoutS: 300,
 			TagRecheckMs: ptr(2000), StopGraceS: ptr(10), ShimGroup: ptr(true),
 			LogMaxBytes: 16 << 20, DiskLimitMB: 512, DiskPollMs: 200, LimitRetryS: 60, MaxImageMB: 1024,
-			LeaseS: 30, NodeLostS: 120,
+			LeaseS: 30, NodeLostS: 120, Warm: Warm{MaxMB: 1024, IdleS: 300},
 		},
 		Region:     "ap-guangzhou",
 		Timezone:   "Asia/Shanghai", // SCF evaluates timers in UTC+8

@@ -31,6 +31,9 @@ func (c *Config) validate() []Problem {
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		add("timezone", "unknown time zone %q", c.Timezone)
 	}
+	if w := c.Worker.Warm; w.MaxMB < 0 || w.IdleS < 0 {
+		add("worker.warm", "max_mb and idle_s must not be negative")
+	}
 	seen := map[string]int{}
 	routes := newRouteSet()
 	for i, f := range c.Functions {
