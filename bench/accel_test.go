@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,5 +143,52 @@ func BenchmarkProvisioned(b *testing.B) {
 		ratio := float64(mp) / float64(mc)
 		row(b, fmt.Sprintf("provisioned: time to RUNNING, median of %d", runs), ms(mp), ms(mc)+" (cached image, cold create)",
 			ratio, "≤ 0.5×", ratio <= 0.5)
+	}
+}
+
+// BenchmarkAdaptiveWarm: a steady stream (1 event/s for a minute, then a
+// burst of 20) to a function with no configuration but worker.warm.auto,
+// time to RUNNING of every start, against cached-image cold creates of
+// the same image on a worker without adaptive pools, interleaved with
+// the stream (one after each of its events).
+func BenchmarkAdaptiveWarm(b *testing.B) {
+	stream, burst := scale(60, 5), scale(20, 3)
+	s := testenv.Shared(b)
+	ref := s.Registry + "/bench/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		b.Fatal(err)
+	}
+	auto := s.Config(b, testenv.Redis(b), config.Function{Name: "auto", Image: ref, Args: []string{"exit", "0"}})
+	auto.Worker.Warm.Auto = true
+	st := startStack(b, s, auto, "")
+	cold := startStack(b, s, s.Config(b, testenv.Redis(b), config.Function{Name: "plain", Image: ref, Args: []string{"exit", "0"}}), "")
+	timeToRunning(b, cold, "plain") // cache the image
+	for b.Loop() {
+		var starts, colds []time.Duration
+		t0 := time.Now()
+		for i := range stream {
+			time.Sleep(time.Until(t0.Add(time.Duration(i) * time.Second)))
+			starts = append(starts, timeToRunning(b, st, "auto"))
+			colds = append(colds, timeToRunning(b, cold, "plain"))
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for range burst {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d := timeToRunning(b, st, "auto")
+				mu.Lock()
+				starts = append(starts, d)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		base := median(colds)
+		m, p90 := median(starts), percentile(starts, 90)
+		name := fmt.Sprintf("adaptive warm (warm.auto only): time to RUNNING, 1 event/s for %d s then a burst of %d", stream, burst)
+		row(b, name+", median", ms(m), ms(base)+" (cached image, cold create, median)", float64(m)/float64(base), "≤ 0.3×", float64(m) <= 0.3*float64(base))
+		row(b, name+", p90", ms(p90), ms(base)+" (the same)", float64(p90)/float64(base), "≤ 0.6×", float64(p90) <= 0.6*float64(base))
+		b.Logf("adaptive warm: pool after the burst %+v", st.Node.Worker.Provisioned())
 	}
 }
