@@ -47,14 +47,25 @@ func TestEncodedTasksAreAsynqs(t *testing.T) {
 	if err != nil || res.Duplicate {
 		t.Fatalf("%+v %v", res, err)
 	}
-	ours, err := f.rdb.HGetAll(ctx, keyspace.AsynqTask(queue.Name, "by-jobgate")).Result()
-	if err != nil {
-		t.Fatal(err)
+	// A submission without a RequestId takes the script-free path (plain
+	// commands in MULTI): the same layout.
+	fresh, err := f.sub.Submit(ctx, submit.Request{Function: "fn", Event: []byte(`{"k":2}`), Source: "API"})
+	if err != nil || fresh.Duplicate {
+		t.Fatalf("%+v %v", fresh, err)
 	}
-	if fields(ours) != fields(stored) || ours["state"] != "pending" {
-		t.Fatalf("task hash fields %v, asynq writes %v", ours, stored)
+	for _, id := range []string{"by-jobgate", fresh.Record.RequestId} {
+		ours, err := f.rdb.HGetAll(ctx, keyspace.AsynqTask(queue.Name, id)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fields(ours) != fields(stored) || ours["state"] != "pending" {
+			t.Fatalf("%s: task hash fields %v, asynq writes %v", id, ours, stored)
+		}
+		if ev, err := f.records.Event(ctx, id); err != nil || len(ev) != 7 {
+			t.Fatalf("%s: event %q %v", id, ev, err)
+		}
 	}
-	if pending, _ := f.rdb.LRange(ctx, keyspace.AsynqPending(queue.Name), 0, -1).Result(); len(pending) != 2 {
+	if pending, _ := f.rdb.LRange(ctx, keyspace.AsynqPending(queue.Name), 0, -1).Result(); len(pending) != 3 {
 		t.Fatalf("pending list %v", pending)
 	}
 	if member, _ := f.rdb.SIsMember(ctx, keyspace.AsynqQueues, queue.Name).Result(); !member {
@@ -70,12 +81,12 @@ func TestEncodedTasksAreAsynqs(t *testing.T) {
 		p.RequestId != "by-jobgate" || p.Function != "fn" || p.Attempt != 1 {
 		t.Fatalf("asynq reads %+v (payload %+v, %v)", info, p, err)
 	}
-	if q, err := f.insp.GetQueueInfo(queue.Name); err != nil || q.Pending != 2 {
+	if q, err := f.insp.GetQueueInfo(queue.Name); err != nil || q.Pending != 3 {
 		t.Fatalf("queue info %+v %v", q, err)
 	}
 
-	// asynq's server runs both.
-	ran := make(chan string, 2)
+	// asynq's server runs all three.
+	ran := make(chan string, 3)
 	srv := asynq.NewServerFromRedisClient(f.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{queue.Name: 1},
 		TaskCheckInterval: 10 * time.Millisecond, LogLevel: asynq.FatalLevel})
 	if err := srv.Start(asynq.HandlerFunc(func(_ context.Context, t *asynq.Task) error {
@@ -87,7 +98,7 @@ func TestEncodedTasksAreAsynqs(t *testing.T) {
 	}
 	defer srv.Shutdown()
 	got := map[string]bool{}
-	for len(got) < 2 {
+	for len(got) < 3 {
 		select {
 		case id := <-ran:
 			got[id] = true

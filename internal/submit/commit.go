@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +39,11 @@ type write struct {
 	// tasks and members are each invocation's task id and index member
 	// (for SubmitCancel).
 	tasks, members []string
+	// fresh: every RequestId is a new random UUID (see send); recs and
+	// encoded are each invocation's writes for that path.
+	fresh   bool
+	recs    []record.CreateOp
+	encoded []queue.Encoded
 	// set by the flush before done is closed
 	results []int64
 	err     error
@@ -128,45 +132,89 @@ func (c *committer) flush(batch []*write) {
 	}
 }
 
-// send runs one round trip carrying the whole batch as one Submit
-// script call (one script call per event would cost Redis more than the
-// writes themselves), answers the writes if Redis answered, and returns
-// them (with err set) if the connection broke.
+// send runs one round trip: a MULTI/EXEC transaction holding the fresh
+// writes as plain commands (their RequestIds are new random UUIDs, so
+// nothing can exist to check for: no script needed, which halves Redis's
+// work per event) and the others as one Submit script call (per event,
+// a script call would cost Redis more than the writes). It answers the
+// writes if Redis answered, and returns them (with err set) if the
+// connection broke: they are sent again through the script, which finds
+// what already landed.
 func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) {
-	keys, args := batch[0].keys, batch[0].args
-	if len(batch) > 1 {
-		keys, args = nil, append([]any(nil), batch[0].args[:3]...) // now, ttl, oldest: the first's
-		for _, w := range batch {
-			keys = append(keys, w.keys...)
-			args = append(args, w.args[3:]...)
+	var fresh, scripted []*write
+	for _, w := range batch {
+		if w.fresh {
+			fresh = append(fresh, w)
+		} else {
+			scripted = append(scripted, w)
 		}
 	}
-	var cmd *redis.Cmd
-	// The command's own error is looked at below.
-	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	freshCmds := make([][]redis.Cmder, len(fresh))
+	var script *redis.Cmd
+	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, keyspace.AsynqQueues, queue.Name)
-		cmd = keyspace.Submit.EvalSha(ctx, p, keys, args...)
+		trims := map[string]string{}
+		for i, w := range fresh {
+			for j, rec := range w.recs {
+				task, ttl := w.encoded[j], time.Duration(rec.TTLms)*time.Millisecond
+				freshCmds[i] = append(freshCmds[i],
+					p.HSet(ctx, rec.Keys[0], rec.Fields...),
+					p.PExpire(ctx, rec.Keys[0], ttl),
+					p.Set(ctx, rec.Keys[1], rec.Event, ttl),
+					p.ZAdd(ctx, rec.Keys[2], redis.Z{Member: rec.Member}),
+					p.ZAdd(ctx, rec.Keys[3], redis.Z{Member: rec.Member}),
+					// As asynq's enqueue script writes a task.
+					p.HSet(ctx, keyspace.AsynqTask(queue.Name, task.ID), "msg", task.Message, "state", "pending", "pending_since", w.args[0]),
+					p.LPush(ctx, keyspace.AsynqPending(queue.Name), task.ID))
+				trims[rec.Keys[2]], trims[rec.Keys[3]] = rec.Oldest, rec.Oldest
+			}
+		}
+		for key, oldest := range trims {
+			p.ZRemRangeByLex(ctx, key, "-", "("+oldest)
+		}
+		if len(scripted) > 0 {
+			keys, args := scripted[0].keys, scripted[0].args
+			if len(scripted) > 1 {
+				keys, args = nil, append([]any(nil), scripted[0].args[:3]...) // now, ttl, oldest: the first's
+				for _, w := range scripted {
+					keys = append(keys, w.keys...)
+					args = append(args, w.args[3:]...)
+				}
+			}
+			// EVAL, not EVALSHA: inside MULTI a missing script would
+			// fail only this command, after the others ran.
+			script = keyspace.Submit.Eval(ctx, p, keys, args...)
+		}
 		return nil
 	})
-	err := cmd.Err()
-	if isNoScript(err) {
-		// First use on this Redis (or after a restart emptied its script
-		// cache): load it and send again.
-		if lerr := keyspace.Submit.Load(ctx, c.rdb).Err(); lerr == nil {
-			return c.send(ctx, batch)
-		}
-	}
-	var results []int64
-	if err == nil {
-		results, err = cmd.Int64Slice()
-	}
 	if err != nil && !isRedisError(err) {
 		for _, w := range batch {
 			w.err, w.uncertain = err, w.uncertain || !neverSent(err)
+			w.fresh = false // a resend checks what landed
 		}
 		return batch
 	}
-	for _, w := range batch {
+	for i, w := range fresh {
+		for _, cmd := range freshCmds[i] {
+			if w.err = cmd.Err(); w.err != nil {
+				break
+			}
+		}
+		if w.err == nil {
+			w.results = make([]int64, len(w.recs))
+			for j := range w.results {
+				w.results[j] = 1
+			}
+		}
+		close(w.done)
+	}
+	var results []int64
+	if script != nil {
+		if err = script.Err(); err == nil {
+			results, err = script.Int64Slice()
+		}
+	}
+	for _, w := range scripted {
 		switch n := len(w.tasks); {
 		case err != nil:
 			w.err = err
@@ -186,8 +234,6 @@ func neverSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
 }
 
-func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
-
 // isRedisError: Redis answered with an error (the script did not run);
 // anything else (I/O, timeouts, a closed pool) leaves the outcome open.
 func isRedisError(err error) bool {
@@ -197,9 +243,9 @@ func isRedisError(err error) bool {
 
 // newWrite starts a keyspace.Submit script for invocations sharing ttl
 // and oldest (one Store's); add appends each.
-func newWrite(now time.Time, ttl int64, oldest string, n int) *write {
+func newWrite(now time.Time, ttl int64, oldest string, n int, fresh bool) *write {
 	return &write{
-		done: make(chan struct{}),
+		done: make(chan struct{}), fresh: fresh,
 		keys: make([]string, 0, 7*n),
 		args: append(make([]any, 0, 3+12*n), now.UnixNano(), ttl, oldest),
 	}
@@ -213,6 +259,8 @@ func (w *write) add(rec record.CreateOp, task queue.Encoded) {
 	w.args = append(w.args, rec.Fields...)
 	w.tasks = append(w.tasks, task.ID)
 	w.members = append(w.members, rec.Member)
+	w.recs = append(w.recs, rec)
+	w.encoded = append(w.encoded, task)
 }
 
 // cancelLater keeps trying, in the background, to take back a write the

@@ -173,7 +173,7 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	w := newWrite(s.now(), op.TTLms, op.Oldest, 1)
+	w := newWrite(now, op.TTLms, op.Oldest, 1, req.RequestID == "")
 	w.add(op, task)
 	s.commits.commit(w)
 	if w.err != nil {
@@ -275,7 +275,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req BatchRequest) ([]Result
 			return nil, &BatchError{i, err}
 		}
 		if w == nil {
-			w = newWrite(now, op.TTLms, op.Oldest, len(req.Events))
+			w = newWrite(now, op.TTLms, op.Oldest, len(req.Events), req.Key == "")
 		}
 		w.add(op, task)
 		recs[i] = rec
