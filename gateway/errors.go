@@ -111,7 +111,7 @@ func asAPIError(err error) *apiError {
 		return &at
 	case errors.As(err, &ae):
 		return ae
-	case errors.Is(err, submit.ErrBadBatch):
+	case errors.Is(err, submit.ErrBadBatch), errors.Is(err, submit.ErrBadDelay):
 		return badRequest("%v", err)
 	case errors.Is(err, submit.ErrKeyReused):
 		return &apiError{status: http.StatusConflict, code: codeKeyReused, msg: "this idempotency key was used for a different request"}

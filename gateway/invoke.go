@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/jobgate/jobgate/internal/record"
@@ -23,16 +25,51 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) (any, error) {
 	if wait != "" && wait != "scheduled" && wait != "none" {
 		return nil, badRequest("wait must be scheduled or none")
 	}
+	at, err := delayedUntil(r, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if !at.IsZero() {
+		if wait == "scheduled" {
+			return nil, badRequest("a delayed invocation is answered once queued: wait must be none")
+		}
+		wait = "none"
+	}
 	event, err := readEvent(w, r)
 	if err != nil {
 		return nil, err
 	}
-	req := submit.Request{Function: name, Event: event, Source: "API"}
+	req := submit.Request{Function: name, Event: event, Source: "API", At: at}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		req.RequestID = submit.DeriveRequestID("idempotency-key", name, key)
 		req.Fingerprint = submit.Fingerprint(event)
 	}
 	return g.submitAndAnswer(r, req, wait, false)
+}
+
+// delayedUntil reads ?delay_s=N (seconds from now) or ?at=RFC3339: when
+// the invocation is due; zero when neither is given.
+func delayedUntil(r *http.Request, now time.Time) (time.Time, error) {
+	q := r.URL.Query()
+	ds, at := q.Get("delay_s"), q.Get("at")
+	switch {
+	case ds != "" && at != "":
+		return time.Time{}, badRequest("give delay_s or at, not both")
+	case ds != "":
+		n, err := strconv.ParseFloat(ds, 64)
+		if err != nil || n < 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+			return time.Time{}, badRequest("delay_s must be a number of seconds ≥ 0")
+		}
+		n = min(n, 1e9) // ~31 years: refused as too far ahead, without overflowing a Duration
+		return now.Add(time.Duration(n * float64(time.Second))), nil
+	case at != "":
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return time.Time{}, badRequest("at must be an RFC 3339 time, e.g. 2026-11-29T08:00:00Z")
+		}
+		return t, nil
+	}
+	return time.Time{}, nil
 }
 
 // submitAndAnswer submits req and answers per wait: "none" → 202 once

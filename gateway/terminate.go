@@ -38,7 +38,7 @@ func (g *Gateway) terminate(_ http.ResponseWriter, r *http.Request) (any, error)
 	}
 	now := time.Now()
 	msg := "terminated by user before it started"
-	err = g.d.Records.UpdateFrom(ctx, id, []record.Status{record.Pending, record.Scheduling}, record.Update{
+	err = g.d.Records.UpdateFrom(ctx, id, []record.Status{record.Scheduled, record.Pending, record.Scheduling}, record.Update{
 		Status: record.Aborted, StatusCode: record.Ptr(record.CodeRequestCanceled), Message: &msg, EndTime: &now,
 	})
 	if err == nil {

@@ -39,12 +39,45 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case rec.Status.Started():
 		a.log.Info().Msg("already started; redelivery acknowledged")
 		return nil
+	case rec.Status == record.Scheduled:
+		if rec, err = w.due(ctx, rec); err != nil || rec == nil {
+			return err
+		}
 	}
 	err = a.schedule(ctx, rec)
 	if err != nil && !isWait(err) {
 		a.log.Warn().Err(err).Msg("scheduling failed")
 	}
 	return err
+}
+
+// due turns a delayed invocation PENDING once its time has come: asynq
+// hands the task over from the start of the second it is due in, so up
+// to a second is waited out here. nil: it was terminated meanwhile.
+func (w *Worker) due(ctx context.Context, rec *record.Record) (*record.Record, error) {
+	if wait := parseTime(rec.ScheduledTime).Sub(w.now()); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(min(wait, 2*time.Second)):
+		}
+	}
+	err := w.records.UpdateFrom(ctx, rec.RequestId, []record.Status{record.Scheduled}, record.Update{Status: record.Pending})
+	if errors.Is(err, record.ErrStatus) {
+		cur, gerr := w.records.Get(ctx, rec.RequestId)
+		if gerr != nil {
+			return nil, gerr
+		}
+		if cur.Status.Terminal() {
+			return nil, nil // terminated while it waited: acknowledged
+		}
+		return cur, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec.Status = record.Pending
+	return rec, nil
 }
 
 func parseTime(s string) time.Time {

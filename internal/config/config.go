@@ -62,7 +62,13 @@ type Submit struct {
 	// OrphanS: an invocation PENDING and unwritten this long with no live
 	// task (a crash between recording and enqueueing) is queued again.
 	OrphanS int `yaml:"orphan_s,omitempty"`
+	// MaxDelayH bounds how far ahead an invocation may be scheduled
+	// (invoke?delay_s, ?at).
+	MaxDelayH int `yaml:"max_delay_h,omitempty"`
 }
+
+// MaxDelay is Submit.MaxDelayH as a duration.
+func (s Submit) MaxDelay() time.Duration { return time.Duration(s.MaxDelayH) * time.Hour }
 
 // OrphanAfter is Submit.OrphanS as a duration.
 func (s Submit) OrphanAfter() time.Duration { return time.Duration(s.OrphanS) * time.Second }
@@ -177,7 +183,7 @@ func Default() Config {
 		Timezone:   "Asia/Shanghai", // SCF evaluates timers in UTC+8
 		RetentionH: 72,              // SCF keeps async event status 3 days
 		DeadLetter: DeadLetter{RetentionH: 168, Max: 10000},
-		Submit:     Submit{OrphanS: 60},
+		Submit:     Submit{OrphanS: 60, MaxDelayH: 72},
 	}
 }
 

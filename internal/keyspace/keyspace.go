@@ -138,6 +138,10 @@ func (k Keys) BatchMember(fn, trigger, partition, key string) string {
 // real asynq server so an upgrade that moves it fails loudly.
 func AsynqPending(queue string) string { return "asynq:{" + queue + "}:pending" }
 
+// AsynqScheduled is asynq's set of a queue's delayed task ids, scored by
+// when they are due (Unix seconds; internal/base.ScheduledKey).
+func AsynqScheduled(queue string) string { return "asynq:{" + queue + "}:scheduled" }
+
 // AsynqTask is asynq's hash of one task (internal/base.TaskKey).
 func AsynqTask(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 

@@ -28,10 +28,12 @@ return 1`)
 	// (a script is one unit in the AOF and on replicas), and a batch
 	// as a whole. KEYS = per invocation, 7: record, event, index,
 	// function index, pending set (RecordCreate's), asynq task hash, asynq
-	// pending list. ARGV = now (ns), ttl (ms), oldest index member kept,
-	// then per invocation: task id, task message, index member, event,
-	// number of field/value items, those items. A task is written as
-	// asynq's own enqueue script writes it. Returns per invocation 1
+	// pending list (or, for a delayed one, asynq's scheduled set). ARGV =
+	// now (ns), ttl (ms), oldest index member kept, then per invocation:
+	// task id, task message, index member, event, due time (Unix seconds,
+	// 0 = now), its record's ttl (ms, 0 = the shared one), number of
+	// field/value items, those items. A task is written as asynq's own
+	// enqueue (or schedule) script writes it. Returns per invocation 1
 	// (created), 0 (its record existed: nothing written) or 2 (record
 	// created, but a task with its id existed: left as it is, and the
 	// record joins the pending set so the orphan sweeper replaces a dead
@@ -45,15 +47,18 @@ local trimmed = {}
 local a = 4
 for e = 0, #KEYS / 7 - 1 do
   local k = e * 7
-  local id, msg, member, event, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
-  local f = a + 5
+  local id, msg, member, event, due = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local ttl = ARGV[a + 5]
+  if ttl == '0' then ttl = ARGV[2] end
+  local n = tonumber(ARGV[a + 6])
+  local f = a + 7
   a = f + n
   if redis.call('EXISTS', KEYS[k + 1]) == 1 then
     out[e + 1] = 0
   else
     redis.call('HSET', KEYS[k + 1], unpack(ARGV, f, a - 1))
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[2])
-    redis.call('SET', KEYS[k + 2], event, 'PX', ARGV[2])
+    redis.call('PEXPIRE', KEYS[k + 1], ttl)
+    redis.call('SET', KEYS[k + 2], event, 'PX', ttl)
     for i = 3, 4 do
       redis.call('ZADD', KEYS[k + i], 0, member)
       if not trimmed[KEYS[k + i]] then
@@ -65,8 +70,13 @@ for e = 0, #KEYS / 7 - 1 do
       redis.call('ZADD', KEYS[k + 5], ms, string.sub(member, 21))
       out[e + 1] = 2
     else
-      redis.call('HSET', KEYS[k + 6], 'msg', msg, 'state', 'pending', 'pending_since', ARGV[1])
-      redis.call('LPUSH', KEYS[k + 7], id)
+      if due == '0' then
+        redis.call('HSET', KEYS[k + 6], 'msg', msg, 'state', 'pending', 'pending_since', ARGV[1])
+        redis.call('LPUSH', KEYS[k + 7], id)
+      else
+        redis.call('HSET', KEYS[k + 6], 'msg', msg, 'state', 'scheduled')
+        redis.call('ZADD', KEYS[k + 7], due, id)
+      end
       out[e + 1] = 1
     end
   end
@@ -81,7 +91,13 @@ return out`)
 	// nothing was written.
 	SubmitCancel = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('LREM', KEYS[7], 1, ARGV[1]) == 0 then return 0 end
+local queued
+if redis.call('TYPE', KEYS[7]).ok == 'zset' then
+  queued = redis.call('ZREM', KEYS[7], ARGV[1])
+else
+  queued = redis.call('LREM', KEYS[7], 1, ARGV[1])
+end
+if queued == 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])

@@ -11,8 +11,10 @@ import (
 // Status is an invocation's lifecycle state (docs/OPERATIONS.md, "Statuses, retries and dead letters").
 type Status string
 
-// Statuses, in lifecycle order. The last four are SCF's names.
+// Statuses, in lifecycle order. The last four are SCF's names; SCHEDULED
+// (a delayed invocation waiting for its time) is jobgate's, before PENDING.
 const (
+	Scheduled  Status = "SCHEDULED"
 	Pending    Status = "PENDING"
 	Scheduling Status = "SCHEDULING"
 	Running    Status = "RUNNING"
@@ -30,7 +32,7 @@ func (s Status) Started() bool { return s == Running || s.Terminal() }
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool {
 	switch s {
-	case Pending, Scheduling, Running, Finished, Failed, Aborted:
+	case Scheduled, Pending, Scheduling, Running, Finished, Failed, Aborted:
 		return true
 	}
 	return false
@@ -59,6 +61,9 @@ type Record struct {
 	// Attempts are the earlier attempts of a retried invocation, oldest
 	// first; the current one is the record itself.
 	Attempts []AttemptSummary `json:",omitempty"`
+	// ScheduledTime is when a delayed invocation is due (invoke?delay_s,
+	// ?at); empty for the others.
+	ScheduledTime string `json:",omitempty"`
 	// Fingerprint is the hash of the request behind a caller's
 	// idempotency key (submit.Fingerprint); not shown.
 	Fingerprint string `json:"-"`
@@ -119,6 +124,7 @@ func (r *Record) newFields() []any {
 	add("StartTime", r.StartTime, false)
 	add("EndTime", r.EndTime, false)
 	add("Fingerprint", r.Fingerprint, false)
+	add("ScheduledTime", r.ScheduledTime, false)
 	f = append(f, "StatusCode", r.StatusCode, "Attempt", r.Attempt)
 	if r.DurationMs != 0 {
 		f = append(f, "DurationMs", r.DurationMs)
@@ -148,6 +154,7 @@ func fromFields(m map[string]string) *Record {
 		Attempt: atoi("Attempt"), Node: m["Node"], ImageDigest: m["ImageDigest"],
 		EnqueueTime: m["EnqueueTime"], StartTime: m["StartTime"], EndTime: m["EndTime"],
 		DurationMs: atoi64("DurationMs"), MemUsageBytes: atoi64("MemUsageBytes"), Fingerprint: m["Fingerprint"],
+		ScheduledTime: m["ScheduledTime"],
 	}
 	if r.Qualifier == "" {
 		r.Qualifier = DefaultQualifier

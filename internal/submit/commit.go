@@ -44,6 +44,7 @@ type write struct {
 	fresh   bool
 	recs    []record.CreateOp
 	encoded []queue.Encoded
+	due     []int64 // Unix seconds, 0 = now
 	// set by the flush before done is closed
 	results []int64
 	err     error
@@ -162,10 +163,17 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 					p.PExpire(ctx, rec.Keys[0], ttl),
 					p.Set(ctx, rec.Keys[1], rec.Event, ttl),
 					p.ZAdd(ctx, rec.Keys[2], redis.Z{Member: rec.Member}),
-					p.ZAdd(ctx, rec.Keys[3], redis.Z{Member: rec.Member}),
-					// As asynq's enqueue script writes a task.
-					p.HSet(ctx, keyspace.AsynqTask(queue.Name, task.ID), "msg", task.Message, "state", "pending", "pending_since", w.args[0]),
-					p.LPush(ctx, keyspace.AsynqPending(queue.Name), task.ID))
+					p.ZAdd(ctx, rec.Keys[3], redis.Z{Member: rec.Member}))
+				// As asynq's enqueue (or schedule) script writes a task.
+				if at := w.due[j]; at == 0 {
+					freshCmds[i] = append(freshCmds[i],
+						p.HSet(ctx, keyspace.AsynqTask(queue.Name, task.ID), "msg", task.Message, "state", "pending", "pending_since", w.args[0]),
+						p.LPush(ctx, keyspace.AsynqPending(queue.Name), task.ID))
+				} else {
+					freshCmds[i] = append(freshCmds[i],
+						p.HSet(ctx, keyspace.AsynqTask(queue.Name, task.ID), "msg", task.Message, "state", "scheduled"),
+						p.ZAdd(ctx, keyspace.AsynqScheduled(queue.Name), redis.Z{Score: float64(at), Member: task.ID}))
+				}
 				trims[rec.Keys[2]], trims[rec.Keys[3]] = rec.Oldest, rec.Oldest
 			}
 		}
@@ -251,16 +259,24 @@ func newWrite(now time.Time, ttl int64, oldest string, n int, fresh bool) *write
 	}
 }
 
-// add appends one invocation: its record's creation and its first task.
-func (w *write) add(rec record.CreateOp, task queue.Encoded) {
+// add appends one invocation: its record's creation and its first task,
+// due at once (zero due) or at due (asynq's scheduled set).
+func (w *write) add(rec record.CreateOp, task queue.Encoded, due time.Time) {
 	w.keys = append(w.keys, rec.Keys...)
-	w.keys = append(w.keys, keyspace.AsynqTask(queue.Name, task.ID), keyspace.AsynqPending(queue.Name))
-	w.args = append(w.args, task.ID, task.Message, rec.Member, rec.Event, len(rec.Fields))
+	queued, at := keyspace.AsynqPending(queue.Name), int64(0)
+	if !due.IsZero() {
+		// asynq forwards a task once the Unix second it is scored with
+		// has begun: rounded down, the worker waits out the rest.
+		queued, at = keyspace.AsynqScheduled(queue.Name), due.Unix()
+	}
+	w.keys = append(w.keys, keyspace.AsynqTask(queue.Name, task.ID), queued)
+	w.args = append(w.args, task.ID, task.Message, rec.Member, rec.Event, at, rec.TTLms, len(rec.Fields))
 	w.args = append(w.args, rec.Fields...)
 	w.tasks = append(w.tasks, task.ID)
 	w.members = append(w.members, rec.Member)
 	w.recs = append(w.recs, rec)
 	w.encoded = append(w.encoded, task)
+	w.due = append(w.due, at)
 }
 
 // cancelLater keeps trying, in the background, to take back a write the

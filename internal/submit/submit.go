@@ -36,6 +36,8 @@ var (
 	// ErrKeyReused: the caller's idempotency key is already taken by a
 	// different request (its fingerprint differs).
 	ErrKeyReused = errors.New("idempotency key reused with a different request")
+	// ErrBadDelay: a delayed invocation's time is too far ahead.
+	ErrBadDelay = errors.New("bad delay")
 	// ErrBadBatch: a batch's size or total bytes are out of bounds.
 	ErrBadBatch = errors.New("bad batch")
 )
@@ -52,7 +54,8 @@ type Submitter struct {
 	queue   Enqueuer
 	rdb     redis.UniversalClient
 	commits *committer
-	rooms   sync.Map // *config.Function → its event room (room)
+	own     *redis.Client // the committer's client, if it made one (Close)
+	rooms   sync.Map      // *config.Function → its event room (room)
 	now     func() time.Time
 	metrics *metrics.Metrics
 }
@@ -77,9 +80,28 @@ const (
 // attempts' tasks directly, retries through q).
 func New(cfg *config.Config, rdb redis.UniversalClient, records *record.Store, q Enqueuer) *Submitter {
 	s := &Submitter{records: records, queue: q, rdb: rdb, now: time.Now}
-	s.commits = &committer{rdb: rdb, wait: unavailableWait, uncertainWait: uncertainWait, cancel: func(w *write) { cancelLater(rdb, w) }}
+	crdb := rdb
+	if c, ok := rdb.(*redis.Client); ok {
+		// Its own client that never retries by itself: go-redis would
+		// resend a pipeline whose answer was lost and report the resend's
+		// error ("connection refused"), hiding that the first may have
+		// run. The committer retries, knowing which writes are uncertain.
+		o := *c.Options()
+		o.MaxRetries = -1
+		s.own = redis.NewClient(&o)
+		crdb = s.own
+	}
+	s.commits = &committer{rdb: crdb, wait: unavailableWait, uncertainWait: uncertainWait, cancel: func(w *write) { cancelLater(rdb, w) }}
 	s.cfg.Store(cfg)
 	return s
+}
+
+// Close releases the committer's own Redis connections.
+func (s *Submitter) Close() error {
+	if s.own == nil {
+		return nil
+	}
+	return s.own.Close()
 }
 
 // SetConfig makes later submissions use cfg (functions added, removed or
@@ -102,6 +124,9 @@ type Request struct {
 	// hash of what it sent); a duplicate RequestId with another
 	// fingerprint is ErrKeyReused. "" = not checked.
 	Fingerprint string
+	// At delays the invocation until then (SCHEDULED until due); zero
+	// or past = now. At most submit.max_delay_h ahead (ErrBadDelay).
+	At time.Time
 }
 
 // Fingerprint hashes the parts of a request that a reused idempotency key
@@ -165,16 +190,28 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 		id = uuid.NewString()
 	}
 	now := s.now()
+	due := req.At
+	if !due.After(now) {
+		due = time.Time{}
+	} else if limit := cfg.Submit.MaxDelay(); due.Sub(now) > limit {
+		return Result{}, fmt.Errorf("%w: %s is more than submit.max_delay_h (%s) ahead", ErrBadDelay, due.UTC().Format(time.RFC3339), limit)
+	}
 	rec, err := s.newRecord(cfg, fn, id, req, now)
 	if err != nil {
 		return Result{}, err
+	}
+	if !due.IsZero() {
+		rec.Status, rec.ScheduledTime = record.Scheduled, due.UTC().Format(record.TimeFormat)
 	}
 	op, task, err := s.prepare(rec, now, req.Event)
 	if err != nil {
 		return Result{}, err
 	}
+	if !due.IsZero() {
+		op.TTLms += due.Sub(now).Milliseconds() // kept its retention after it is due
+	}
 	w := newWrite(now, op.TTLms, op.Oldest, 1, req.RequestID == "")
-	w.add(op, task)
+	w.add(op, task, due)
 	s.commits.commit(w)
 	if w.err != nil {
 		return Result{}, fmt.Errorf("%w: submit %s: %w", ErrUnavailable, id, w.err)
@@ -277,7 +314,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req BatchRequest) ([]Result
 		if w == nil {
 			w = newWrite(now, op.TTLms, op.Oldest, len(req.Events), req.Key == "")
 		}
-		w.add(op, task)
+		w.add(op, task, time.Time{})
 		recs[i] = rec
 	}
 	// One script, one flush of its own: a batch is already a large write.

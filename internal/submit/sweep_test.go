@@ -41,6 +41,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{cfg: cfg, rdb: rdb, records: record.NewStore(rdb, cfg.Redis.Prefix, cfg.Retention()), insp: asynq.NewInspectorFromRedisClient(rdb)}
 	f.sub = submit.New(cfg, rdb, f.records, asynq.NewClientFromRedisClient(rdb))
+	t.Cleanup(func() { f.sub.Close() })
 	f.sweeper = &submit.Sweeper{Submitter: f.sub, Records: f.records, Tasks: f.insp, Redis: rdb, Keys: keyspace.New(cfg.Redis.Prefix),
 		OrphanAfter: time.Minute, Log: zerolog.Nop(),
 		Now: func(ctx context.Context) (time.Time, error) {

@@ -202,6 +202,7 @@ func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	cfg := s.Config(t, redisAddr, config.Function{Name: "consumer", Image: image(t), Args: []string{"exit", "0"}})
 	st := testenv.StartStackWith(t, s, cfg, nodeOptions())
 	sub := submit.New(cfg, st.Node.Redis(), st.Records, asynq.NewClientFromRedisClient(st.Node.Redis()))
+	t.Cleanup(func() { sub.Close() })
 	deps := func(sink triggers.Sink) sources.Deps {
 		return sources.Deps{Config: cfg, Sink: sink, DeadLetters: deadletter.NewStore(st.Node.Redis(), cfg.Redis.Prefix, deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max}),
 			Redis: st.Node.RedisClient(), Logger: testenv.Logger(t)}

@@ -406,7 +406,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.watcher != nil {
 		errs = append(errs, n.watcher.Close())
 	}
-	errs = append(errs, n.rdb.Close())
+	errs = append(errs, n.sub.Close(), n.rdb.Close())
 	return errors.Join(errs...)
 }
 
