@@ -102,6 +102,13 @@ func TestCLI(t *testing.T) {
 	if code, _, errs = cli("{}\nnot json\n", "invoke", "hello", "--batch", "-"); code != 2 || !strings.Contains(errs, "line 2") {
 		t.Fatalf("invoke --batch with a bad line: %d %s", code, errs)
 	}
+	// --delay: SCHEDULED until then.
+	if code, out, errs = cli("", "invoke", "hello", "--delay", "1h", "-o", "json"); code != 0 || !strings.Contains(out, `"SCHEDULED"`) || !strings.Contains(out, "ScheduledTime") {
+		t.Fatalf("invoke --delay: %d\n%s\n%s", code, out, errs)
+	}
+	if code, _, _ = cli("", "invoke", "hello", "--delay", "1h", "--at", "2030-01-01T00:00:00Z"); code != 2 {
+		t.Fatalf("--delay with --at: exit %d", code)
+	}
 	// Output formats.
 	code, out, _ = cli("", "status", id, "-o", "yaml")
 	if code != 0 || !strings.Contains(out, "RequestId: "+id) {

@@ -182,7 +182,8 @@ func recordRow(r *record.Record) []string {
 var recordHeader = []string{"REQUEST ID", "FUNCTION", "STATUS", "CODE", "ATTEMPT", "ENQUEUED", "DURATION"}
 
 func (c *cli) invokeCmd() *cobra.Command {
-	var data, eventPath, batchPath, wait, key string
+	var data, eventPath, batchPath, wait, key, at string
+	var delay time.Duration
 	cmd := &cobra.Command{
 		Use:   "invoke FUNCTION [--data JSON | --event FILE|- | --batch FILE.ndjson|-] [--wait none|scheduled|finished]",
 		Short: "Invoke a function with an event",
@@ -194,7 +195,8 @@ order; with --idempotency-key K, request i uses the key K:i, so a rerun queues n
 		Example: `  jobgate invoke hello --data '{"name":"world"}'
   jobgate invoke hello --event event.json --wait finished
   echo '{"n":1}' | jobgate invoke hello --event - --wait none -o name
-  jobgate invoke hello --batch events.ndjson --idempotency-key import-2026-11-28`,
+  jobgate invoke hello --batch events.ndjson --idempotency-key import-2026-11-28
+  jobgate invoke hello --delay 10m --data '{"remind":true}'`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if batchPath != "" {
@@ -237,8 +239,23 @@ order; with --idempotency-key K, request i uses the key K:i, so a rerun queues n
 			if wait == "finished" {
 				apiWait = "none"
 			}
+			q := url.Values{}
+			switch {
+			case delay != 0 && at != "":
+				return exitWith(exitUsage, "--delay and --at: choose one")
+			case delay < 0:
+				return exitWith(exitUsage, "--delay must not be negative")
+			case delay > 0:
+				q.Set("delay_s", strconv.FormatFloat(delay.Seconds(), 'f', -1, 64))
+			case at != "":
+				q.Set("at", at)
+			}
+			if len(q) > 0 && wait == "scheduled" {
+				apiWait = "none" // a delayed invocation is answered once queued
+			}
+			q.Set("wait", apiWait)
 			var rec record.Record
-			if err := api.call(cmd.Context(), "POST", "/v1/functions/"+url.PathEscape(a[0])+"/invoke?wait="+apiWait, event, hdr, &rec); err != nil {
+			if err := api.call(cmd.Context(), "POST", "/v1/functions/"+url.PathEscape(a[0])+"/invoke?"+q.Encode(), event, hdr, &rec); err != nil {
 				return err
 			}
 			if wait != "finished" {
@@ -254,6 +271,8 @@ order; with --idempotency-key K, request i uses the key K:i, so a rerun queues n
 	f.StringVar(&batchPath, "batch", "", "many events, one JSON object per line, from a file or - for stdin")
 	f.StringVar(&wait, "wait", "scheduled", "none, scheduled or finished")
 	f.StringVar(&key, "idempotency-key", "", "the same key and event run once")
+	f.DurationVar(&delay, "delay", 0, "run it this much later (SCHEDULED until then), e.g. 90s, 2h")
+	f.StringVar(&at, "at", "", "run it at this time (RFC 3339, e.g. 2026-11-29T08:00:00Z)")
 	return cmd
 }
 

@@ -104,7 +104,7 @@ async function invocationsPage(params) {
     location.hash = "#/invocations?" + p;
   } },
   el("label", {}, "Function ", el("input", { name: "function", value: fn })),
-  el("label", {}, "Status ", el("select", { name: "status" }, ["", "PENDING", "SCHEDULING", "RUNNING", "FINISHED", "FAILED", "TIMEOUT", "ABORTED"]
+  el("label", {}, "Status ", el("select", { name: "status" }, ["", "SCHEDULED", "PENDING", "SCHEDULING", "RUNNING", "FINISHED", "FAILED", "TIMEOUT", "ABORTED"]
     .map((s) => { const o = el("option", { value: s }, s || "any"); if (s === st) o.selected = true; return o; }))),
   el("label", {}, "Within the last ", el("input", { name: "since", value: since, size: 4 }), " minutes"),
   el("button", { type: "submit" }, "Filter"));

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/queue"
+	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 )
@@ -83,6 +84,39 @@ func TestEncodedTasksAreAsynqs(t *testing.T) {
 	}
 	if q, err := f.insp.GetQueueInfo(queue.Name); err != nil || q.Pending != 3 {
 		t.Fatalf("queue info %+v %v", q, err)
+	}
+
+	// A delayed one is written as asynq's schedule writes a task: state
+	// scheduled, in the scheduled set at its Unix second.
+	due := time.Now().Add(time.Hour).Truncate(time.Second)
+	ptask, popts, err := queue.NewInvokeTask(queue.Payload{RequestId: "later-by-asynq", Function: "fn"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asynq.NewClientFromRedisClient(f.rdb).EnqueueContext(ctx, ptask, append(popts, asynq.ProcessAt(due))...); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []submit.Request{{RequestID: "later"}, {}} { // the script and the plain path
+		req.Function, req.Event, req.At = "fn", []byte(`{}`), due
+		res, err := f.sub.Submit(ctx, req)
+		if err != nil || res.Record.Status != record.Scheduled {
+			t.Fatalf("delayed: %+v %v", res, err)
+		}
+		byAsynq, _ := f.rdb.HGetAll(ctx, keyspace.AsynqTask(queue.Name, "later-by-asynq")).Result()
+		ours, _ := f.rdb.HGetAll(ctx, keyspace.AsynqTask(queue.Name, res.Record.RequestId)).Result()
+		if fields(ours) != fields(byAsynq) || ours["state"] != byAsynq["state"] {
+			t.Fatalf("scheduled task %v, asynq writes %v", ours, byAsynq)
+		}
+		info, err := f.insp.GetTaskInfo(queue.Name, res.Record.RequestId)
+		if err != nil || info.State != asynq.TaskStateScheduled || !info.NextProcessAt.Equal(due) {
+			t.Fatalf("asynq reads %+v %v", info, err)
+		}
+		if err := f.insp.DeleteTask(queue.Name, res.Record.RequestId); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.insp.DeleteTask(queue.Name, "later-by-asynq"); err != nil {
+		t.Fatal(err)
 	}
 
 	// asynq's server runs all three.
