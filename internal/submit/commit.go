@@ -102,16 +102,25 @@ func (c *committer) flushWaiting() {
 	}
 }
 
-// flush sends batch as one pipeline and answers each write (closes its
-// done) once it has an outcome. Writes whose connection broke are sent
-// again (the scripts are idempotent by RequestId) within their bounds.
+// flush sends batch as one round trip and answers each write (closes
+// its done) once it has an outcome. Writes whose connection broke are
+// sent again (idempotently: see send) within their bounds, by a
+// goroutine of their own, so that the flushers go on with new writes
+// (which, while Redis stays away, are refused after c.wait).
 func (c *committer) flush(batch []*write) {
-	ctx := context.Background() // each write is answered; none is abandoned half-way
 	start := time.Now()
-	pending := batch
-	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
+	if broken := c.send(context.Background(), batch); len(broken) > 0 {
+		go c.resend(broken, start)
+	}
+}
+
+// resend retries broken writes until Redis answers or their bound
+// (c.wait, or c.uncertainWait for a write that may have run) has passed.
+func (c *committer) resend(pending []*write, start time.Time) {
+	ctx := context.Background() // each write is answered; none is abandoned half-way
+	for delay := 20 * time.Millisecond; len(pending) > 0; delay = min(2*delay, 250*time.Millisecond) {
 		var keep []*write
-		for _, w := range c.send(ctx, pending) {
+		for _, w := range pending {
 			limit := c.wait
 			if w.uncertain {
 				limit = c.uncertainWait
@@ -129,7 +138,7 @@ func (c *committer) flush(batch []*write) {
 			return
 		}
 		time.Sleep(delay)
-		pending = keep
+		pending = c.send(ctx, keep)
 	}
 }
 
@@ -229,7 +238,8 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 		case len(results) < n:
 			w.err = fmt.Errorf("submit script answered %d results for %d invocations", len(results), n)
 		default:
-			w.results, results = results[:n], results[n:]
+			// An earlier attempt's error is over: this one was answered.
+			w.err, w.results, results = nil, results[:n], results[n:]
 		}
 		close(w.done)
 	}

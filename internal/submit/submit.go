@@ -319,6 +319,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req BatchRequest) ([]Result
 	}
 	// One script, one flush of its own: a batch is already a large write.
 	s.commits.flush([]*write{w})
+	<-w.done
 	if w.err != nil {
 		return nil, fmt.Errorf("%w: submit a batch of %d: %w", ErrUnavailable, len(recs), w.err)
 	}
