@@ -2,12 +2,11 @@ package gateway
 
 import (
 	"crypto/subtle"
+	"fmt"
 	"net/http"
 	"strings"
 
-	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
-	"github.com/redis/go-redis/v9"
 )
 
 // adminCookie carries an admin token for asynqmon's pages, which a
@@ -23,15 +22,13 @@ func (g *Gateway) asynqmonHandler() http.Handler {
 			return nil, notFound(codeNotFound, "asynqmon is off (gateway.asynqmon)")
 		})
 	}
-	client, ok := g.d.Redis.(*redis.Client)
-	if !ok {
+	opt, err := g.d.RedisTarget.AsynqOpt()
+	if err != nil {
 		return g.serve(func(_ http.ResponseWriter, r *http.Request) (any, error) {
-			return nil, notFound(codeNotFound, "asynqmon needs a single Redis client")
+			return nil, fmt.Errorf("asynqmon: %w", err)
 		})
 	}
-	o := client.Options()
-	mon := asynqmon.New(asynqmon.Options{RootPath: "/asynqmon", RedisConnOpt: asynq.RedisClientOpt{
-		Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLSConfig}})
+	mon := asynqmon.New(asynqmon.Options{RootPath: "/asynqmon", RedisConnOpt: opt})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if q := r.URL.Query().Get("token"); q != "" && g.adminToken(q) {
 			http.SetCookie(w, &http.Cookie{Name: adminCookie, Value: q, Path: "/asynqmon/", HttpOnly: true,

@@ -26,6 +26,7 @@ import (
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/redisconn"
 	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/internal/submit"
 )
@@ -50,6 +51,7 @@ type Deps struct {
 	// DeadLetters and Redis (for terminate requests to the workers).
 	DeadLetters *deadletter.Store
 	Redis       redis.UniversalClient
+	RedisTarget redisconn.Target // how to reach it (asynqmon's own client)
 	Metrics     *metrics.Metrics
 	Ready       []Check
 	Tokens      []Token          // bearer tokens for /v1; none = open

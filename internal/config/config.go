@@ -48,6 +48,50 @@ type Redis struct {
 	// Prefix namespaces jobgate's own keys (records, logs); asynq's keys
 	// are always "asynq:{queue}:...".
 	Prefix string `yaml:"prefix,omitempty"`
+	// Sentinel or Cluster replace addr/url: a master found through
+	// Sentinel, or a Redis Cluster. username/password_env are the data
+	// nodes' credentials in all three.
+	Sentinel *RedisSentinel `yaml:"sentinel,omitempty"`
+	Cluster  *RedisCluster  `yaml:"cluster,omitempty"`
+	// TLS for every connection (data nodes and sentinels); a rediss://
+	// URL turns it on too.
+	TLS *RedisTLS `yaml:"tls,omitempty"`
+	// WaitReplicas > 0: a submission is answered 202 only once this many
+	// replicas have its write (WAIT), so a failover cannot lose it.
+	WaitReplicas int `yaml:"wait_replicas,omitempty"`
+	// WaitTimeoutMs bounds that wait (default 1000).
+	WaitTimeoutMs int `yaml:"wait_timeout_ms,omitempty"`
+}
+
+// RedisSentinel finds the master named Master through the sentinels.
+type RedisSentinel struct {
+	Master string   `yaml:"master"`
+	Addrs  []string `yaml:"addrs"`
+	// The sentinels' own credentials (requirepass / ACL), if any.
+	Username    string `yaml:"username,omitempty"`
+	PasswordEnv string `yaml:"password_env,omitempty"`
+}
+
+// RedisCluster is a Redis Cluster reached through any of Addrs.
+type RedisCluster struct {
+	Addrs []string `yaml:"addrs"`
+}
+
+// RedisTLS configures TLS to Redis.
+type RedisTLS struct {
+	CAFile             string `yaml:"ca_file,omitempty" json:"ca_file,omitempty"`     // trust these CAs (default: the system's)
+	CertFile           string `yaml:"cert_file,omitempty" json:"cert_file,omitempty"` // client certificate (tls-auth-clients)
+	KeyFile            string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
+	ServerName         string `yaml:"server_name,omitempty" json:"server_name,omitempty"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty" json:"insecure_skip_verify,omitempty"`
+}
+
+// WaitTimeout is how long a submission waits for WaitReplicas.
+func (r Redis) WaitTimeout() time.Duration {
+	if r.WaitTimeoutMs <= 0 {
+		return time.Second
+	}
+	return time.Duration(r.WaitTimeoutMs) * time.Millisecond
 }
 
 // DeadLetter bounds the dead-letter list, so that with Redis's noeviction

@@ -35,6 +35,19 @@ func Resolve(c *Config, name string) error {
 		}
 	}
 	needEnv("redis.password_env", c.Redis.PasswordEnv)
+	if c.Redis.Sentinel != nil {
+		needEnv("redis.sentinel.password_env", c.Redis.Sentinel.PasswordEnv)
+	}
+	if t := c.Redis.TLS; t != nil {
+		for key, f := range map[string]string{"ca_file": t.CAFile, "cert_file": t.CertFile, "key_file": t.KeyFile} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.Stat(f); err != nil {
+				add("redis.tls."+key, "%v", err)
+			}
+		}
+	}
 	if c.Worker.DockerConfig != "" {
 		if _, err := os.Stat(c.Worker.DockerConfig); err != nil {
 			add("worker.docker_config", "%v", err)

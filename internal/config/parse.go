@@ -97,7 +97,7 @@ func Parse(r io.Reader, name string) (*Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return nil, &Error{File: name, Problems: []Problem{{Message: err.Error()}}}
 	}
-	if cfg.Redis.Addr == "" && cfg.Redis.URL == "" {
+	if cfg.Redis.Addr == "" && cfg.Redis.URL == "" && cfg.Redis.Sentinel == nil && cfg.Redis.Cluster == nil {
 		cfg.Redis.Addr = DefaultRedisAddr
 	}
 	probs := cfg.decodeTriggers()

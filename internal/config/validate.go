@@ -28,6 +28,14 @@ func (c *Config) validate() []Problem {
 	if c.Redis.Addr != "" && c.Redis.URL != "" {
 		add("redis", "set addr or url, not both")
 	}
+	if c.Redis.Sentinel != nil || c.Redis.Cluster != nil {
+		if c.Redis.Addr != "" || c.Redis.URL != "" || (c.Redis.Sentinel != nil && c.Redis.Cluster != nil) {
+			add("redis", "set one of addr/url, sentinel or cluster")
+		}
+		if c.Redis.Cluster != nil && c.Redis.DB != 0 {
+			add("redis.db", "Redis Cluster has only db 0")
+		}
+	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		add("timezone", "unknown time zone %q", c.Timezone)
 	}

@@ -54,8 +54,8 @@ type Submitter struct {
 	queue   Enqueuer
 	rdb     redis.UniversalClient
 	commits *committer
-	own     *redis.Client // the committer's client, if it made one (Close)
-	rooms   sync.Map      // *config.Function → its event room (room)
+	own     redis.UniversalClient // the committer's client, if it has its own (Close)
+	rooms   sync.Map              // *config.Function → its event room (room)
 	now     func() time.Time
 	metrics *metrics.Metrics
 }
@@ -93,6 +93,17 @@ func New(cfg *config.Config, rdb redis.UniversalClient, records *record.Store, q
 	}
 	s.commits = &committer{rdb: crdb, wait: unavailableWait, uncertainWait: uncertainWait, cancel: func(w *write) { cancelLater(rdb, w) }}
 	s.cfg.Store(cfg)
+	return s
+}
+
+// WithCommitClient makes group commits go through c, a client built
+// never to resend by itself (redisconn.NoRetries); the submitter closes
+// it. Without it, New derives one from a single-node client.
+func (s *Submitter) WithCommitClient(c redis.UniversalClient) *Submitter {
+	if s.own != nil {
+		s.own.Close()
+	}
+	s.own, s.commits.rdb = c, c
 	return s
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/redisconn"
 	"github.com/jobgate/jobgate/triggers"
 )
 
@@ -37,7 +38,7 @@ type Source struct {
 	triggers.Lifecycle
 	d        *triggers.Deliverer
 	o        config.QueueTrigger
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	consumer string
 	// ownFrom is where re-reading our own pending entries continues; ""
 	// once they are done and new entries (">") are read.
@@ -50,26 +51,26 @@ var _ triggers.Source = (*Source)(nil)
 
 // New builds the source; jobgate's own Redis is used unless the trigger
 // names another (addr/url).
-func New(d *triggers.Deliverer, o config.QueueTrigger, jobgateRedis *redis.Options, node string) (*Source, error) {
-	opt := *jobgateRedis
+func New(d *triggers.Deliverer, o config.QueueTrigger, jobgateRedis redisconn.Target, node string) (*Source, error) {
+	target := jobgateRedis
 	switch {
 	case o.URL != "":
-		u, err := redis.ParseURL(o.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis_stream %s/%s: %w", d.Function, d.Trigger, err)
-		}
-		opt = *u
+		target = redisconn.Target{URL: o.URL}
 	case o.Addr != "":
-		opt = redis.Options{Addr: o.Addr}
+		target = redisconn.Target{Addr: o.Addr}
 	}
 	if o.PasswordEnv != "" {
-		opt.Password = os.Getenv(o.PasswordEnv)
+		target.Password = os.Getenv(o.PasswordEnv)
+	}
+	rdb, err := target.Client()
+	if err != nil {
+		return nil, fmt.Errorf("redis_stream %s/%s: %w", d.Function, d.Trigger, err)
 	}
 	consumer := o.Consumer
 	if consumer == "" {
 		consumer = node // stable across restarts: our pending entries come back to us
 	}
-	s := &Source{d: d, o: o, rdb: redis.NewClient(&opt), consumer: consumer, ownFrom: "0"}
+	s := &Source{d: d, o: o, rdb: rdb, consumer: consumer, ownFrom: "0"}
 	s.Init(d, func(ctx context.Context) {
 		d.Pump(ctx, s, o.Batch.Max, time.Duration(o.Batch.WaitMs)*time.Millisecond, s.SetHealth)
 	}, s.rdb.Close)

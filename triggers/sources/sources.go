@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jobgate/jobgate/internal/metrics"
+	"github.com/jobgate/jobgate/internal/redisconn"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -25,7 +26,8 @@ type Deps struct {
 	Config      *config.Config
 	Sink        triggers.Sink
 	DeadLetters *deadletter.Store
-	Redis       *redis.Client // jobgate's
+	Redis       redis.UniversalClient // jobgate's
+	RedisTarget redisconn.Target      // how to reach it (a redis_stream trigger's own client)
 	Logger      zerolog.Logger
 	Metrics     *metrics.Metrics // nil: none
 }
@@ -69,7 +71,7 @@ func One(d Deps, fn string, tr config.Trigger) (triggers.Source, error) {
 	switch tr.Type {
 	case config.TriggerRedisStream:
 		del.Kind, del.Source = "RedisStream", "TRIGGER_REDIS_STREAM"
-		return redisstream.New(del, o, d.Redis.Options(), d.Config.Worker.Node)
+		return redisstream.New(del, o, d.RedisTarget, d.Config.Worker.Node)
 	case config.TriggerKafka:
 		del.Kind, del.Source = "Ckafka", "TRIGGER_CKAFKA"
 		return kafka.New(del, o)

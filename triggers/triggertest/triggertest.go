@@ -205,7 +205,7 @@ func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	t.Cleanup(func() { sub.Close() })
 	deps := func(sink triggers.Sink) sources.Deps {
 		return sources.Deps{Config: cfg, Sink: sink, DeadLetters: deadletter.NewStore(st.Node.Redis(), cfg.Redis.Prefix, deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max}),
-			Redis: st.Node.RedisClient(), Logger: testenv.Logger(t)}
+			Redis: st.Node.Redis(), RedisTarget: st.Node.RedisTarget(), Logger: testenv.Logger(t)}
 	}
 	first := &faultySink{inner: sub, broker: b, tr: tr, t: t, failAfter: true}
 	src, err := sources.One(deps(first), "consumer", parsed(t, cfg, tr))

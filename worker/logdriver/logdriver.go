@@ -19,9 +19,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/containerd/runtime/v2/logging"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/jobgate/jobgate/internal/logstore"
+	"github.com/jobgate/jobgate/internal/redisconn"
 	"github.com/jobgate/jobgate/worker/stub"
 )
 
@@ -34,37 +34,13 @@ const maxLine = 64 << 10
 // Settings tell the driver where to write. They are passed by file, not on
 // the command line, so the Redis password is not visible in ps.
 type Settings struct {
-	RedisAddr   string `json:"redis_addr,omitempty"`
-	RedisURL    string `json:"redis_url,omitempty"`
-	RedisDB     int    `json:"redis_db,omitempty"`
-	Username    string `json:"username,omitempty"`
-	Password    string `json:"password,omitempty"`
-	Prefix      string `json:"prefix"`
-	RetentionMs int64  `json:"retention_ms"`
-	MaxBytes    int64  `json:"max_bytes"`
+	Redis       redisconn.Target `json:"redis"`
+	Prefix      string           `json:"prefix"`
+	RetentionMs int64            `json:"retention_ms"`
+	MaxBytes    int64            `json:"max_bytes"`
 	// RunDirs holds provisioned instances' run directories: a pooled
 	// container's output goes under the instance id it was released to.
 	RunDirs string `json:"run_dirs,omitempty"`
-}
-
-// redisOptions connects as the worker does: the URL (with its TLS and
-// options) when there is one, the username and password from the config
-// (password_env) over the URL's.
-func (s Settings) redisOptions() (*redis.Options, error) {
-	if s.RedisURL == "" {
-		return &redis.Options{Addr: s.RedisAddr, DB: s.RedisDB, Username: s.Username, Password: s.Password}, nil
-	}
-	opt, err := redis.ParseURL(s.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
-	}
-	if s.Username != "" {
-		opt.Username = s.Username
-	}
-	if s.Password != "" {
-		opt.Password = s.Password
-	}
-	return opt, nil
 }
 
 // WriteSettings stores s at path, readable by root only.
@@ -103,11 +79,10 @@ func run(ctx context.Context, settingsPath string, cfg *logging.Config, ready fu
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return fmt.Errorf("jobgate logger: settings: %w", err)
 	}
-	opt, err := s.redisOptions()
+	rdb, err := s.Redis.Client()
 	if err != nil {
 		return fmt.Errorf("jobgate logger: %w", err)
 	}
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	store := logstore.NewStore(rdb, s.Prefix, time.Duration(s.RetentionMs)*time.Millisecond, s.MaxBytes)
 

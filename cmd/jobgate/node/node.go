@@ -27,6 +27,7 @@ import (
 	"github.com/jobgate/jobgate/internal/logstore"
 	"github.com/jobgate/jobgate/internal/metrics"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/redisconn"
 	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/triggers"
@@ -59,7 +60,8 @@ type Options struct {
 type Node struct {
 	cfg     *config.Config
 	opts    Options
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
+	target  redisconn.Target
 	watcher *record.Watcher
 	Gateway *gateway.Gateway
 	Timers  *timer.Timers
@@ -80,26 +82,6 @@ type Node struct {
 	srcDeps    sources.Deps
 	sourceKeys []string // per Sources[i]: its trigger's identity and options (reloadKey)
 	started    context.Context
-}
-
-// RedisOptions turns the config into go-redis options.
-func RedisOptions(c config.Redis) (*redis.Options, error) {
-	var o *redis.Options
-	if c.URL != "" {
-		var err error
-		if o, err = redis.ParseURL(c.URL); err != nil {
-			return nil, fmt.Errorf("redis url: %w", err)
-		}
-	} else {
-		o = &redis.Options{Addr: c.Addr, DB: c.DB}
-	}
-	if c.Username != "" {
-		o.Username = c.Username
-	}
-	if c.PasswordEnv != "" {
-		o.Password = os.Getenv(c.PasswordEnv)
-	}
-	return o, nil
 }
 
 // TokensFromEnv reads JOBGATE_TOKENS (comma-separated "token" or
@@ -125,11 +107,19 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	if o.Role != RoleAll && o.Role != RoleGateway && o.Role != RoleWorker {
 		return nil, fmt.Errorf("unknown role %q (all, gateway or worker)", o.Role)
 	}
-	ro, err := RedisOptions(cfg.Redis)
+	target := redisconn.Resolve(cfg.Redis)
+	rdb, err := target.Client()
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, opts: o, rdb: redis.NewClient(ro)}
+	// The submit path's own client never resends by itself: it must know
+	// whether a write whose answer was lost may have run (submit.New).
+	commitRDB, err := target.Client(redisconn.NoRetries)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	n := &Node{cfg: cfg, opts: o, rdb: rdb, target: target}
 	records := record.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention())
 	logs := logstore.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention(), cfg.Worker.LogMaxBytes)
 	m := metrics.New(n.rdb, cfg.Redis.Prefix)
@@ -142,7 +132,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			dlqLog.Warn().Str("function", fn).Str("reason", reason).Int("count", count).Strs("request_ids", ids).Msg("dead letters dropped by the list's bounds")
 		},
 	})
-	sub := submit.New(cfg, n.rdb, records, asynq.NewClientFromRedisClient(n.rdb)).WithMetrics(m)
+	sub := submit.New(cfg, n.rdb, records, asynq.NewClientFromRedisClient(n.rdb)).WithCommitClient(commitRDB).WithMetrics(m)
 	n.sub = sub
 	n.Sweeper = &submit.Sweeper{Submitter: sub, Records: records, Tasks: asynq.NewInspectorFromRedisClient(n.rdb), Redis: n.rdb,
 		Keys: keyspace.New(cfg.Redis.Prefix), OrphanAfter: cfg.Submit.OrphanAfter(), Log: o.Logger.With().Str("component", "sweeper").Logger()}
@@ -151,12 +141,11 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	if o.Role != RoleGateway {
 		n.Worker, err = worker.New(ctx, worker.Deps{Config: cfg, Redis: n.rdb, Records: records, Logs: logs,
 			DeadLetters: dlq, Submitter: sub, Metrics: m, Logger: o.Logger, Clock: o.Clock},
-			// The URL carries TLS (rediss://) and its options: the log
-			// driver connects as the worker does.
-			logdriver.Settings{RedisURL: cfg.Redis.URL, RedisAddr: ro.Addr, RedisDB: ro.DB, Username: ro.Username, Password: ro.Password,
-				Prefix: cfg.Redis.Prefix, RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
+			// The log driver connects as the worker does (topology, TLS,
+			// credentials).
+			logdriver.Settings{Redis: target, Prefix: cfg.Redis.Prefix, RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
 		if err != nil {
-			n.rdb.Close()
+			n.closeRedis()
 			return nil, err
 		}
 		ready = append(ready, gateway.Check{Name: "containerd", Fn: n.Worker.Runtime().Ping})
@@ -165,26 +154,26 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	if o.Role != RoleWorker {
 		tokens, err := gateway.ParseTokens(o.Tokens)
 		if err != nil {
-			n.rdb.Close()
+			n.closeRedis()
 			return nil, err
 		}
 		n.Gateway = gateway.New(gateway.Deps{
-			Config: cfg, Submitter: sub, Records: records, Logs: logs, DeadLetters: dlq, Redis: n.rdb, Metrics: m,
+			Config: cfg, Submitter: sub, Records: records, Logs: logs, DeadLetters: dlq, Redis: n.rdb, RedisTarget: target, Metrics: m,
 			Ready: ready, Tokens: tokens, Logger: o.Logger, Now: o.Clock.Now,
 		})
 		hts, err := httptrigger.Triggers(cfg)
 		if err != nil {
-			n.rdb.Close()
+			n.closeRedis()
 			return nil, err
 		}
 		n.Gateway.MountHTTPTriggers(hts)
 		if n.Timers, err = timer.New(cfg, sub, n.rdb, o.Logger, o.Clock); err != nil {
-			n.rdb.Close()
+			n.closeRedis()
 			return nil, err
 		}
-		n.srcDeps = sources.Deps{Config: cfg, Sink: sub, DeadLetters: dlq, Redis: n.rdb, Logger: o.Logger, Metrics: m}
+		n.srcDeps = sources.Deps{Config: cfg, Sink: sub, DeadLetters: dlq, Redis: n.rdb, RedisTarget: target, Logger: o.Logger, Metrics: m}
 		if n.Sources, n.sourceKeys, err = buildSources(n.srcDeps); err != nil {
-			n.rdb.Close()
+			n.closeRedis()
 			return nil, err
 		}
 		n.setTriggerChecks()
@@ -338,7 +327,7 @@ func (n *Node) setTriggerChecks() {
 // the gateway.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis %s: %w", n.rdb.Options().Addr, err)
+		return fmt.Errorf("redis (%s): %w", n.target, err)
 	}
 	if n.Worker != nil {
 		if err := n.Worker.Start(ctx); err != nil {
@@ -410,8 +399,16 @@ func (n *Node) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// closeRedis releases the node's Redis clients when New fails.
+func (n *Node) closeRedis() {
+	if n.sub != nil {
+		n.sub.Close()
+	}
+	n.rdb.Close()
+}
+
 // Redis returns the node's Redis client.
 func (n *Node) Redis() redis.UniversalClient { return n.rdb }
 
-// RedisClient returns the node's Redis client with its options.
-func (n *Node) RedisClient() *redis.Client { return n.rdb }
+// RedisTarget says how the node reaches Redis (for clients of its own).
+func (n *Node) RedisTarget() redisconn.Target { return n.target }

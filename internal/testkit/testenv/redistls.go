@@ -28,6 +28,14 @@ import (
 // test's own).
 func StartRedisTLS(t testing.TB, password string) string {
 	t.Helper()
+	addr, _ := StartRedisTLSServer(t, password)
+	return fmt.Sprintf("rediss://:%s@%s/0?skip_verify=true", password, addr)
+}
+
+// StartRedisTLSServer is StartRedisTLS returning the server's address and
+// the file of its certificate (a CA to trust, for clients that verify).
+func StartRedisTLSServer(t testing.TB, password string) (addr, caFile string) {
+	t.Helper()
 	bin, err := need("redis-server")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +68,7 @@ func StartRedisTLS(t testing.TB, password string) string {
 	}); err != nil {
 		t.Fatalf("redis-server (tls) on %s did not come up: %v", srv.Addr, err)
 	}
-	return url
+	return srv.Addr, cert
 }
 
 func selfSigned(certPath, keyPath string) error {

@@ -1,0 +1,226 @@
+// Package redisconn builds every Redis client jobgate uses — gateway,
+// worker, triggers, timers, the log driver, asynqmon — from the one
+// `redis:` config block: a single node (addr or url), a master found
+// through Sentinel, or a Redis Cluster, each with TLS and ACL users.
+package redisconn
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobgate/jobgate/internal/config"
+)
+
+// Mode names a topology.
+const (
+	ModeSingle   = "single"
+	ModeSentinel = "sentinel"
+	ModeCluster  = "cluster"
+)
+
+// Target is the config block resolved: passwords read from the
+// environment. It is what the log driver receives (in a root-only file:
+// it runs under containerd's shim, without jobgate's environment).
+type Target struct {
+	URL      string           `json:"url,omitempty"`
+	Addr     string           `json:"addr,omitempty"`
+	DB       int              `json:"db,omitempty"`
+	Username string           `json:"username,omitempty"`
+	Password string           `json:"password,omitempty"`
+	Sentinel *Sentinel        `json:"sentinel,omitempty"`
+	Cluster  []string         `json:"cluster,omitempty"`
+	TLS      *config.RedisTLS `json:"tls,omitempty"`
+}
+
+// Sentinel is a resolved redis.sentinel block.
+type Sentinel struct {
+	Master   string   `json:"master"`
+	Addrs    []string `json:"addrs"`
+	Username string   `json:"username,omitempty"`
+	Password string   `json:"password,omitempty"`
+}
+
+// Resolve reads the passwords the block names from the environment.
+func Resolve(c config.Redis) Target {
+	t := Target{URL: c.URL, Addr: c.Addr, DB: c.DB, Username: c.Username, TLS: c.TLS}
+	if c.PasswordEnv != "" {
+		t.Password = os.Getenv(c.PasswordEnv)
+	}
+	if s := c.Sentinel; s != nil {
+		t.Sentinel = &Sentinel{Master: s.Master, Addrs: s.Addrs, Username: s.Username}
+		if s.PasswordEnv != "" {
+			t.Sentinel.Password = os.Getenv(s.PasswordEnv)
+		}
+	}
+	if c.Cluster != nil {
+		t.Cluster = c.Cluster.Addrs
+	}
+	if t.URL == "" && t.Addr == "" && t.Sentinel == nil && t.Cluster == nil {
+		t.Addr = config.DefaultRedisAddr
+	}
+	return t
+}
+
+// Mode is the target's topology.
+func (t Target) Mode() string {
+	switch {
+	case t.Sentinel != nil:
+		return ModeSentinel
+	case len(t.Cluster) > 0:
+		return ModeCluster
+	}
+	return ModeSingle
+}
+
+// String names the target without its credentials.
+func (t Target) String() string {
+	switch t.Mode() {
+	case ModeSentinel:
+		return fmt.Sprintf("sentinel master %s via %s", t.Sentinel.Master, strings.Join(t.Sentinel.Addrs, ","))
+	case ModeCluster:
+		return "cluster " + strings.Join(t.Cluster, ",")
+	}
+	if t.URL != "" {
+		if u, err := url.Parse(t.URL); err == nil {
+			return u.Redacted()
+		}
+		return "(unparsable url)"
+	}
+	return t.Addr
+}
+
+// Option adjusts a client.
+type Option func(*redis.UniversalOptions)
+
+// NoRetries makes a client report a failed command instead of resending
+// it: for callers that must know whether a write may have run.
+func NoRetries(o *redis.UniversalOptions) { o.MaxRetries = -1 }
+
+// PoolSize sets the connections per node.
+func PoolSize(n int) Option { return func(o *redis.UniversalOptions) { o.PoolSize = n } }
+
+// Options is the target as go-redis universal options.
+func (t Target) Options(opts ...Option) (*redis.UniversalOptions, error) {
+	o := &redis.UniversalOptions{Username: t.Username, Password: t.Password, DB: t.DB}
+	switch t.Mode() {
+	case ModeSentinel:
+		if t.Sentinel.Master == "" || len(t.Sentinel.Addrs) == 0 {
+			return nil, errors.New("redis sentinel: master and addrs are required")
+		}
+		o.MasterName, o.Addrs = t.Sentinel.Master, t.Sentinel.Addrs
+		o.SentinelUsername, o.SentinelPassword = t.Sentinel.Username, t.Sentinel.Password
+	case ModeCluster:
+		if t.DB != 0 {
+			return nil, errors.New("redis cluster: only db 0 exists")
+		}
+		o.Addrs = t.Cluster
+	default:
+		if t.URL != "" {
+			u, err := redis.ParseURL(t.URL)
+			if err != nil {
+				return nil, fmt.Errorf("redis url: %w", err)
+			}
+			o.Addrs, o.DB, o.TLSConfig = []string{u.Addr}, u.DB, u.TLSConfig
+			o.Username, o.Password = u.Username, u.Password
+			o.Protocol, o.ClientName = u.Protocol, u.ClientName
+			o.MaxRetries, o.PoolSize, o.MinIdleConns = u.MaxRetries, u.PoolSize, u.MinIdleConns
+			o.DialTimeout, o.ReadTimeout, o.WriteTimeout = u.DialTimeout, u.ReadTimeout, u.WriteTimeout
+			// The block's credentials win over the URL's.
+			if t.Username != "" {
+				o.Username = t.Username
+			}
+			if t.Password != "" {
+				o.Password = t.Password
+			}
+		} else {
+			o.Addrs = []string{t.Addr}
+		}
+	}
+	if t.TLS != nil {
+		c, err := tlsConfig(*t.TLS, o.TLSConfig)
+		if err != nil {
+			return nil, err
+		}
+		o.TLSConfig = c
+	}
+	for _, f := range opts {
+		f(o)
+	}
+	return o, nil
+}
+
+// tlsConfig builds the TLS settings; base (a rediss:// URL's) supplies
+// the server name when the block does not.
+func tlsConfig(c config.RedisTLS, base *tls.Config) (*tls.Config, error) {
+	out := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify}
+	if base != nil {
+		if out.ServerName == "" {
+			out.ServerName = base.ServerName
+		}
+		out.InsecureSkipVerify = out.InsecureSkipVerify || base.InsecureSkipVerify
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis tls ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redis tls ca_file %s: no PEM certificate in it", c.CAFile)
+		}
+		out.RootCAs = pool
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, errors.New("redis tls: cert_file and key_file go together")
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis tls client certificate: %w", err)
+		}
+		out.Certificates = []tls.Certificate{cert}
+	}
+	return out, nil
+}
+
+// Client connects to the target: a *redis.Client (single node, or the
+// Sentinel-found master: go-redis follows a failover) or a
+// *redis.ClusterClient.
+func (t Target) Client(opts ...Option) (redis.UniversalClient, error) {
+	o, err := t.Options(opts...)
+	if err != nil {
+		return nil, err
+	}
+	switch t.Mode() {
+	case ModeSentinel:
+		return redis.NewFailoverClient(o.Failover()), nil
+	case ModeCluster:
+		return redis.NewClusterClient(o.Cluster()), nil
+	}
+	return redis.NewClient(o.Simple()), nil
+}
+
+// AsynqOpt is the target as asynq connection options (for what builds
+// its own client from them: asynqmon).
+func (t Target) AsynqOpt() (asynq.RedisConnOpt, error) {
+	o, err := t.Options()
+	if err != nil {
+		return nil, err
+	}
+	switch t.Mode() {
+	case ModeSentinel:
+		return asynq.RedisFailoverClientOpt{MasterName: o.MasterName, SentinelAddrs: o.Addrs,
+			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword, Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLSConfig}, nil
+	case ModeCluster:
+		return asynq.RedisClusterClientOpt{Addrs: o.Addrs, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig}, nil
+	}
+	return asynq.RedisClientOpt{Addr: o.Addrs[0], Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLSConfig}, nil
+}

@@ -1,0 +1,222 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SentinelMaster is the name the sentinels of StartSentinelGroup monitor.
+const SentinelMaster = "jobgate"
+
+// SentinelGroup is a private Redis master, its replica and three
+// sentinels (quorum 2), from Debian's redis-server.
+type SentinelGroup struct {
+	Nodes     []*RedisServer // [0] the first master, [1] its replica
+	Sentinels []*RedisServer
+}
+
+// StartSentinelGroup starts a master, a replica and three sentinels that
+// declare the master down after 1 s, all stopped at t's cleanup.
+func StartSentinelGroup(t testing.TB) *SentinelGroup {
+	t.Helper()
+	g := &SentinelGroup{}
+	for i := 0; i < 2; i++ {
+		port := FreePort(t)
+		args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
+			"--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--daemonize", "no"}
+		if i > 0 {
+			args = append(args, "--replicaof", "127.0.0.1", strings.Split(g.Nodes[0].Addr, ":")[1])
+		}
+		g.Nodes = append(g.Nodes, startServer(t, port, args))
+	}
+	host, port, _ := strings.Cut(g.Nodes[0].Addr, ":")
+	for i := 0; i < 3; i++ {
+		sp := FreePort(t)
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		body := fmt.Sprintf("port %[1]d\nbind 127.0.0.1\ndir %[2]s\ndaemonize no\n"+
+			"sentinel monitor %[3]s %[4]s %[5]s 2\nsentinel down-after-milliseconds %[3]s 1000\n"+
+			"sentinel failover-timeout %[3]s 4000\nsentinel parallel-syncs %[3]s 1\n", sp, dir, SentinelMaster, host, port)
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		g.Sentinels = append(g.Sentinels, startServer(t, sp, []string{conf, "--sentinel"}))
+	}
+	ctx := context.Background()
+	if err := waitFor(30*time.Second, func() error {
+		if err := g.replicaSynced(ctx, g.Nodes[1].Addr); err != nil {
+			return err
+		}
+		// Every sentinel knows the replica and the other sentinels.
+		for _, s := range g.Sentinels {
+			c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
+			m, err := c.Master(ctx, SentinelMaster).Result()
+			c.Close()
+			if err != nil {
+				return err
+			}
+			if m["num-other-sentinels"] != "2" || m["num-slaves"] != "1" {
+				return fmt.Errorf("sentinel %s: %s other sentinels, %s replicas", s.Addr, m["num-other-sentinels"], m["num-slaves"])
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("sentinel group did not form: %v", err)
+	}
+	return g
+}
+
+func startServer(t testing.TB, port int, args []string) *RedisServer {
+	t.Helper()
+	srv := &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), args: args}
+	if err := srv.start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(srv.Kill) })
+	return srv
+}
+
+// SentinelAddrs are the sentinels' addresses.
+func (g *SentinelGroup) SentinelAddrs() []string {
+	var out []string
+	for _, s := range g.Sentinels {
+		out = append(out, s.Addr)
+	}
+	return out
+}
+
+// Master is the master's address as a sentinel reports it.
+func (g *SentinelGroup) Master(ctx context.Context) (string, error) {
+	var errs []error
+	for _, s := range g.Sentinels {
+		c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
+		hp, err := c.GetMasterAddrByName(ctx, SentinelMaster).Result()
+		c.Close()
+		if err == nil {
+			return hp[0] + ":" + hp[1], nil
+		}
+		errs = append(errs, err)
+	}
+	return "", errors.Join(errs...)
+}
+
+// Failover asks a sentinel to promote the replica (SENTINEL FAILOVER).
+func (g *SentinelGroup) Failover(ctx context.Context) error {
+	c := redis.NewSentinelClient(&redis.Options{Addr: g.Sentinels[0].Addr})
+	defer c.Close()
+	return c.Failover(ctx, SentinelMaster).Err()
+}
+
+// Node is the data node at addr.
+func (g *SentinelGroup) Node(addr string) *RedisServer {
+	for _, n := range g.Nodes {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	return nil
+}
+
+// replicaSynced reports whether the node at addr is a replica whose link
+// to its master is up.
+func (g *SentinelGroup) replicaSynced(ctx context.Context, addr string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_link_status:up") {
+		return fmt.Errorf("%s is not a synced replica", addr)
+	}
+	return nil
+}
+
+// WaitSynced waits until the node that is not the master is a synced
+// replica again (after a failover, the old master rejoins as one).
+func (g *SentinelGroup) WaitSynced(t testing.TB, d time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	if err := waitFor(d, func() error {
+		m, err := g.Master(ctx)
+		if err != nil {
+			return err
+		}
+		for _, n := range g.Nodes {
+			if n.Addr != m {
+				if err := g.replicaSynced(ctx, n.Addr); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("sentinel group: replica not synced: %v", err)
+	}
+}
+
+// RedisCluster is a private Redis Cluster.
+type RedisCluster struct {
+	Nodes []*RedisServer
+}
+
+// StartRedisCluster starts masters × (1 + replicas) cluster nodes and
+// joins them with `redis-cli --cluster create`, stopped at t's cleanup.
+func StartRedisCluster(t testing.TB, masters, replicas int) *RedisCluster {
+	t.Helper()
+	cli, err := need("redis-cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &RedisCluster{}
+	for i := 0; i < masters*(1+replicas); i++ {
+		port := FreePort(t)
+		c.Nodes = append(c.Nodes, startServer(t, port, []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+			"--dir", t.TempDir(), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+			"--maxmemory-policy", "noeviction", "--daemonize", "no"}))
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	args = append(args, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	if err := waitFor(30*time.Second, func() error {
+		for _, n := range c.Nodes {
+			r := redis.NewClient(&redis.Options{Addr: n.Addr})
+			info, err := r.ClusterInfo(ctx).Result()
+			r.Close()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "cluster_state:ok") {
+				return fmt.Errorf("%s: cluster not ok", n.Addr)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("redis cluster did not form: %v", err)
+	}
+	return c
+}
+
+// Addrs are the nodes' addresses.
+func (c *RedisCluster) Addrs() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.Addr)
+	}
+	return out
+}
