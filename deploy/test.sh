@@ -18,6 +18,7 @@ bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 phase "go vet ./..."
 go vet ./...
 go vet -tags chaos ./internal/testkit/chaos
+go vet -tags fleet ./internal/testkit/fleet
 phase "staticcheck ./..."
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 phase "build jobgate and jobgate-logger once for every test binary"
@@ -33,6 +34,10 @@ phase "go test ./..."
 # (the broker crash tests spend most of their minute waiting for asynq's
 # lease recovery).
 go test -count=1 -p 4 -parallel 4 -timeout 20m "$@" ./...
+# The fleet suite on its own (it runs six jobgate processes and three
+# containerds, and measures recovery times): docs/SCALING.md.
+phase "fleet suite (Sentinel: 3 workers, 2 gateways)"
+go test -tags fleet -count=1 -timeout 15m -run '^TestSentinelFleet$' ./internal/testkit/fleet
 # Fuzz targets (their seeds already ran above as tests): 10 s of new
 # inputs each. A finding fails the run and is written to the package's
 # testdata/fuzz/, where it stays as a regression test once committed.

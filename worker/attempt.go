@@ -525,6 +525,7 @@ func (a *attempt) complete(ctx context.Context, o outcome) {
 		err := a.recordEnd(tctx, o, &s)
 		cancel()
 		if err == nil {
+			w.ends.add(a.id, recentEnd{attempt: a.n, started: a.started, o: o, at: w.now()})
 			break
 		}
 		if try == 0 {

@@ -68,6 +68,7 @@ type Worker struct {
 	claims   *claims
 	pool     warmSource
 	runners  *runners
+	ends     *recentEnds // ends recorded lately (ends.go)
 	ooms     *oomTracker
 	// Lifecycle.
 	pools *warmPool
@@ -169,8 +170,8 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		log:     d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
 		now:     time.Now,
 		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), node: cfg.Worker.Node, retention: cfg.Retention()},
-		runners: &runners{m: map[string]*attempt{}},
-		ooms:    &oomTracker{m: map[string]bool{}},
+		runners: &runners{m: map[string]*attempt{}}, ends: &recentEnds{m: map[string]recentEnd{}},
+		ooms: &oomTracker{m: map[string]bool{}},
 	}
 	w.conf.Store(cfg)
 	w.degraded = degraded
@@ -270,6 +271,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		ttl: time.Duration(w.config().Worker.LeaseS) * time.Second, log: w.log.With().Str("part", "lease").Logger()}
 	w.group.Go(lease.run)
 	w.group.Go(w.sweepLost)
+	w.group.Go(w.checkEnds)
 	listening, err := w.control.Listen(w.group.Context(), func(id string) { w.deliverStop(w.group.Context(), id) })
 	if err != nil {
 		return err

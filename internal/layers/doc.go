@@ -31,4 +31,4 @@ var Layers = []Layer{
 }
 
 // TestSupport may import any package; no package of Layers may import it.
-var TestSupport = []string{"internal/testkit/testenv", "internal/testkit/testjob", "internal/testkit/testjob/body", "internal/testkit/chaos", "deploy/kubernetes", "deploy/systemd", "triggers/triggertest", "bench", "bench/cmd/loadgen", "bench/cmd/httpfloor", "internal/layers"}
+var TestSupport = []string{"internal/testkit/testenv", "internal/testkit/testjob", "internal/testkit/testjob/body", "internal/testkit/chaos", "internal/testkit/fleet", "deploy/kubernetes", "deploy/systemd", "triggers/triggertest", "bench", "bench/cmd/loadgen", "bench/cmd/httpfloor", "internal/layers"}

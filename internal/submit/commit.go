@@ -66,7 +66,13 @@ type committer struct {
 	// for Redis to say (a resend is idempotent), and after that cancel
 	// takes it back.
 	uncertainWait time.Duration
-	cancel        func(w *write)
+	cancel        func(w *write, only []int)
+	// replicas > 0: a flush is answered only once that many replicas
+	// confirmed it (WAIT, on the connection that wrote it, bounded by
+	// replicaTimeout); writes they did not confirm are answered
+	// ErrUnavailable and taken back (cancel).
+	replicas       int
+	replicaTimeout time.Duration
 
 	mu       sync.Mutex
 	waiting  []*write
@@ -130,7 +136,7 @@ func (c *committer) resend(pending []*write, start time.Time) {
 				continue
 			}
 			if w.uncertain && c.cancel != nil {
-				c.cancel(w)
+				c.cancel(w, nil)
 			}
 			close(w.done)
 		}
@@ -161,7 +167,15 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 	}
 	freshCmds := make([][]redis.Cmder, len(fresh))
 	var script *redis.Cmd
-	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	var on redis.Cmdable = c.rdb
+	var conn *redis.Conn
+	if c.replicas > 0 {
+		// WAIT counts the replicas that have this connection's writes.
+		conn = c.rdb.(interface{ Conn() *redis.Conn }).Conn()
+		defer conn.Close()
+		on = conn
+	}
+	_, err := on.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, keyspace.AsynqQueues, queue.Name)
 		trims := map[string]string{}
 		for i, w := range fresh {
@@ -223,7 +237,6 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 				w.results[j] = 1
 			}
 		}
-		close(w.done)
 	}
 	var results []int64
 	if script != nil {
@@ -241,9 +254,47 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 			// An earlier attempt's error is over: this one was answered.
 			w.err, w.results, results = nil, results[:n], results[n:]
 		}
+	}
+	if conn != nil {
+		c.confirmReplicated(ctx, conn, batch)
+	}
+	for _, w := range batch {
 		close(w.done)
 	}
 	return nil
+}
+
+// ErrNotReplicated: a write landed on the master, but fewer replicas
+// than redis.wait_replicas confirmed it in time; it was taken back.
+var ErrNotReplicated = errors.New("not confirmed by enough replicas")
+
+// confirmReplicated waits for c.replicas to have conn's writes. If fewer
+// confirm in time, the invocations the batch created are answered
+// ErrNotReplicated and taken back: a failover now could lose them, and
+// the sender, told 503, sends again.
+func (c *committer) confirmReplicated(ctx context.Context, conn *redis.Conn, batch []*write) {
+	n, err := conn.Wait(ctx, c.replicas, c.replicaTimeout).Result()
+	if err == nil && n >= int64(c.replicas) {
+		return
+	}
+	why := fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, c.replicas, c.replicaTimeout)
+	if err != nil {
+		why = fmt.Errorf("%w: wait: %w", ErrNotReplicated, err)
+	}
+	for _, w := range batch {
+		if w.err != nil {
+			continue
+		}
+		var created []int
+		for i, r := range w.results {
+			if r == 1 {
+				created = append(created, i)
+			}
+		}
+		if w.err = why; len(created) > 0 && c.cancel != nil {
+			c.cancel(w, created)
+		}
+	}
 }
 
 // neverSent: the command did not leave this process (no connection).
@@ -293,10 +344,15 @@ func (w *write) add(rec record.CreateOp, task queue.Encoded, due time.Time) {
 // sender was told failed (503) though it may have landed, until Redis
 // answers (or for an hour, or until the client is closed). A task a
 // worker already took is left to run.
-func cancelLater(rdb redis.UniversalClient, w *write) {
+func cancelLater(rdb redis.UniversalClient, w *write, only []int) {
+	if only == nil {
+		for i := range w.tasks {
+			only = append(only, i)
+		}
+	}
 	go func() {
 		ctx := context.Background()
-		for i := range w.tasks {
+		for _, i := range only {
 			keys := w.keys[7*i : 7*i+7]
 			for end, delay := time.Now().Add(time.Hour), 100*time.Millisecond; time.Now().Before(end); delay = min(2*delay, time.Second) {
 				err := keyspace.SubmitCancel.Run(ctx, rdb, keys, w.tasks[i], w.members[i]).Err()

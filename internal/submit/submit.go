@@ -80,25 +80,18 @@ const (
 // attempts' tasks directly, retries through q).
 func New(cfg *config.Config, rdb redis.UniversalClient, records *record.Store, q Enqueuer) *Submitter {
 	s := &Submitter{records: records, queue: q, rdb: rdb, now: time.Now}
-	crdb := rdb
-	if c, ok := rdb.(*redis.Client); ok {
-		// Its own client that never retries by itself: go-redis would
-		// resend a pipeline whose answer was lost and report the resend's
-		// error ("connection refused"), hiding that the first may have
-		// run. The committer retries, knowing which writes are uncertain.
-		o := *c.Options()
-		o.MaxRetries = -1
-		s.own = redis.NewClient(&o)
-		crdb = s.own
-	}
-	s.commits = &committer{rdb: crdb, wait: unavailableWait, uncertainWait: uncertainWait, cancel: func(w *write) { cancelLater(rdb, w) }}
+	s.commits = &committer{rdb: rdb, wait: unavailableWait, uncertainWait: uncertainWait, cancel: func(w *write, only []int) { cancelLater(rdb, w, only) },
+		replicas: cfg.Redis.WaitReplicas, replicaTimeout: cfg.Redis.WaitTimeout()}
 	s.cfg.Store(cfg)
 	return s
 }
 
 // WithCommitClient makes group commits go through c, a client built
-// never to resend by itself (redisconn.NoRetries); the submitter closes
-// it. Without it, New derives one from a single-node client.
+// never to resend by itself (redisconn.NoRetries): go-redis would resend
+// a pipeline whose answer was lost and report the resend's error
+// ("connection refused"), hiding that the first may have run; the
+// committer retries itself, knowing which writes are uncertain. The
+// submitter closes c. Without it, commits share rdb.
 func (s *Submitter) WithCommitClient(c redis.UniversalClient) *Submitter {
 	if s.own != nil {
 		s.own.Close()

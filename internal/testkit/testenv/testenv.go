@@ -163,16 +163,7 @@ func start() (*Services, error) {
 		return nil, err
 	}
 
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), s.Containerd, s.Containerd+".ttrpc")
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
+	if err := writeContainerdConfig(dir, s.Containerd); err != nil {
 		return nil, err
 	}
 	s.ctdBin = ctdBin
@@ -188,32 +179,59 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 // startContainerd runs containerd on the services' config and waits
 // until it answers.
 func (s *Services) startContainerd() error {
-	logf, err := os.OpenFile(filepath.Join(s.dir, "containerd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	ctd, err := runContainerd(s.ctdBin, s.dir, s.Containerd)
 	if err != nil {
 		return err
-	}
-	defer logf.Close()
-	ctd := exec.Command(s.ctdBin, "--config", filepath.Join(s.dir, "config.toml"))
-	ctd.Stdout, ctd.Stderr = logf, logf
-	ctd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := ctd.Start(); err != nil {
-		return fmt.Errorf("start containerd: %w", err)
 	}
 	s.mu.Lock()
 	s.ctd = ctd
 	s.mu.Unlock()
+	return nil
+}
+
+// writeContainerdConfig writes dir/config.toml: a containerd with its
+// root, state and socket of its own under dir.
+func writeContainerdConfig(dir, socket string) error {
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc")
+	return os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600)
+}
+
+// runContainerd starts containerd on dir/config.toml (logging to
+// dir/containerd.log) and waits until it answers on socket.
+func runContainerd(bin, dir, socket string) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(filepath.Join(dir, "containerd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	ctd := exec.Command(bin, "--config", filepath.Join(dir, "config.toml"))
+	ctd.Stdout, ctd.Stderr = logf, logf
+	ctd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := ctd.Start(); err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
 	if err := waitFor(20*time.Second, func() error {
-		rt, err := jgruntime.New(context.Background(), jgruntime.Options{Address: s.Containerd, Namespace: "probe"})
+		rt, err := jgruntime.New(context.Background(), jgruntime.Options{Address: socket, Namespace: "probe"})
 		if err != nil {
 			return err
 		}
 		defer rt.Close()
 		return rt.Ping(context.Background())
 	}); err != nil {
-		log, _ := os.ReadFile(filepath.Join(s.dir, "containerd.log"))
-		return fmt.Errorf("containerd did not come up: %v\n%s", err, log)
+		_ = ctd.Process.Kill()
+		_ = ctd.Wait()
+		log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
+		return nil, fmt.Errorf("containerd did not come up: %v\n%s", err, log)
 	}
-	return nil
+	return ctd, nil
 }
 
 // RestartContainerd SIGKILLs the shared containerd and starts it again on

@@ -22,6 +22,10 @@
 //	ignoreterm     ignore SIGTERM (as a PID 1 without a handler would)
 //	post URL       POST the event to URL (headers X-Request-Id, X-Attempt),
 //	               retrying for up to a minute until it answers 2xx
+//	hold URL DUR   POST to URL (same headers) a body that streams for DUR,
+//	               then ends: the receiver sees the run's start, and its end
+//	               when the body completes or the process dies (the kernel
+//	               closes the connection)
 //
 // With no arguments it prints the event.
 package main
@@ -30,6 +34,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -79,6 +84,16 @@ func main() {
 			fmt.Println(string(b))
 		case "post":
 			if err := post(next(&i)); err != nil {
+				fmt.Fprintln(os.Stderr, "body:", err)
+				os.Exit(2)
+			}
+		case "hold":
+			url := next(&i)
+			d, err := time.ParseDuration(next(&i))
+			if err == nil {
+				err = hold(url, d)
+			}
+			if err != nil {
 				fmt.Fprintln(os.Stderr, "body:", err)
 				os.Exit(2)
 			}
@@ -192,4 +207,33 @@ func post(url string) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// hold streams a request body to url for d: a byte every 50 ms, then the
+// end of the body.
+func hold(url string, d time.Duration) error {
+	r, w := io.Pipe()
+	go func() {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if _, err := w.Write([]byte{'.'}); err != nil {
+				return
+			}
+		}
+		w.Close()
+	}()
+	req, err := http.NewRequest(http.MethodPost, url, r)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Request-Id", os.Getenv("JOBGATE_REQUEST_ID"))
+	req.Header.Set("X-Attempt", os.Getenv("JOBGATE_ATTEMPT"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("hold %s: %w", url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("hold %s: %s", url, resp.Status)
+	}
+	return nil
 }

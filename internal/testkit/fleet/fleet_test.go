@@ -1,0 +1,544 @@
+//go:build fleet
+
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/redisconn"
+	"github.com/jobgate/jobgate/internal/submit"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testjob"
+)
+
+var report = flag.String("fleet.report", "", "write the failure table into this Markdown file (between its fleet markers)")
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// runs is where every job reports (the body's `hold`): a run starts when
+// its request arrives and ends when its body ends — completely, or cut
+// off when the job's process died.
+type runs struct {
+	mu     sync.Mutex
+	active map[string]int // RequestId → runs in progress
+	most   map[string]int // RequestId → most runs at once
+	done   map[string]int // RequestId → runs that completed
+	cut    map[string]int // RequestId → runs cut off
+}
+
+func (c *runs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("X-Request-Id")
+	c.mu.Lock()
+	c.active[id]++
+	c.most[id] = max(c.most[id], c.active[id])
+	c.mu.Unlock()
+	_, err := io.Copy(io.Discard, r.Body)
+	c.mu.Lock()
+	c.active[id]--
+	if err == nil {
+		c.done[id]++
+	} else {
+		c.cut[id]++
+	}
+	c.mu.Unlock()
+}
+
+func (c *runs) of(id string) (done, cut, most int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done[id], c.cut[id], c.most[id]
+}
+
+// worker is one host: its containerd and its `jobgate serve --role worker`.
+type worker struct {
+	name  string
+	host  *testenv.Host
+	cfg   *config.Config
+	serve *testenv.Serve
+	proxy *testenv.Proxy // its way to Redis, when it has one of its own
+}
+
+type fleet struct {
+	t        *testing.T
+	s        *testenv.Services
+	g        *testenv.SentinelGroup
+	col      *runs
+	fns      []config.Function
+	workers  []*worker
+	gateways []string // base URLs
+	gwServes []*testenv.Serve
+	rdb      redis.UniversalClient
+	records  *record.Store
+	client   *http.Client
+	rows     []row
+}
+
+// row is one fault's line in the failure table.
+type row struct {
+	fault                               string
+	accepted, once, lost, twice, refuse int
+	recover                             time.Duration
+	note                                string
+}
+
+func setup(t *testing.T) *fleet {
+	s := testenv.Shared(t)
+	f := &fleet{t: t, s: s, col: &runs{active: map[string]int{}, most: map[string]int{}, done: map[string]int{}, cut: map[string]int{}},
+		client: &http.Client{Timeout: time.Minute}}
+	srv := httptest.NewServer(f.col)
+	t.Cleanup(srv.Close)
+	ref := s.Registry + "/fleet/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	f.g = testenv.StartSentinelGroup(t)
+	retry := 2
+	f.fns = []config.Function{
+		{Name: "short", Image: ref, Args: []string{"hold", srv.URL, "200ms"}, Network: "host", MemoryMB: 64, Retry: config.Retry{Max: &retry, DelayS: 1}},
+		// Two fit a worker (capacity_mb): six spread over all three.
+		{Name: "long", Image: ref, Args: []string{"hold", srv.URL, "10s"}, Network: "host", MemoryMB: 512, Retry: config.Retry{Max: &retry, DelayS: 1}},
+	}
+	var ready sync.WaitGroup
+	f.workers = make([]*worker, 3)
+	for i := range f.workers {
+		ready.Add(1)
+		go func() {
+			defer ready.Done()
+			w := &worker{name: fmt.Sprintf("w%d", i+1), host: s.StartHost(t)}
+			w.cfg = f.config()
+			w.cfg.Containerd.Address, w.cfg.Containerd.Namespace = w.host.Containerd, w.host.Namespace
+			w.cfg.Worker.Node, w.cfg.Worker.StateDir = w.name, w.host.StateDir
+			f.workers[i] = w
+		}()
+	}
+	ready.Wait()
+	for _, w := range f.workers {
+		f.startWorker(w)
+	}
+	for range 2 {
+		f.startGateway(0)
+	}
+	target := redisconn.Resolve(f.config().Redis)
+	var err error
+	if f.rdb, err = target.Client(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.rdb.Close() })
+	f.records = record.NewStore(f.rdb, "jobgate", f.config().Retention())
+	return f
+}
+
+// config is a fleet member's config (over the Sentinel group).
+func (f *fleet) config() *config.Config {
+	cfg := f.s.Config(f.t, "", f.fns...)
+	cfg.Redis = config.Redis{Prefix: "jobgate", Sentinel: &config.RedisSentinel{Master: testenv.SentinelMaster, Addrs: f.g.SentinelAddrs()}}
+	cfg.Worker.Concurrency, cfg.Worker.CapacityMB = 8, 1024
+	cfg.Worker.LeaseS, cfg.Worker.NodeLostS = 6, 4
+	return cfg
+}
+
+func (f *fleet) startWorker(w *worker) {
+	w.serve = f.s.StartServe(f.t, testenv.WriteConfig(f.t, w.cfg), "worker", "")
+}
+
+// startGateway starts a gateway with redis.wait_replicas n.
+func (f *fleet) startGateway(n int) {
+	cfg := f.config()
+	cfg.Redis.WaitReplicas, cfg.Redis.WaitTimeoutMs = n, 500
+	port := testenv.FreePort(f.t)
+	cfg.Gateway.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	f.gwServes = append(f.gwServes, f.s.StartServe(f.t, testenv.WriteConfig(f.t, cfg), "gateway", url))
+	f.gateways = append(f.gateways, url)
+}
+
+// stop ends a serve process (SIGTERM, or SIGKILL) and waits for it.
+func stop(s *testenv.Serve, sig syscall.Signal) {
+	_ = s.Cmd.Process.Signal(sig)
+	_, _ = s.Cmd.Process.Wait()
+}
+
+// invoke sends one invocation to gateway gw with an Idempotency-Key and
+// returns its RequestId and the answer's status (0: no answer).
+func (f *fleet) invoke(gw int, fn, key string) (string, int) {
+	req, _ := http.NewRequest(http.MethodPost, f.gateways[gw%len(f.gateways)]+"/v1/functions/"+fn+"/invoke?wait=none", bytes.NewReader([]byte(`{}`)))
+	req.Header.Set("Idempotency-Key", key)
+	id := submit.DeriveRequestID("idempotency-key", fn, key)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return id, 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return id, resp.StatusCode
+}
+
+// settle waits until every id has a terminal record (or none, if absent
+// long enough: then it counts as lost) and returns the records.
+func (f *fleet) settle(ids []string, d time.Duration) map[string]*record.Record {
+	out := map[string]*record.Record{}
+	deadline := time.Now().Add(d)
+	for {
+		open := 0
+		for _, id := range ids {
+			if r := out[id]; r != nil && r.Status.Terminal() {
+				continue
+			}
+			r, err := f.records.Get(context.Background(), id)
+			if err == nil {
+				out[id] = r
+				if r.Status.Terminal() {
+					continue
+				}
+			}
+			open++
+		}
+		if open == 0 || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// tally checks accepted ids against their records and runs.
+func (f *fleet) add(t *testing.T, r row) {
+	t.Logf("%s: accepted %d, once %d, lost %d, twice %d, refused %d, recovered after %s; %s", r.fault, r.accepted, r.once, r.lost, r.twice, r.refuse,
+		r.recover.Round(100*time.Millisecond), r.note)
+	f.rows = append(f.rows, r)
+}
+
+func (f *fleet) tally(fault string, ids []string, recs map[string]*record.Record) row {
+	r := row{fault: fault, accepted: len(ids)}
+	for _, id := range ids {
+		rec := recs[id]
+		done, _, most := f.col.of(id)
+		switch {
+		case rec == nil:
+			r.lost++
+		case rec.Status != record.Finished:
+			f.t.Errorf("%s: %s ended %s (%s)", fault, id, rec.Status, rec.Message)
+		}
+		if done == 1 {
+			r.once++
+		}
+		if done > 1 || most > 1 {
+			r.twice++
+		}
+	}
+	return r
+}
+
+func TestSentinelFleet(t *testing.T) {
+	f := setup(t)
+	t.Run("load spread", f.loadSpread)
+	t.Run("partition", f.partition)
+	t.Run("host loss", f.hostLoss)
+	t.Run("failover without wait_replicas", func(t *testing.T) { f.failover(t, 0) })
+	t.Run("failover with wait_replicas 1", func(t *testing.T) { f.failover(t, 1) })
+	if *report != "" {
+		if err := writeReport(*report, f.rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// 600 jobs through both gateways: every worker runs a share, each job
+// runs once.
+func (f *fleet) loadSpread(t *testing.T) {
+	const n, producers = 600, 12
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := p; i < n; i += producers {
+				var code int
+				if ids[i], code = f.invoke(i, "short", fmt.Sprintf("spread-%d", i)); code != http.StatusAccepted {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d invocations not accepted", failed.Load(), n)
+	}
+	start := time.Now()
+	recs := f.settle(ids, 5*time.Minute)
+	r := f.tally("none (600 jobs, 3 workers, 2 gateways)", ids, recs)
+	r.note = fmt.Sprintf("all ran within %.0f s of the last 202; share: ", time.Since(start).Seconds())
+	share := map[string]int{}
+	for _, rec := range recs {
+		share[rec.Node]++
+	}
+	for _, w := range f.workers {
+		r.note += fmt.Sprintf("%s %d ", w.name, share[w.name])
+		// Each of three workers with free slots takes work: a third each
+		// on average; a quarter of that is far below any fair spread.
+		if share[w.name] < n/12 {
+			t.Errorf("%s ran %d of %d jobs", w.name, share[w.name], n)
+		}
+	}
+	f.add(t, r)
+	if r.lost > 0 || r.twice > 0 || r.once != n {
+		t.Fatalf("%+v", r)
+	}
+}
+
+// runningOn submits n long jobs and waits until at least one runs on the
+// victim; it returns their ids and the victim's.
+func (f *fleet) runningOn(t *testing.T, tag string, n int, victim string) (ids, onVictim []string) {
+	for i := range n {
+		id, code := f.invoke(i, "long", fmt.Sprintf("%s-%d", tag, i))
+		if code != http.StatusAccepted {
+			t.Fatalf("invoke: %d", code)
+		}
+		ids = append(ids, id)
+	}
+	testenv.Eventually(t, 2*time.Minute, "a long job running on "+victim, func() bool {
+		onVictim = onVictim[:0]
+		for _, id := range ids {
+			r, err := f.records.Get(context.Background(), id)
+			if err == nil && r.Status == record.Running && r.Node == victim {
+				onVictim = append(onVictim, id)
+			}
+		}
+		return len(onVictim) > 0
+	})
+	return ids, onVictim
+}
+
+// takesWork sends short jobs until one runs on w (a worker just started
+// must be seen to take work before a test depends on it).
+func (f *fleet) takesWork(t *testing.T, w *worker) {
+	for i := 0; ; i++ {
+		id, code := f.invoke(i, "short", fmt.Sprintf("probe-%s-%d-%d", w.name, time.Now().UnixNano(), i))
+		if code != http.StatusAccepted {
+			t.Fatalf("probe: %d", code)
+		}
+		if rec := f.settle([]string{id}, time.Minute)[id]; rec != nil && rec.Node == w.name {
+			return
+		}
+		if i == 30 {
+			t.Fatalf("%s took none of %d jobs; its output:\n%s", w.name, i+1, w.serve.Out.String())
+		}
+	}
+}
+
+// A worker cut off from Redis (its own TCP proxy) while its jobs run
+// fences them; the others retry them; no job runs twice at once.
+func (f *fleet) partition(t *testing.T) {
+	w := f.workers[2]
+	master, err := f.g.Master(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This worker reaches the master through a proxy (not Sentinel: the
+	// sentinels would hand it the master's real address).
+	stop(w.serve, syscall.SIGTERM)
+	w.proxy = testenv.StartProxy(t, master)
+	cut := *w.cfg
+	cut.Redis = config.Redis{Prefix: "jobgate", Addr: w.proxy.Addr}
+	w.serve = f.s.StartServe(t, testenv.WriteConfig(t, &cut), "worker", "")
+	f.takesWork(t, w)
+
+	ids, victims := f.runningOn(t, "partition", 6, w.name)
+	start := time.Now()
+	w.proxy.Cut()
+	recs := f.settle(ids, 3*time.Minute)
+	r := f.tally(fmt.Sprintf("partition %s from Redis (%d of 6 jobs on it)", w.name, len(victims)), ids, recs)
+	r.recover = time.Since(start)
+	for _, id := range victims {
+		rec := recs[id]
+		if rec == nil || rec.Node == w.name || rec.Attempt < 2 {
+			t.Errorf("%s (was on %s): %+v, want retried elsewhere", id, w.name, rec)
+		}
+		if _, cut, _ := f.col.of(id); cut == 0 {
+			t.Errorf("%s: its run on %s was not stopped (fenced)", id, w.name)
+		}
+	}
+	f.add(t, r)
+	if r.lost > 0 || r.twice > 0 || r.once != len(ids) {
+		t.Errorf("%+v", r)
+	}
+	// Back on the Sentinel config for what follows.
+	w.proxy.Restore()
+	stop(w.serve, syscall.SIGTERM)
+	f.startWorker(w)
+}
+
+// A host lost at once (worker, containerd, shims, jobs): its jobs end
+// NodeLost and run again on the others; nothing stays RUNNING.
+func (f *fleet) hostLoss(t *testing.T) {
+	w := f.workers[0]
+	ids, victims := f.runningOn(t, "hostloss", 6, w.name)
+	start := time.Now()
+	stop(w.serve, syscall.SIGKILL)
+	w.host.Kill()
+	recs := f.settle(ids, 3*time.Minute)
+	r := f.tally(fmt.Sprintf("SIGKILL host %s: worker, containerd, shims (%d of 6 jobs on it)", w.name, len(victims)), ids, recs)
+	r.recover = time.Since(start)
+	for _, id := range victims {
+		if rec := recs[id]; rec == nil || rec.Node == w.name || rec.Attempt < 2 {
+			t.Errorf("%s (was on %s): %+v, want retried elsewhere", id, w.name, rec)
+		}
+	}
+	f.add(t, r)
+	if r.lost > 0 || r.twice > 0 || r.once != len(ids) {
+		t.Errorf("%+v", r)
+	}
+	f.workers = f.workers[1:]
+}
+
+// Events arrive through both gateways while Redis fails over twice: a
+// SENTINEL FAILOVER, then the new master SIGKILLed (and restarted to
+// rejoin as a replica). Gateways answer 503 during a switch and recover
+// by themselves; with wait_replicas 1 no accepted event is lost.
+func (f *fleet) failover(t *testing.T, waitReplicas int) {
+	for _, s := range f.gwServes {
+		stop(s, syscall.SIGTERM)
+	}
+	f.gwServes, f.gateways = nil, nil
+	for range 2 {
+		f.startGateway(waitReplicas)
+	}
+	ctx := context.Background()
+	type answer struct {
+		id   string
+		code int
+		at   time.Time
+	}
+	var (
+		mu      sync.Mutex
+		answers []answer
+		ok      atomic.Int64
+		stopped atomic.Bool
+	)
+	var load sync.WaitGroup
+	for p := range 3 {
+		load.Add(1)
+		go func() {
+			defer load.Done()
+			for i := 0; !stopped.Load(); i++ {
+				id, code := f.invoke(p, "short", fmt.Sprintf("failover-%d-%d-%d", waitReplicas, p, i))
+				if code == http.StatusAccepted {
+					ok.Add(1)
+				}
+				mu.Lock()
+				answers = append(answers, answer{id, code, time.Now()})
+				mu.Unlock()
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+	}
+	accepted := func(more int64) {
+		target := ok.Load() + more
+		testenv.Eventually(t, 2*time.Minute, "invocations accepted", func() bool { return ok.Load() >= target })
+	}
+	accepted(20)
+	first, err := f.g.Master(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faults := []time.Time{time.Now()}
+	if err := f.g.Failover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, "the switch", func() bool { m, err := f.g.Master(ctx); return err == nil && m != first })
+	accepted(20)
+	f.g.WaitSynced(t, time.Minute)
+	second, _ := f.g.Master(ctx)
+	faults = append(faults, time.Now())
+	f.g.Node(second).Kill()
+	testenv.Eventually(t, time.Minute, "the sentinels to promote the replica", func() bool { m, err := f.g.Master(ctx); return err == nil && m != second })
+	f.g.Node(second).Start(t)
+	f.g.WaitSynced(t, time.Minute)
+	accepted(20)
+	stopped.Store(true)
+	load.Wait()
+
+	var ids []string
+	refused, ranAnyway, other := 0, 0, 0
+	var lastBad time.Time
+	for _, a := range answers {
+		switch a.code {
+		case http.StatusAccepted:
+			ids = append(ids, a.id)
+		case http.StatusServiceUnavailable:
+			refused++
+			lastBad = a.at
+		default:
+			other++
+			lastBad = a.at
+		}
+	}
+	if other > 0 {
+		t.Errorf("%d answers neither 202 nor 503", other)
+	}
+	recs := f.settle(ids, 3*time.Minute)
+	for _, a := range answers {
+		if a.code != http.StatusAccepted {
+			if done, _, _ := f.col.of(a.id); done > 0 {
+				ranAnyway++
+			}
+		}
+	}
+	r := f.tally(fmt.Sprintf("Redis failover ×2 (switchover, master SIGKILL), wait_replicas %d", waitReplicas), ids, recs)
+	r.refuse = refused
+	if !lastBad.IsZero() {
+		r.recover = lastBad.Sub(faults[1])
+		if lastBad.Before(faults[1]) {
+			r.recover = lastBad.Sub(faults[0])
+		}
+	}
+	r.note = fmt.Sprintf("%d refused yet ran", ranAnyway)
+	f.add(t, r)
+	for _, id := range ids {
+		if rec := recs[id]; rec != nil && !rec.Status.Terminal() {
+			t.Errorf("%s still %s", id, rec.Status)
+		}
+	}
+	if waitReplicas > 0 && r.lost > 0 {
+		t.Errorf("wait_replicas %d: %d accepted invocations lost", waitReplicas, r.lost)
+	}
+}
+
+// writeReport puts the table between the file's fleet markers.
+func writeReport(path string, rows []row) error {
+	const begin, end = "<!-- fleet:begin -->", "<!-- fleet:end -->"
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(raw)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %s … %s markers", path, begin, end)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\nMeasured %s by `task fleet` (internal/testkit/fleet).\n\n", begin, time.Now().UTC().Format("2006-01-02"))
+	b.WriteString("| fault | accepted | ran once | lost | ran twice | refused (503) | recovered after | notes |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %.1f s | %s |\n", r.fault, r.accepted, r.once, r.lost, r.twice, r.refuse, r.recover.Seconds(), strings.TrimSpace(r.note))
+	}
+	return os.WriteFile(path, []byte(s[:i]+b.String()+s[j:]), 0o644)
+}
