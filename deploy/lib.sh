@@ -66,3 +66,15 @@ YML
   echo $! > "$STATE/registry/pid"
   wait_until 15 curl -fsS "http://$REGISTRY_ADDR/v2/"
 }
+
+# suite_binaries: build jobgate and its log driver once into a temporary
+# directory (removed at exit) for a test suite's subprocesses, and export
+# it as JOBGATE_TEST_BINDIR. cgo off: the binaries are static.
+suite_binaries() {
+  export CGO_ENABLED=0
+  SUITE_BINDIR=$(mktemp -d)
+  trap 'rm -rf "$SUITE_BINDIR"' EXIT
+  go build -o "$SUITE_BINDIR/jobgate" ./cmd/jobgate
+  go build -trimpath -ldflags='-s -w' -o "$SUITE_BINDIR/jobgate-logger" ./cmd/jobgate-logger
+  export JOBGATE_TEST_BINDIR=$SUITE_BINDIR
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/queue"
+	"github.com/jobgate/jobgate/internal/record"
 )
 
 // ClusterView is GET /v1/cluster: the queue by state, the workers (their
@@ -64,21 +65,24 @@ func (g *Gateway) cluster(_ http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	view.Running = len(ids)
-	cmds := make([]*redis.StringCmd, len(ids))
+	// The set holds SCHEDULING invocations too (on a node, not yet
+	// running): counted by their status.
+	cmds := make([]*redis.SliceCmd, len(ids))
 	if _, err := g.d.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.HGet(ctx, keys.Record(id), "Node")
+			cmds[i] = p.HMGet(ctx, keys.Record(id), "Node", "Status")
 		}
 		return nil
 	}); err != nil && err != redis.Nil {
 		return nil, err
 	}
 	for _, c := range cmds {
-		name := c.Val()
-		if name == "" {
+		v := c.Val()
+		name, _ := v[0].(string)
+		if status, _ := v[1].(string); name == "" || status != string(record.Running) {
 			continue
 		}
+		view.Running++
 		if nodes[name] == nil {
 			nodes[name] = &NodeView{Node: name} // running there, lease gone: a lost node
 		}

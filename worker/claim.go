@@ -48,3 +48,9 @@ func (c *claims) keep(ctx context.Context, id string) error {
 func (c *claims) drop(ctx context.Context, id string) {
 	_ = c.rdb.Del(ctx, c.keys.Claim(id)).Err()
 }
+
+// release gives up a claim held by node (this one, or a lost one), and
+// leaves one another node holds.
+func (c *claims) release(ctx context.Context, id, node string) {
+	_ = keyspace.ClaimRelease.Run(ctx, c.rdb, []string{c.keys.Claim(id)}, node).Err()
+}

@@ -55,6 +55,38 @@ func (r *recentEnds) get(id string, attempt int) (recentEnd, bool) {
 	return e, ok && e.attempt == attempt
 }
 
+// inflight counts the task deliveries being handled here, by RequestId:
+// a SCHEDULING record of this node with none is one whose scheduling was
+// cut short (Redis away when it would have been put back to PENDING).
+type inflight struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (f *inflight) enter(id string) {
+	f.mu.Lock()
+	f.m[id]++
+	f.mu.Unlock()
+}
+
+func (f *inflight) leave(id string) {
+	f.mu.Lock()
+	if f.m[id]--; f.m[id] <= 0 {
+		delete(f.m, id)
+	}
+	f.mu.Unlock()
+}
+
+// unlessIn runs do unless id is being handled; no delivery of id starts
+// meanwhile.
+func (f *inflight) unlessIn(id string, do func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[id] == 0 {
+		do()
+	}
+}
+
 // checkEnds runs checkEndsOnce every endsCheckEvery.
 func (w *Worker) checkEnds(ctx context.Context) {
 	t := time.NewTicker(endsCheckEvery)
@@ -77,7 +109,9 @@ func (w *Worker) checkEnds(ctx context.Context) {
 // attempt; one found so twice in a row (the same attempt) has lost its
 // end: it is recorded again from memory, or, if this worker does not
 // remember it (it restarted since), ended as lost and retried per its
-// function's policy. It returns this check's suspects.
+// function's policy. A SCHEDULING record of this node that no delivery
+// here is handling (twice in a row) had its scheduling cut short: it is
+// PENDING again (requeueScheduling). It returns this check's suspects.
 func (w *Worker) checkEndsOnce(ctx context.Context, suspect map[string]int) (map[string]int, error) {
 	ids, err := w.records.Running(ctx)
 	if err != nil {
@@ -95,11 +129,15 @@ func (w *Worker) checkEndsOnce(ctx context.Context, suspect map[string]int) (map
 		}
 		// A runner is added before its RUNNING write: none now means
 		// none is coming for this attempt.
-		if rec.Status != record.Running || rec.Node != node || w.runners.get(id) != nil {
+		if (rec.Status != record.Running && rec.Status != record.Scheduling) || rec.Node != node || w.runners.get(id) != nil {
 			continue
 		}
 		if n, seen := suspect[id]; !seen || n != rec.Attempt {
 			next[id] = rec.Attempt
+			continue
+		}
+		if rec.Status == record.Scheduling {
+			w.inflight.unlessIn(id, func() { w.requeueScheduling(ctx, rec) })
 			continue
 		}
 		a := w.newAttempt(id, rec.Attempt, rec.FunctionName)
@@ -120,4 +158,17 @@ func (w *Worker) checkEndsOnce(ctx context.Context, suspect map[string]int) (map
 		a.complete(ctx, o)
 	}
 	return next, nil
+}
+
+// requeueScheduling puts an attempt whose scheduling here was cut short
+// back to PENDING and gives up its start claim: its task comes back by
+// asynq's retry, or, if a failover lost it, by the orphan sweeper (a
+// PENDING record without a live task).
+func (w *Worker) requeueScheduling(ctx context.Context, rec *record.Record) {
+	msg := fmt.Sprintf("scheduling on %s was cut short (Redis unreachable or failed over); queued again", rec.Node)
+	if err := w.records.UpdateFrom(ctx, rec.RequestId, []record.Status{record.Scheduling}, record.Update{Status: record.Pending, Message: &msg}); err != nil {
+		return // changed meanwhile, or Redis trouble: the next check decides
+	}
+	w.claims.release(ctx, record.InstanceID(rec.RequestId, rec.Attempt), rec.Node)
+	w.log.Warn().Str("request_id", rec.RequestId).Msg("SCHEDULING here with no delivery being handled: queued again")
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
 )
 
@@ -72,4 +73,69 @@ func waitStatus(t *testing.T, st *testenv.Stack, id string) *record.Record {
 		return err == nil && r.Status.Terminal()
 	})
 	return rec
+}
+
+// A node lost while it was scheduling an attempt (it holds the start
+// claim; the record is SCHEDULING on it) does not block the attempt for
+// the claim's 10 minutes: the lost-node sweeper releases it, and a live
+// worker runs it (found by the fleet suite's partition).
+func TestAttemptOfANodeLostWhileSchedulingIsReleased(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "ran"}})
+	cfg.Worker.LeaseS, cfg.Worker.NodeLostS = 6, 1
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	ctx := context.Background()
+	rdb, prefix := st.Node.Redis(), cfg.Redis.Prefix
+	id := submit.DeriveRequestID("idempotency-key", "fn", "lost-while-scheduling")
+	// The ghost node took the start claim, then vanished mid-schedule.
+	if err := rdb.Set(ctx, prefix+":claim:"+record.InstanceID(id, 1), "ghost", 10*time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := st.Do(t, "POST", "/v1/functions/fn/invoke?wait=none", []byte(`{}`), map[string]string{"Idempotency-Key": "lost-while-scheduling"}); code != 202 {
+		t.Fatalf("invoke: %d %s", code, body)
+	}
+	if err := rdb.HSet(ctx, prefix+":inv:"+id, "Status", string(record.Scheduling), "Node", "ghost").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.SAdd(ctx, prefix+":running", id).Err(); err != nil {
+		t.Fatal(err)
+	}
+	end := st.WaitEnd(t, id, 2*time.Minute)
+	if end.Status != record.Finished || end.Node != cfg.Worker.Node {
+		t.Fatalf("%+v, want FINISHED on %s", end, cfg.Worker.Node)
+	}
+}
+
+// An attempt whose scheduling on this node was cut short (Redis went
+// away before it could be put back to PENDING, and a failover lost its
+// task) stays SCHEDULING with no delivery to finish it: the worker puts
+// it back to PENDING, and the orphan sweeper queues it again.
+func TestInterruptedSchedulingIsQueuedAgain(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "ran"}})
+	cfg.Submit.OrphanS = 1
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	ctx := context.Background()
+	rdb, prefix := st.Node.Redis(), cfg.Redis.Prefix
+	const id = "cut-short-1"
+	r := &record.Record{RequestId: id, FunctionName: "fn", Status: record.Pending, StatusCode: record.CodeRunning, Attempt: 1,
+		EnqueueTime: time.Now().UTC().Format(record.TimeFormat)}
+	if created, _, err := st.Records.Create(ctx, r, []byte(`{}`)); err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	// What the cut-short scheduling left: SCHEDULING here, the claim
+	// held, no task.
+	node := cfg.Worker.Node
+	if err := st.Records.Update(ctx, id, record.Update{Status: record.Scheduling, Node: &node}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, prefix+":claim:"+record.InstanceID(id, 1), node, 10*time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	end := st.WaitEnd(t, id, 2*time.Minute)
+	if end.Status != record.Finished {
+		t.Fatalf("%+v, want FINISHED", end)
+	}
 }

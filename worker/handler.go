@@ -22,6 +22,8 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
+	w.inflight.enter(p.RequestId)
+	defer w.inflight.leave(p.RequestId)
 	a := w.newAttempt(p.RequestId, p.Attempt, p.Function)
 	rec, err := w.records.Get(ctx, p.RequestId)
 	switch {

@@ -55,7 +55,7 @@ func (w *Worker) sweepLostOnce(ctx context.Context, lost time.Duration) error {
 		if err != nil {
 			return err
 		}
-		if rec.Status != record.Running || rec.Node == "" {
+		if (rec.Status != record.Running && rec.Status != record.Scheduling) || rec.Node == "" {
 			continue
 		}
 		ok, seen := alive[rec.Node]
@@ -65,7 +65,11 @@ func (w *Worker) sweepLostOnce(ctx context.Context, lost time.Duration) error {
 			}
 			alive[rec.Node] = ok
 		}
-		if !ok {
+		switch {
+		case ok:
+		case rec.Status == record.Scheduling:
+			w.releaseLost(ctx, rec)
+		default:
 			w.endLost(ctx, rec, now)
 		}
 	}
@@ -107,4 +111,22 @@ func (w *Worker) endLost(ctx context.Context, rec *record.Record, now time.Time)
 		Message: fmt.Sprintf("NodeLost: worker %s lost its lease over worker.node_lost_s (%d s) ago; its instance is presumed stopped (it fences itself)", rec.Node, w.config().Worker.NodeLostS)}
 	a.log.Warn().Str("lost_node", rec.Node).Msg("instance of a lost node ended as NodeLost")
 	a.complete(ctx, o)
+}
+
+// releaseLost gives an attempt a lost node was scheduling (it holds the
+// start claim) to the others: the claim is dropped and the record is
+// PENDING again; its task comes back through asynq's lease recovery. The
+// lost node cannot start it any more: it fenced itself, and a start
+// writes the log's START line to Redis before containerd starts anything.
+func (w *Worker) releaseLost(ctx context.Context, rec *record.Record) {
+	msg := fmt.Sprintf("NodeLost: worker %s lost its lease while scheduling this attempt; another worker takes it", rec.Node)
+	err := w.records.UpdateFrom(ctx, rec.RequestId, []record.Status{record.Scheduling}, record.Update{Status: record.Pending, Message: &msg})
+	if err != nil {
+		if !errors.Is(err, record.ErrStatus) {
+			w.log.Warn().Err(err).Str("request_id", rec.RequestId).Msg("release an attempt of a lost node")
+		}
+		return
+	}
+	w.claims.release(ctx, record.InstanceID(rec.RequestId, rec.Attempt), rec.Node)
+	w.log.Warn().Str("request_id", rec.RequestId).Str("lost_node", rec.Node).Msg("attempt a lost node was scheduling released to the others")
 }

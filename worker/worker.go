@@ -69,6 +69,7 @@ type Worker struct {
 	pool     warmSource
 	runners  *runners
 	ends     *recentEnds // ends recorded lately (ends.go)
+	inflight *inflight   // task deliveries being handled
 	ooms     *oomTracker
 	// Lifecycle.
 	pools *warmPool
@@ -170,7 +171,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		log:     d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
 		now:     time.Now,
 		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), node: cfg.Worker.Node, retention: cfg.Retention()},
-		runners: &runners{m: map[string]*attempt{}}, ends: &recentEnds{m: map[string]recentEnd{}},
+		runners: &runners{m: map[string]*attempt{}}, ends: &recentEnds{m: map[string]recentEnd{}}, inflight: &inflight{m: map[string]int{}},
 		ooms: &oomTracker{m: map[string]bool{}},
 	}
 	w.conf.Store(cfg)

@@ -16,7 +16,8 @@
 //	                                 retries, redrives; not a submission written with its
 //	                                 task (keyspace.Submit). For the orphan sweeper
 //	P:sweeper                        the lock that lets one sweeper run at a time
-//	P:running                        RUNNING invocations (set), for the lost-node sweeper
+//	P:running                        RUNNING and SCHEDULING invocations (set): on a node,
+//	                                 for the lost-node sweeper
 //	P:node:<node>                    a worker's lease (string, expires unless renewed)
 //	P:nodelost:<node>                when a node was first seen without its lease (ms)
 //	P:lostsweeper                    the lock that lets one lost-node sweeper run at a time
@@ -70,7 +71,7 @@ func (k Keys) Pending() string { return k.prefix + ":pending" }
 // SweeperLock is held by the one process sweeping orphans.
 func (k Keys) SweeperLock() string { return k.prefix + ":sweeper" }
 
-// Running holds the RUNNING invocations.
+// Running holds the RUNNING and SCHEDULING invocations.
 func (k Keys) Running() string { return k.prefix + ":running" }
 
 // Node is a worker's lease: present while it renews it.

@@ -133,7 +133,7 @@ if st == 'PENDING' then
 else
   redis.call('ZREM', KEYS[3], ARGV[2])
 end
-if st == 'RUNNING' then
+if st == 'RUNNING' or st == 'SCHEDULING' then
   redis.call('SADD', KEYS[4], ARGV[2])
 else
   redis.call('SREM', KEYS[4], ARGV[2])
@@ -167,6 +167,22 @@ if ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'done', '1') end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return added`)
+
+	// TaskPromote makes a scheduled asynq task pending now, as asynq's
+	// forwarder does when it is due. KEYS = scheduled set, pending list,
+	// task hash. ARGV = task id, now (ns). Returns 1 if promoted, 0 if it
+	// was not scheduled (forwarded already, or cancelled).
+	TaskPromote = redis.NewScript(`
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'state', 'pending', 'pending_since', ARGV[2])
+return 1`)
+
+	// ClaimRelease deletes a start claim if node holds it. KEYS = claim.
+	// ARGV = node. Returns 1 if deleted.
+	ClaimRelease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
 
 	// LeaseAcquire takes a concurrency lease. KEYS[1] = the function's lease
 	// set; ARGV = now (ms), expiry (ms), limit, member. Expired leases

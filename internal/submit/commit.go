@@ -45,6 +45,7 @@ type write struct {
 	recs    []record.CreateOp
 	encoded []queue.Encoded
 	due     []int64 // Unix seconds, 0 = now
+	hidden  []bool  // queued as scheduled until replicas confirm (committer.hideUntil)
 	// set by the flush before done is closed
 	results []int64
 	err     error
@@ -255,8 +256,8 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 			w.err, w.results, results = nil, results[:n], results[n:]
 		}
 	}
-	if conn != nil {
-		c.confirmReplicated(ctx, conn, batch)
+	if conn != nil && c.confirmReplicated(ctx, conn, batch) {
+		c.promote(ctx, conn, batch)
 	}
 	for _, w := range batch {
 		close(w.done)
@@ -272,10 +273,10 @@ var ErrNotReplicated = errors.New("not confirmed by enough replicas")
 // confirm in time, the invocations the batch created are answered
 // ErrNotReplicated and taken back: a failover now could lose them, and
 // the sender, told 503, sends again.
-func (c *committer) confirmReplicated(ctx context.Context, conn *redis.Conn, batch []*write) {
+func (c *committer) confirmReplicated(ctx context.Context, conn *redis.Conn, batch []*write) bool {
 	n, err := conn.Wait(ctx, c.replicas, c.replicaTimeout).Result()
 	if err == nil && n >= int64(c.replicas) {
-		return
+		return true
 	}
 	why := fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, c.replicas, c.replicaTimeout)
 	if err != nil {
@@ -295,6 +296,38 @@ func (c *committer) confirmReplicated(ctx context.Context, conn *redis.Conn, bat
 			c.cancel(w, created)
 		}
 	}
+	return false
+}
+
+// hideUntil is when a task written now is due if it waits for replicas
+// (zero if it does not): later than any answer to WAIT, and than a
+// failover lasts (a refused write that reached the replica must be taken
+// back from the new master before it is due), so that no worker takes a
+// task that may yet be refused. Confirmed, it is promoted at once; if the
+// promotion is lost, asynq forwards it then.
+func (c *committer) hideUntil(now time.Time) time.Time {
+	if c.replicas == 0 {
+		return time.Time{}
+	}
+	return now.Add(c.replicaTimeout + c.uncertainWait)
+}
+
+// promote makes the confirmed tasks the batch created hidden pending now.
+func (c *committer) promote(ctx context.Context, conn *redis.Conn, batch []*write) {
+	_, _ = conn.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, w := range batch {
+			if w.err != nil {
+				continue
+			}
+			for i, r := range w.results {
+				if r == 1 && w.hidden[i] {
+					keyspace.TaskPromote.Eval(ctx, p, []string{keyspace.AsynqScheduled(queue.Name), keyspace.AsynqPending(queue.Name),
+						keyspace.AsynqTask(queue.Name, w.tasks[i])}, w.tasks[i], time.Now().UnixNano())
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // neverSent: the command did not leave this process (no connection).
@@ -321,8 +354,15 @@ func newWrite(now time.Time, ttl int64, oldest string, n int, fresh bool) *write
 }
 
 // add appends one invocation: its record's creation and its first task,
-// due at once (zero due) or at due (asynq's scheduled set).
-func (w *write) add(rec record.CreateOp, task queue.Encoded, due time.Time) {
+// due at once (zero due) or at due (asynq's scheduled set). A task due at
+// once is written as due at hide instead when hide is set, and promoted
+// once replicas confirmed it (committer.hideUntil).
+func (w *write) add(rec record.CreateOp, task queue.Encoded, due, hide time.Time) {
+	hidden := due.IsZero() && !hide.IsZero()
+	if hidden {
+		due = hide
+	}
+	w.hidden = append(w.hidden, hidden)
 	w.keys = append(w.keys, rec.Keys...)
 	queued, at := keyspace.AsynqPending(queue.Name), int64(0)
 	if !due.IsZero() {

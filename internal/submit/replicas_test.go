@@ -19,8 +19,10 @@ import (
 
 // redis.wait_replicas over a real Sentinel group: with the replica up a
 // submission is confirmed by it before it is answered; with the replica
-// down it is refused (ErrUnavailable, ErrNotReplicated) and taken back,
-// so nothing of it is queued; single and keyed (scripted) writes alike.
+// down it is refused (ErrUnavailable, ErrNotReplicated) and taken back
+// before any worker could take it (its task is held as scheduled until
+// confirmed), so nothing of it is queued; single and keyed (scripted)
+// writes alike.
 func TestWaitReplicas(t *testing.T) {
 	t.Parallel()
 	g := testenv.StartSentinelGroup(t)
@@ -56,9 +58,13 @@ func TestWaitReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatalf("submission %d with the replica up: %v", i, err)
 		}
-		// Answered only after the replica had it.
+		// Answered only after the replica had it; its task was held back
+		// (scheduled) until then and is pending now.
 		if n, err := replica.Exists(ctx, cfg.Redis.Prefix+":inv:"+res.Record.RequestId).Result(); err != nil || n != 1 {
 			t.Fatalf("submission %d answered before the replica had it: %d %v", i, n, err)
+		}
+		if q, err := insp.GetQueueInfo("jobgate"); err != nil || q.Pending != i+1 || q.Scheduled != 0 {
+			t.Fatalf("after submission %d: %+v %v, want its task pending", i, q, err)
 		}
 	}
 
@@ -74,7 +80,7 @@ func TestWaitReplicas(t *testing.T) {
 	// Taken back: of the refused, nothing stays queued or recorded.
 	testenv.Eventually(t, 10*time.Second, "the refused submissions to be taken back", func() bool {
 		q, err := insp.GetQueueInfo("jobgate")
-		return err == nil && q.Pending == 2
+		return err == nil && q.Pending == 2 && q.Scheduled == 0
 	})
 	if _, err := records.Get(ctx, refused[1]); err == nil {
 		t.Fatal("the refused keyed submission has a record")

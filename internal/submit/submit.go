@@ -215,7 +215,7 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 		op.TTLms += due.Sub(now).Milliseconds() // kept its retention after it is due
 	}
 	w := newWrite(now, op.TTLms, op.Oldest, 1, req.RequestID == "")
-	w.add(op, task, due)
+	w.add(op, task, due, s.commits.hideUntil(now))
 	s.commits.commit(w)
 	if w.err != nil {
 		return Result{}, fmt.Errorf("%w: submit %s: %w", ErrUnavailable, id, w.err)
@@ -318,7 +318,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req BatchRequest) ([]Result
 		if w == nil {
 			w = newWrite(now, op.TTLms, op.Oldest, len(req.Events), req.Key == "")
 		}
-		w.add(op, task, time.Time{})
+		w.add(op, task, time.Time{}, s.commits.hideUntil(now))
 		recs[i] = rec
 	}
 	// One script, one flush of its own: a batch is already a large write.

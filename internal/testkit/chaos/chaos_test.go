@@ -724,27 +724,17 @@ const (
 )
 
 func writeReport(path string, rounds []*round, total int) error {
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(old)
-	i, j := strings.Index(s, beginMark), strings.Index(s, endMark)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s: no %q … %q section", path, beginMark, endMark)
-	}
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "%s\n\nRun of %s on %s (%d CPUs): %d faults, %d events accepted in all.\n\n",
-		beginMark, time.Now().UTC().Format("2006-01-02 15:04 MST"), host, numCPU(), len(rounds), total)
+	fmt.Fprintf(&b, "\n\nRun of %s on %s (%d CPUs): %d faults, %d events accepted in all.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, numCPU(), len(rounds), total)
 	sorted := append([]*round(nil), rounds...)
 	sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].n < sorted[b].n })
 	for _, r := range sorted {
 		b.WriteString(r.table())
 		b.WriteString("\n")
 	}
-	out := s[:i] + b.String() + s[j:]
-	return os.WriteFile(path, []byte(out), 0o644)
+	return testenv.ReplaceSection(path, beginMark, endMark, b.String())
 }
 
 func numCPU() int {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -107,4 +108,20 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// ReplaceSection replaces what lies between begin and end (begin kept,
+// end kept) in the file at path with body: how suites write their
+// measured tables into docs/*.md.
+func ReplaceSection(path, begin, end, body string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(raw)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q … %q section", path, begin, end)
+	}
+	return os.WriteFile(path, []byte(s[:i]+begin+body+s[j:]), 0o644)
 }
