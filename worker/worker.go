@@ -272,7 +272,6 @@ func (w *Worker) Start(ctx context.Context) error {
 		ttl: time.Duration(w.config().Worker.LeaseS) * time.Second, log: w.log.With().Str("part", "lease").Logger()}
 	w.group.Go(lease.run)
 	w.group.Go(w.sweepLost)
-	w.group.Go(w.checkEnds)
 	listening, err := w.control.Listen(w.group.Context(), func(id string) { w.deliverStop(w.group.Context(), id) })
 	if err != nil {
 		return err
@@ -281,6 +280,8 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
+	// After reconcile: a re-attached instance has its runner by then.
+	w.group.Go(w.checkEnds)
 	w.group.Go(w.endLeftovers)
 	w.group.Go(w.replayLogs)
 	w.accel.accelerate(w.group.Context(), w.config())

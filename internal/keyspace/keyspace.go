@@ -32,8 +32,9 @@
 //
 // asynq's own keys are "asynq:{<queue>}:…"; the ones jobgate reads or
 // writes (its pending list, task hashes, the queue set: the submit path
-// writes a first attempt's task in the same script as its record) are
-// named here too, and a test pins them against a real asynq server.
+// writes a first attempt's task in the same script as its record; the
+// active list and lease set, for the orphan sweeper) are named here too,
+// and a test pins them against a real asynq server.
 package keyspace
 
 import "fmt"
@@ -142,6 +143,14 @@ func AsynqPending(queue string) string { return "asynq:{" + queue + "}:pending" 
 // AsynqScheduled is asynq's set of a queue's delayed task ids, scored by
 // when they are due (Unix seconds; internal/base.ScheduledKey).
 func AsynqScheduled(queue string) string { return "asynq:{" + queue + "}:scheduled" }
+
+// AsynqActive is asynq's list of a queue's tasks being processed
+// (internal/base.ActiveKey).
+func AsynqActive(queue string) string { return "asynq:{" + queue + "}:active" }
+
+// AsynqLease is asynq's set of active tasks scored by their lease's
+// expiry (Unix seconds; internal/base.LeaseKey).
+func AsynqLease(queue string) string { return "asynq:{" + queue + "}:lease" }
 
 // AsynqTask is asynq's hash of one task (internal/base.TaskKey).
 func AsynqTask(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }

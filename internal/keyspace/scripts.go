@@ -178,6 +178,21 @@ redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'state', 'pending', 'pending_since', ARGV[2])
 return 1`)
 
+	// AsynqDropLapsed removes an active asynq task whose lease has lapsed
+	// (asynq itself has given it up: its handler's context ends with the
+	// lease) or that has none (a Redis failover kept the task but not its
+	// lease entry, and asynq's recoverer only scans leases). The recoverer
+	// would retry a lapsed one up to 2 minutes later; this lets the orphan
+	// sweeper queue it at once. KEYS = active list, lease set, task hash.
+	// ARGV = task id. Returns 1 if removed, 0 if leased or not active.
+	AsynqDropLapsed = redis.NewScript(`
+local exp = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if exp and tonumber(exp) >= tonumber(redis.call('TIME')[1]) then return 0 end
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return 1`)
+
 	// ClaimRelease deletes a start claim if node holds it. KEYS = claim.
 	// ARGV = node. Returns 1 if deleted.
 	ClaimRelease = redis.NewScript(`

@@ -120,6 +120,19 @@ func (s *Sweeper) check(ctx context.Context, id string, now time.Time) (bool, er
 		if err := s.Tasks.DeleteTask(queue.Name, taskID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 			return false, fmt.Errorf("delete ended task %s: %w", taskID, err)
 		}
+	case info.State == asynq.TaskStateActive:
+		// Active with its lease lapsed (asynq gave it up; its recoverer
+		// retries it up to 2 minutes later) or without one (a failover
+		// kept the task, not its lease, and the recoverer only scans
+		// leases): freed and queued again here.
+		n, err := keyspace.AsynqDropLapsed.Run(ctx, s.Redis, []string{keyspace.AsynqActive(queue.Name), keyspace.AsynqLease(queue.Name),
+			keyspace.AsynqTask(queue.Name, taskID)}, taskID).Int()
+		if err != nil {
+			return false, fmt.Errorf("task %s: %w", taskID, err)
+		}
+		if n == 0 {
+			return false, s.Records.TouchPending(ctx, id, now, true) // running under its lease: alive
+		}
 	default:
 		return false, s.Records.TouchPending(ctx, id, now, true) // queued, retrying or running: alive
 	}

@@ -3,6 +3,7 @@ package submit_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -186,5 +187,89 @@ func TestSweepLeavesTheLivingAlone(t *testing.T) {
 	f.skew = 0
 	if n, err := f.sweeper.Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("a fresh record was swept: %d %v", n, err)
+	}
+}
+
+// A failover can keep a task in asynq's active list but drop its lease
+// entry; asynq's recoverer only scans leases, so the task would stay
+// active, and its PENDING record waiting, forever. The sweeper frees and
+// requeues it — and leaves a task that runs under its lease alone. The
+// active list and lease set names are pinned against a real asynq server.
+func TestSweepReplacesAnActiveTaskWithoutALease(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, id := range []string{"leased", "unleased"} {
+		f.recordOnly(t, id)
+		if err := f.sub.Requeue(ctx, id, "fn", 1, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A real asynq server takes both and holds them (its handler blocks).
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(f.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{queue.Name: 1},
+		TaskCheckInterval: 10 * time.Millisecond, LogLevel: asynq.FatalLevel})
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	defer close(release)
+	leased, unleased := record.InstanceID("leased", 1), record.InstanceID("unleased", 1)
+	testenv.Eventually(t, 20*time.Second, "both tasks active, with leases", func() bool {
+		active, _ := f.rdb.LRange(ctx, keyspace.AsynqActive(queue.Name), 0, -1).Result()
+		n, _ := f.rdb.ZCard(ctx, keyspace.AsynqLease(queue.Name)).Result()
+		return len(active) == 2 && n == 2
+	})
+	// What the failover left of one of them: active, no lease.
+	if err := f.rdb.ZRem(ctx, keyspace.AsynqLease(queue.Name), unleased).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.sweep(t); n != 1 {
+		t.Fatalf("requeued %d, want 1", n)
+	}
+	if st := f.taskState(t, unleased); st != asynq.TaskStatePending && st != asynq.TaskStateActive {
+		t.Fatalf("unleased task: %v, want queued again", st)
+	}
+	if active, _ := f.rdb.LRange(ctx, keyspace.AsynqActive(queue.Name), 0, -1).Result(); !slices.Contains(active, leased) {
+		t.Fatalf("the leased task was touched: active %v", active)
+	}
+}
+
+// A task whose lease lapsed (its handler failed while Redis was away and
+// asynq gave it up) is queued again by the sweeper, not two minutes
+// later by asynq's recoverer.
+func TestSweepReplacesAnActiveTaskWhoseLeaseLapsed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	f.recordOnly(t, "lapsed")
+	id := record.InstanceID("lapsed", 1)
+	if err := f.sub.Requeue(ctx, "lapsed", "fn", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	// As asynq's dequeue leaves it, with a lease that ran out a minute ago.
+	if err := f.rdb.LMove(ctx, keyspace.AsynqPending(queue.Name), keyspace.AsynqActive(queue.Name), "RIGHT", "LEFT").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.HSet(ctx, keyspace.AsynqTask(queue.Name, id), "state", "active").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.ZAdd(ctx, keyspace.AsynqLease(queue.Name), redis.Z{Score: float64(time.Now().Add(-time.Minute).Unix()), Member: id}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.taskState(t, id); st != asynq.TaskStateActive {
+		t.Fatalf("set-up: task %v, want active", st)
+	}
+	if n := f.sweep(t); n != 1 {
+		t.Fatalf("requeued %d, want 1", n)
+	}
+	if st := f.taskState(t, id); st != asynq.TaskStatePending {
+		t.Fatalf("task %v, want pending again", st)
 	}
 }

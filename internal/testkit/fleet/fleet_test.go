@@ -152,6 +152,9 @@ func (f *fleet) config() *config.Config {
 	cfg.Redis = config.Redis{Prefix: "jobgate", Sentinel: &config.RedisSentinel{Master: testenv.SentinelMaster, Addrs: f.g.SentinelAddrs()}}
 	cfg.Worker.Concurrency, cfg.Worker.CapacityMB = 8, 1024
 	cfg.Worker.LeaseS, cfg.Worker.NodeLostS = 6, 4
+	// Repairs (an orphaned PENDING record queued again) within the
+	// suite's patience rather than the default minute.
+	cfg.Submit.OrphanS = 10
 	return cfg
 }
 
