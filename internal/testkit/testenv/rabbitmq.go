@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -94,11 +95,32 @@ func (r *RabbitMQ) stop() {
 	_ = os.RemoveAll(r.dir)
 }
 
+// Ports handed out come from below the kernel's ephemeral range
+// (32768–60999 here), walked from a random start per process: a port
+// from listen(":0") can be handed out again, to another test or as a
+// connection's source port, in the moment before the server binds it.
+var ports struct {
+	sync.Mutex
+	next int
+}
+
+const portLow, portHigh = 20000, 32000
+
 func freePort() int {
-	l, err := netListen()
-	if err != nil {
-		return 0
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.next == 0 {
+		ports.next = portLow + rand.IntN(portHigh-portLow)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range portHigh - portLow {
+		p := ports.next
+		if ports.next++; ports.next >= portHigh {
+			ports.next = portLow
+		}
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			l.Close()
+			return p
+		}
+	}
+	return 0
 }
