@@ -132,9 +132,17 @@ func TestSentinelFollowsFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Set(ctx, "before", "1", 0).Err(); err != nil {
+	// Written and confirmed by the replica (WAIT on the connection that
+	// wrote): a write it had not received yet would be lost by the
+	// switch, which is asynchronous replication, not the client.
+	conn := c.(*redis.Client).Conn()
+	if err := conn.Set(ctx, "before", "1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	if n, err := conn.Wait(ctx, 1, 10*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("wait for the replica: %d %v", n, err)
+	}
+	conn.Close()
 	first, err := g.Master(ctx)
 	if err != nil {
 		t.Fatal(err)
