@@ -28,16 +28,25 @@ CGO_ENABLED=0 go build -o "$bindir/jobgate" ./cmd/jobgate
 # The log driver starts per job: static and stripped, as deploy/up.sh builds it.
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bindir/jobgate-logger" ./cmd/jobgate-logger
 export JOBGATE_TEST_BINDIR=$bindir
+# gotest runs go test and, when it fails, prints the failing tests' own
+# lines once more at the end: a failed test's log is mostly the output of
+# the processes it ran, and a CI summary shows only the tail.
+gotest() {
+  if go test "$@" 2>&1 | tee "$bindir/gotest.out"; then return 0; fi
+  echo "==> failures (the failing tests' own lines, again):"
+  grep -E '^\s*(--- FAIL|FAIL|panic:|[A-Za-z0-9_]+_test\.go:[0-9]+:)' "$bindir/gotest.out" | grep -v '"level"' | cut -c1-400 | tail -80
+  return 1
+}
 phase "go test ./..."
 # Integration tests mostly wait on containers and brokers: more of them
 # run at once than there are cores (-parallel), four packages at a time
 # (the broker crash tests spend most of their minute waiting for asynq's
 # lease recovery).
-go test -count=1 -p 4 -parallel 4 -timeout 20m "$@" ./...
+gotest -count=1 -p 4 -parallel 4 -timeout 20m "$@" ./...
 # The fleet suite on its own (it runs six jobgate processes and three
 # containerds, and measures recovery times): docs/SCALING.md.
 phase "fleet suite (Sentinel: 3 workers, 2 gateways)"
-go test -tags fleet -count=1 -timeout 15m -run '^TestSentinelFleet$' ./internal/testkit/fleet
+gotest -tags fleet -count=1 -timeout 15m -run '^TestSentinelFleet$' ./internal/testkit/fleet
 # Fuzz targets (their seeds already ran above as tests): 10 s of new
 # inputs each. A finding fails the run and is written to the package's
 # testdata/fuzz/, where it stays as a regression test once committed.

@@ -12,6 +12,7 @@ import (
 	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/redisconn"
 )
 
 // ClusterView is GET /v1/cluster: the queue by state, the workers (their
@@ -32,7 +33,7 @@ type NodeView struct {
 
 func (g *Gateway) cluster(_ http.ResponseWriter, r *http.Request) (any, error) {
 	ctx := r.Context()
-	keys := keyspace.New(g.config().Redis.Prefix)
+	keys := keyspace.New(g.config().Redis.KeyPrefix())
 	view := ClusterView{Queue: map[string]int{}, Nodes: []NodeView{}}
 	insp := asynq.NewInspectorFromRedisClient(g.d.Redis)
 	queues, err := insp.Queues()
@@ -49,16 +50,15 @@ func (g *Gateway) cluster(_ http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	nodes := map[string]*NodeView{}
 	prefix := keys.Node("")
-	iter := g.d.Redis.Scan(ctx, 0, prefix+"*", 100).Iterator()
-	for iter.Next(ctx) {
-		name := strings.TrimPrefix(iter.Val(), prefix)
-		ttl, err := g.d.Redis.PTTL(ctx, iter.Val()).Result()
+	if err := redisconn.Scan(ctx, g.d.Redis, prefix+"*", func(key string) error {
+		name := strings.TrimPrefix(key, prefix)
+		ttl, err := g.d.Redis.PTTL(ctx, key).Result()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		nodes[name] = &NodeView{Node: name, LeaseMs: max(ttl, 0).Milliseconds()}
-	}
-	if err := iter.Err(); err != nil {
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	ids, err := g.d.Redis.SMembers(ctx, keys.Running()).Result()

@@ -80,7 +80,7 @@ type Gateway struct {
 // New builds the routes.
 func New(d Deps) *Gateway {
 	g := &Gateway{d: d, log: d.Logger.With().Str("component", "gateway").Logger(),
-		control: control.New(d.Redis, d.Config.Redis.Prefix, d.Config.Retention()),
+		control: control.New(d.Redis, d.Config.Redis.KeyPrefix(), d.Config.Retention()),
 		rate:    newLimiter(d.Config.Gateway.RateLimit, d.Config.Gateway.RateBurst),
 		streams: &streams{max: d.Config.Gateway.FollowStreams, by: map[string]int{}}, now: d.Now}
 	if g.now == nil {

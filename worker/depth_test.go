@@ -270,7 +270,7 @@ func TestEventOlderThanMaxAgeIsNotStarted(t *testing.T) {
 	rec := st.Invoke(t, "fn", "?wait=none", []byte(`{}`), 202)
 	// Age the event: it was queued two hours ago, and has been retrying.
 	old := time.Now().Add(-2 * time.Hour).UTC().Format(record.TimeFormat)
-	if err := st.Node.Redis().HSet(context.Background(), st.Config.Redis.Prefix+":inv:"+rec.RequestId, "EnqueueTime", old).Err(); err != nil {
+	if err := st.Node.Redis().HSet(context.Background(), st.Config.Redis.KeyPrefix()+":inv:"+rec.RequestId, "EnqueueTime", old).Err(); err != nil {
 		t.Fatal(err)
 	}
 	end := st.WaitEnd(t, rec.RequestId, 30*time.Second)

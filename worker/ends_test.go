@@ -24,7 +24,7 @@ func TestLostEndIsRecordedAgain(t *testing.T) {
 	st := testenv.StartStackWith(t, s, cfg, node.Options{})
 	ctx := context.Background()
 	rdb := st.Node.Redis()
-	prefix := cfg.Redis.Prefix
+	prefix := cfg.Redis.KeyPrefix()
 
 	// What the failover leaves: the record as it was while RUNNING.
 	lose := func(id string, attempt int) {
@@ -86,7 +86,7 @@ func TestAttemptOfANodeLostWhileSchedulingIsReleased(t *testing.T) {
 	cfg.Worker.LeaseS, cfg.Worker.NodeLostS = 6, 1
 	st := testenv.StartStackWith(t, s, cfg, node.Options{})
 	ctx := context.Background()
-	rdb, prefix := st.Node.Redis(), cfg.Redis.Prefix
+	rdb, prefix := st.Node.Redis(), cfg.Redis.KeyPrefix()
 	id := submit.DeriveRequestID("idempotency-key", "fn", "lost-while-scheduling")
 	// The ghost node took the start claim, then vanished mid-schedule.
 	if err := rdb.Set(ctx, prefix+":claim:"+record.InstanceID(id, 1), "ghost", 10*time.Minute).Err(); err != nil {
@@ -118,7 +118,7 @@ func TestInterruptedSchedulingIsQueuedAgain(t *testing.T) {
 	cfg.Submit.OrphanS = 1
 	st := testenv.StartStackWith(t, s, cfg, node.Options{})
 	ctx := context.Background()
-	rdb, prefix := st.Node.Redis(), cfg.Redis.Prefix
+	rdb, prefix := st.Node.Redis(), cfg.Redis.KeyPrefix()
 	const id = "cut-short-1"
 	r := &record.Record{RequestId: id, FunctionName: "fn", Status: record.Pending, StatusCode: record.CodeRunning, Attempt: 1,
 		EnqueueTime: time.Now().UTC().Format(record.TimeFormat)}

@@ -166,11 +166,11 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	}
 	w := &Worker{
 		rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter, metrics: d.Metrics,
-		control: control.New(d.Redis, cfg.Redis.Prefix, cfg.Retention()),
-		keys:    keyspace.New(cfg.Redis.Prefix),
+		control: control.New(d.Redis, cfg.Redis.KeyPrefix(), cfg.Retention()),
+		keys:    keyspace.New(cfg.Redis.KeyPrefix()),
 		log:     d.Logger.With().Str("component", "worker").Str("node", cfg.Worker.Node).Logger(),
 		now:     time.Now,
-		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), node: cfg.Worker.Node, retention: cfg.Retention()},
+		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.KeyPrefix()), node: cfg.Worker.Node, retention: cfg.Retention()},
 		runners: &runners{m: map[string]*attempt{}}, ends: &recentEnds{m: map[string]recentEnd{}}, inflight: &inflight{m: map[string]int{}},
 		ooms: &oomTracker{m: map[string]bool{}},
 	}
@@ -182,7 +182,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	for _, n := range InstallNotes(bin) {
 		w.log.Warn().Str("note", n).Msg("jobgate works as installed, at a cost")
 	}
-	w.admitter = &admitter{rdb: d.Redis, keys: keyspace.New(cfg.Redis.Prefix), now: w.now,
+	w.admitter = &admitter{rdb: d.Redis, keys: keyspace.New(cfg.Redis.KeyPrefix()), now: w.now,
 		capacity: func() int { return w.config().Worker.CapacityMB }}
 	w.demand = newDemand(time.Duration(cfg.Worker.Warm.IdleS) * time.Second)
 	w.pools = newWarmPool(rt, w.config, w.log, w.demand, w.now)

@@ -19,6 +19,8 @@ package config
 
 import (
 	"time"
+
+	"github.com/jobgate/jobgate/internal/keyspace"
 )
 
 // Config is the whole configuration file.
@@ -84,6 +86,15 @@ type RedisTLS struct {
 	KeyFile            string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
 	ServerName         string `yaml:"server_name,omitempty" json:"server_name,omitempty"`
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty" json:"insecure_skip_verify,omitempty"`
+}
+
+// KeyPrefix is the prefix of jobgate's keys as stored: Prefix, with
+// asynq's queue's hash tag on Redis Cluster (keyspace.ClusterPrefix).
+func (r Redis) KeyPrefix() string {
+	if r.Cluster != nil {
+		return keyspace.ClusterPrefix(r.Prefix)
+	}
+	return r.Prefix
 }
 
 // WaitTimeout is how long a submission waits for WaitReplicas.

@@ -51,7 +51,7 @@ func TestParseErrors(t *testing.T) {
 		{"addr and url", "redis: {addr: 'a:1', url: 'redis://b:2'}\n", []string{"redis", "not both"}},
 		{"addr and sentinel", "redis: {addr: 'a:1', sentinel: {master: m, addrs: ['s:1']}}\n", []string{"redis", "one of addr/url, sentinel or cluster"}},
 		{"sentinel without master", "redis: {sentinel: {addrs: ['s:1']}}\n", []string{"redis.sentinel", "master"}},
-		{"cluster", "redis: {cluster: {addrs: ['c:1']}}\n", []string{"redis.cluster", "not supported yet"}},
+		{"cluster without nodes", "redis: {cluster: {addrs: []}}\n", []string{"redis.cluster.addrs", "minItems"}},
 		{"negative wait", "redis: {wait_replicas: -1}\n", []string{"redis.wait_replicas", "minimum"}},
 		{"kafka without brokers", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: kafka, name: t, topic: x, group: g}]\n", []string{"functions[0].triggers[0]", "brokers"}},
 		{"nats unknown key", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: nats, name: n, url: 'nats://x', stream: S, durable: d, topic: x}]\n", []string{"functions[0].triggers[0].topic: unknown key"}},

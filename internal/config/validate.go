@@ -32,12 +32,6 @@ func (c *Config) validate() []Problem {
 		if c.Redis.Addr != "" || c.Redis.URL != "" || (c.Redis.Sentinel != nil && c.Redis.Cluster != nil) {
 			add("redis", "set one of addr/url, sentinel or cluster")
 		}
-		if c.Redis.Cluster != nil {
-			// The client connects (internal/redisconn), but jobgate's
-			// scripts touch keys in several slots: refused here rather
-			// than failing with CROSSSLOT at the first event.
-			add("redis.cluster", "not supported yet: jobgate's Redis scripts are not Cluster-safe (docs/SCALING.md); use redis.sentinel")
-		}
 	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		add("timezone", "unknown time zone %q", c.Timezone)

@@ -30,6 +30,12 @@
 //	P:timer:<function>:<trigger>:last  latest fired instant of a timer (string)
 //	P:batch:…, P:batchmember:…       broker batch journal (strings)
 //
+// On Redis Cluster (ClusterPrefix) the prefix carries asynq's queue's
+// hash tag, "P:{jobgate}", so every key above shares the slot of asynq's
+// queue keys and every script stays slot-local, as asynq keeps each of its
+// queues in one slot. Only the logs, the bulk of the bytes, spread over the
+// masters: "P:log:{<instance>}" and its ":meta" share their own slot.
+//
 // asynq's own keys are "asynq:{<queue>}:…"; the ones jobgate reads or
 // writes (its pending list, task hashes, the queue set: the submit path
 // writes a first attempt's task in the same script as its record; the
@@ -37,13 +43,37 @@
 // and a test pins them against a real asynq server.
 package keyspace
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
+
+// Queue is the asynq queue every invocation goes through.
+const Queue = "jobgate"
+
+// clusterTag is what ClusterPrefix appends: asynq's queue's hash tag.
+const clusterTag = ":{" + Queue + "}"
+
+// ClusterPrefix is the key prefix to use on Redis Cluster for a
+// configured prefix: jobgate's keys then share the slot of asynq's queue.
+func ClusterPrefix(prefix string) string { return prefix + clusterTag }
 
 // Keys builds key names under one prefix.
-type Keys struct{ prefix string }
+type Keys struct {
+	prefix string
+	// logs prefixes the per-attempt logs; spread says they carry their
+	// instance as hash tag (a ClusterPrefix layout).
+	logs   string
+	spread bool
+}
 
-// New returns the layout under prefix.
-func New(prefix string) Keys { return Keys{prefix: prefix} }
+// New returns the layout under prefix (a ClusterPrefix on Redis Cluster).
+func New(prefix string) Keys {
+	if base, ok := strings.CutSuffix(prefix, clusterTag); ok {
+		return Keys{prefix: prefix, logs: base + ":log:", spread: true}
+	}
+	return Keys{prefix: prefix, logs: prefix + ":log:"}
+}
 
 // Prefix is the layout's prefix.
 func (k Keys) Prefix() string { return k.prefix }
@@ -88,10 +118,15 @@ func (k Keys) LostSweeperLock() string { return k.prefix + ":lostsweeper" }
 func (k Keys) Changes() string { return k.prefix + ":changes" }
 
 // Log is the NDJSON line list of one attempt (its instance id).
-func (k Keys) Log(instance string) string { return k.prefix + ":log:" + instance }
+func (k Keys) Log(instance string) string {
+	if k.spread {
+		return k.logs + "{" + instance + "}"
+	}
+	return k.logs + instance
+}
 
 // LogMeta holds a log's byte count and its truncated/done flags.
-func (k Keys) LogMeta(instance string) string { return k.prefix + ":log:" + instance + ":meta" }
+func (k Keys) LogMeta(instance string) string { return k.Log(instance) + ":meta" }
 
 // DeadLetters is the dead-letter index.
 func (k Keys) DeadLetters() string { return k.prefix + ":dlq" }

@@ -221,7 +221,7 @@ return 1`)
 	// of the id, trims both indexes of members past the retention (their
 	// entries expired by TTL) and evicts the function's oldest entries over
 	// max. Returns {trimmed, evicted ids}. (Entry keys are built inside the
-	// script: not Cluster-safe as it stands.)
+	// script: on Cluster they share the index's slot, keyspace.ClusterPrefix.)
 	DeadLetterAdd = redis.NewScript(`
 local old = redis.call('HGET', KEYS[1], 'member')
 if old then

@@ -11,14 +11,16 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/jobgate/jobgate/internal/keyspace"
 	"github.com/jobgate/jobgate/internal/record"
 )
 
 // TypeInvoke is the task type of an invocation.
 const TypeInvoke = "jobgate:invoke"
 
-// Name is the asynq queue every invocation goes through.
-const Name = "jobgate"
+// Name is the asynq queue every invocation goes through (named in
+// keyspace, whose Cluster layout shares its slot).
+const Name = keyspace.Queue
 
 // Payload is the task body.
 type Payload struct {

@@ -5,6 +5,7 @@
 package redisconn
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -223,4 +225,34 @@ func (t Target) AsynqOpt() (asynq.RedisConnOpt, error) {
 		return asynq.RedisClusterClientOpt{Addrs: o.Addrs, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig}, nil
 	}
 	return asynq.RedisClientOpt{Addr: o.Addrs[0], Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLSConfig}, nil
+}
+
+// Scan calls fn with every key matching pattern. On a Cluster a SCAN
+// reaches one node only: there it runs on every master (fn is then
+// called from one goroutine per master, one call at a time).
+func Scan(ctx context.Context, rdb redis.UniversalClient, pattern string, fn func(key string) error) error {
+	scan := func(ctx context.Context, c redis.Cmdable, fn func(string) error) error {
+		iter := c.Scan(ctx, 0, pattern, 100).Iterator()
+		for iter.Next(ctx) {
+			if err := fn(iter.Val()); err != nil {
+				return err
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return fmt.Errorf("scan %s: %w", pattern, err)
+		}
+		return nil
+	}
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return scan(ctx, rdb, fn)
+	}
+	var mu sync.Mutex
+	return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		return scan(ctx, c, func(key string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return fn(key)
+		})
+	})
 }

@@ -172,12 +172,33 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 	var conn *redis.Conn
 	if c.replicas > 0 {
 		// WAIT counts the replicas that have this connection's writes.
-		conn = c.rdb.(interface{ Conn() *redis.Conn }).Conn()
+		// On Redis Cluster every key written here shares asynq's queue's
+		// slot (keyspace.ClusterPrefix): the connection is to its master.
+		var err error
+		if conn, err = c.stickyConn(ctx); err != nil {
+			for _, w := range batch {
+				w.err = err
+			}
+			return batch
+		}
 		defer conn.Close()
 		on = conn
 	}
+	// asynq's queue set is in a slot of its own on Redis Cluster: not
+	// part of the transaction there (it need only exist).
+	_, clustered := c.rdb.(*redis.ClusterClient)
+	if clustered {
+		if err := c.rdb.SAdd(ctx, keyspace.AsynqQueues, queue.Name).Err(); err != nil {
+			for _, w := range batch {
+				w.err = err
+			}
+			return batch
+		}
+	}
 	_, err := on.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, keyspace.AsynqQueues, queue.Name)
+		if !clustered {
+			p.SAdd(ctx, keyspace.AsynqQueues, queue.Name)
+		}
 		trims := map[string]string{}
 		for i, w := range fresh {
 			for j, rec := range w.recs {
@@ -406,4 +427,16 @@ func cancelLater(rdb redis.UniversalClient, w *write, only []int) {
 			}
 		}
 	}()
+}
+
+// stickyConn is one connection to the master that holds the queue.
+func (c *committer) stickyConn(ctx context.Context) (*redis.Conn, error) {
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		m, err := cc.MasterForKey(ctx, keyspace.AsynqPending(queue.Name))
+		if err != nil {
+			return nil, fmt.Errorf("find the queue's master: %w", err)
+		}
+		return m.Conn(), nil
+	}
+	return c.rdb.(interface{ Conn() *redis.Conn }).Conn(), nil
 }

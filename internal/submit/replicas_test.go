@@ -42,7 +42,7 @@ func TestWaitReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	records := record.NewStore(rdb, cfg.Redis.Prefix, cfg.Retention())
+	records := record.NewStore(rdb, cfg.Redis.KeyPrefix(), cfg.Retention())
 	sub := submit.New(cfg, rdb, records, asynq.NewClientFromRedisClient(rdb)).WithCommitClient(commit)
 	t.Cleanup(func() { sub.Close() })
 	insp := asynq.NewInspectorFromRedisClient(rdb)
@@ -60,7 +60,7 @@ func TestWaitReplicas(t *testing.T) {
 		}
 		// Answered only after the replica had it; its task was held back
 		// (scheduled) until then and is pending now.
-		if n, err := replica.Exists(ctx, cfg.Redis.Prefix+":inv:"+res.Record.RequestId).Result(); err != nil || n != 1 {
+		if n, err := replica.Exists(ctx, cfg.Redis.KeyPrefix()+":inv:"+res.Record.RequestId).Result(); err != nil || n != 1 {
 			t.Fatalf("submission %d answered before the replica had it: %d %v", i, n, err)
 		}
 		if q, err := insp.GetQueueInfo("jobgate"); err != nil || q.Pending != i+1 || q.Scheduled != 0 {

@@ -40,10 +40,10 @@ func newFixture(t *testing.T) *fixture {
 	if err := config.Complete(cfg, "test"); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{cfg: cfg, rdb: rdb, records: record.NewStore(rdb, cfg.Redis.Prefix, cfg.Retention()), insp: asynq.NewInspectorFromRedisClient(rdb)}
+	f := &fixture{cfg: cfg, rdb: rdb, records: record.NewStore(rdb, cfg.Redis.KeyPrefix(), cfg.Retention()), insp: asynq.NewInspectorFromRedisClient(rdb)}
 	f.sub = submit.New(cfg, rdb, f.records, asynq.NewClientFromRedisClient(rdb))
 	t.Cleanup(func() { f.sub.Close() })
-	f.sweeper = &submit.Sweeper{Submitter: f.sub, Records: f.records, Tasks: f.insp, Redis: rdb, Keys: keyspace.New(cfg.Redis.Prefix),
+	f.sweeper = &submit.Sweeper{Submitter: f.sub, Records: f.records, Tasks: f.insp, Redis: rdb, Keys: keyspace.New(cfg.Redis.KeyPrefix()),
 		OrphanAfter: time.Minute, Log: zerolog.Nop(),
 		Now: func(ctx context.Context) (time.Time, error) {
 			now, err := rdb.Time(ctx).Result()

@@ -178,7 +178,7 @@ func TestLatestIsWhereTheTriggerFirstStarted(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	start := func(s *sink) triggers.Source {
 		src, err := sources.One(sources.Deps{Config: cfg, Sink: s, Redis: rdb, Logger: testenv.Logger(t),
-			DeadLetters: deadletter.NewStore(rdb, cfg.Redis.Prefix, deadletter.Limits{Retention: time.Hour, Max: 10})}, "fn", cfg.Functions[0].Triggers[0])
+			DeadLetters: deadletter.NewStore(rdb, cfg.Redis.KeyPrefix(), deadletter.Limits{Retention: time.Hour, Max: 10})}, "fn", cfg.Functions[0].Triggers[0])
 		if err != nil {
 			t.Fatal(err)
 		}

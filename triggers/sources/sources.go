@@ -64,7 +64,7 @@ func One(d Deps, fn string, tr config.Trigger) (triggers.Source, error) {
 	o := tr.Queue()
 	del := &triggers.Deliverer{
 		Function: fn, Trigger: tr.Name, Sink: d.Sink, DeadLetters: d.DeadLetters, Redis: d.Redis,
-		Prefix: d.Config.Redis.Prefix, Retention: d.Config.Retention(), MaxPending: o.MaxPending,
+		Prefix: d.Config.Redis.KeyPrefix(), Retention: d.Config.Retention(), MaxPending: o.MaxPending,
 		Log:     d.Logger.With().Str("component", "trigger").Str("function", fn).Str("trigger", tr.Name).Logger(),
 		Metrics: d.Metrics,
 	}

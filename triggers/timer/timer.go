@@ -107,7 +107,7 @@ func RequestID(function, trigger string, instant time.Time) string {
 }
 
 func (t *Timers) lastKey(s spec) string {
-	return keyspace.New(t.cfg.Redis.Prefix).TimerLast(s.function, s.trigger)
+	return keyspace.New(t.cfg.Redis.KeyPrefix()).TimerLast(s.function, s.trigger)
 }
 
 func (t *Timers) run(ctx context.Context, s spec) {

@@ -204,7 +204,7 @@ func redelivery(t *testing.T, newBroker func(*testing.T, string) Broker) {
 	sub := submit.New(cfg, st.Node.Redis(), st.Records, asynq.NewClientFromRedisClient(st.Node.Redis()))
 	t.Cleanup(func() { sub.Close() })
 	deps := func(sink triggers.Sink) sources.Deps {
-		return sources.Deps{Config: cfg, Sink: sink, DeadLetters: deadletter.NewStore(st.Node.Redis(), cfg.Redis.Prefix, deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max}),
+		return sources.Deps{Config: cfg, Sink: sink, DeadLetters: deadletter.NewStore(st.Node.Redis(), cfg.Redis.KeyPrefix(), deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max}),
 			Redis: st.Node.Redis(), RedisTarget: st.Node.RedisTarget(), Logger: testenv.Logger(t)}
 	}
 	first := &faultySink{inner: sub, broker: b, tr: tr, t: t, failAfter: true}
@@ -265,7 +265,7 @@ func oversize(t *testing.T, newBroker func(*testing.T, string) Broker) {
 		seen, _ := bodies(t, b, st.Records, "consumer")
 		return seen["small-after"] == 1
 	})
-	dl := deadletter.NewStore(st.Node.Redis(), cfg.Redis.Prefix, deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max})
+	dl := deadletter.NewStore(st.Node.Redis(), cfg.Redis.KeyPrefix(), deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max})
 	es, _, err := dl.List(context.Background(), 10, "")
 	if err != nil || len(es) != 1 || es[0].ErrorCode != 406 || !strings.Contains(es[0].ErrorMessage, "does not fit") ||
 		!strings.Contains(es[0].Body.ClientContext, strings.Repeat("x", 1000)) {

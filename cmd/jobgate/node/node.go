@@ -120,12 +120,12 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, opts: o, rdb: rdb, target: target}
-	records := record.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention())
-	logs := logstore.NewStore(n.rdb, cfg.Redis.Prefix, cfg.Retention(), cfg.Worker.LogMaxBytes)
-	m := metrics.New(n.rdb, cfg.Redis.Prefix)
+	records := record.NewStore(n.rdb, cfg.Redis.KeyPrefix(), cfg.Retention())
+	logs := logstore.NewStore(n.rdb, cfg.Redis.KeyPrefix(), cfg.Retention(), cfg.Worker.LogMaxBytes)
+	m := metrics.New(n.rdb, cfg.Redis.KeyPrefix())
 	n.metrics = m
 	dlqLog := o.Logger.With().Str("component", "deadletter").Logger()
-	dlq := deadletter.NewStore(n.rdb, cfg.Redis.Prefix, deadletter.Limits{
+	dlq := deadletter.NewStore(n.rdb, cfg.Redis.KeyPrefix(), deadletter.Limits{
 		Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max,
 		Dropped: func(fn, reason string, ids []string, count int) {
 			m.DeadLettersDropped.WithLabelValues(fn, reason).Add(float64(count))
@@ -135,7 +135,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	sub := submit.New(cfg, n.rdb, records, asynq.NewClientFromRedisClient(n.rdb)).WithCommitClient(commitRDB).WithMetrics(m)
 	n.sub = sub
 	n.Sweeper = &submit.Sweeper{Submitter: sub, Records: records, Tasks: asynq.NewInspectorFromRedisClient(n.rdb), Redis: n.rdb,
-		Keys: keyspace.New(cfg.Redis.Prefix), OrphanAfter: cfg.Submit.OrphanAfter(), Log: o.Logger.With().Str("component", "sweeper").Logger()}
+		Keys: keyspace.New(cfg.Redis.KeyPrefix()), OrphanAfter: cfg.Submit.OrphanAfter(), Log: o.Logger.With().Str("component", "sweeper").Logger()}
 	ready := []gateway.Check{{Name: "redis", Fn: func(ctx context.Context) error { return n.rdb.Ping(ctx).Err() }}}
 
 	if o.Role != RoleGateway {
@@ -143,7 +143,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			DeadLetters: dlq, Submitter: sub, Metrics: m, Logger: o.Logger, Clock: o.Clock},
 			// The log driver connects as the worker does (topology, TLS,
 			// credentials).
-			logdriver.Settings{Redis: target, Prefix: cfg.Redis.Prefix, RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
+			logdriver.Settings{Redis: target, Prefix: cfg.Redis.KeyPrefix(), RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
 		if err != nil {
 			n.closeRedis()
 			return nil, err
@@ -352,7 +352,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.opts.Logger.Info().Str("listen", ln.Addr().String()).Msg("worker serving /metrics, /healthz, /readyz")
 	}
 	if n.Gateway != nil {
-		w, err := record.NewStore(n.rdb, n.cfg.Redis.Prefix, n.cfg.Retention()).NewWatcher(ctx)
+		w, err := record.NewStore(n.rdb, n.cfg.Redis.KeyPrefix(), n.cfg.Retention()).NewWatcher(ctx)
 		if err != nil {
 			return err
 		}

@@ -291,7 +291,7 @@ func setup(t *testing.T) *cluster {
 		c.procs = append(c.procs, p)
 		if i == 0 {
 			c.records = testenv.RecordStore(t, c.redis.Addr, cfg)
-			c.dlq = deadletter.NewStore(c.rdb, cfg.Redis.Prefix, deadletter.Limits{})
+			c.dlq = deadletter.NewStore(c.rdb, cfg.Redis.KeyPrefix(), deadletter.Limits{})
 		}
 	}
 	c.insp = asynq.NewInspectorFromRedisClient(c.rdb)

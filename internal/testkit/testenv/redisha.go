@@ -57,7 +57,7 @@ func StartSentinelGroup(t testing.TB) *SentinelGroup {
 	}
 	ctx := context.Background()
 	if err := waitFor(30*time.Second, func() error {
-		if err := g.replicaSynced(ctx, g.Nodes[1].Addr); err != nil {
+		if err := replicaSynced(ctx, g.Nodes[1].Addr); err != nil {
 			return err
 		}
 		// Every sentinel knows the replica and the other sentinels.
@@ -133,7 +133,7 @@ func (g *SentinelGroup) Node(addr string) *RedisServer {
 
 // replicaSynced reports whether the node at addr is a replica whose link
 // to its master is up.
-func (g *SentinelGroup) replicaSynced(ctx context.Context, addr string) error {
+func replicaSynced(ctx context.Context, addr string) error {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
 	info, err := c.Info(ctx, "replication").Result()
@@ -158,7 +158,7 @@ func (g *SentinelGroup) WaitSynced(t testing.TB, d time.Duration) {
 		}
 		for _, n := range g.Nodes {
 			if n.Addr != m {
-				if err := g.replicaSynced(ctx, n.Addr); err != nil {
+				if err := replicaSynced(ctx, n.Addr); err != nil {
 					return err
 				}
 			}
@@ -171,7 +171,8 @@ func (g *SentinelGroup) WaitSynced(t testing.TB, d time.Duration) {
 
 // RedisCluster is a private Redis Cluster.
 type RedisCluster struct {
-	Nodes []*RedisServer
+	Nodes    []*RedisServer
+	replicas int // how many of Nodes are replicas, when all are up
 }
 
 // StartRedisCluster starts masters × (1 + replicas) cluster nodes and
@@ -184,8 +185,11 @@ func StartRedisCluster(t testing.TB, masters, replicas int) *RedisCluster {
 	}
 	c := &RedisCluster{}
 	for i := 0; i < masters*(1+replicas); i++ {
-		port := FreePort(t)
+		// The bus port is picked too: its default (port + 10000) could be
+		// another test's port or an ephemeral one.
+		port, bus := FreePort(t), FreePort(t)
 		c.Nodes = append(c.Nodes, startServer(t, port, []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+			"--cluster-port", fmt.Sprint(bus),
 			"--dir", t.TempDir(), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
 			"--maxmemory-policy", "noeviction", "--daemonize", "no"}))
@@ -212,7 +216,30 @@ func StartRedisCluster(t testing.TB, masters, replicas int) *RedisCluster {
 	}); err != nil {
 		t.Fatalf("redis cluster did not form: %v", err)
 	}
+	c.replicas = masters * replicas
+	c.WaitSynced(t, 30*time.Second)
 	return c
+}
+
+// WaitSynced waits until the cluster has all its replicas, each synced
+// with its master (a WAIT before that counts none).
+func (c *RedisCluster) WaitSynced(t testing.TB, d time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	if err := waitFor(d, func() error {
+		synced := 0
+		for _, n := range c.Nodes {
+			if replicaSynced(ctx, n.Addr) == nil {
+				synced++
+			}
+		}
+		if synced < c.replicas {
+			return fmt.Errorf("%d of %d replicas synced", synced, c.replicas)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("redis cluster: %v", err)
+	}
 }
 
 // Addrs are the nodes' addresses.

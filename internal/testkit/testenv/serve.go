@@ -73,7 +73,7 @@ func (s *Services) StartServeEnv(t testing.TB, cfgPath, role, url string, env []
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("jobgate serve --role %s output:\n%s", role, out.String())
+			t.Logf("jobgate serve --role %s output (its last %d lines):\n%s", role, dumpLines, lastLines(out.String(), dumpLines))
 		}
 	})
 	if err := poll(20*time.Second, func() bool {
@@ -90,6 +90,19 @@ func (s *Services) StartServeEnv(t testing.TB, cfgPath, role, url string, env []
 		t.Fatalf("jobgate serve --role %s not ready within 20 s:\n%s", role, out.String())
 	}
 	return &Serve{Cmd: cmd, Out: out}
+}
+
+// dumpLines bounds a failed test's dump of a process's output: a fleet
+// runs six of them, and the end is what explains a failure.
+const dumpLines = 300
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "")
 }
 
 // SyncBuffer is a bytes.Buffer safe for a subprocess writer and a reader.

@@ -65,8 +65,8 @@ func StartStackLogged(t testing.TB, s *Services, cfg *config.Config, o node.Opti
 		}
 	})
 	st := &Stack{Services: s, Config: cfg, Node: n,
-		Records: record.NewStore(n.Redis(), cfg.Redis.Prefix, cfg.Retention()),
-		Logs:    logstore.NewStore(n.Redis(), cfg.Redis.Prefix, cfg.Retention(), cfg.Worker.LogMaxBytes)}
+		Records: record.NewStore(n.Redis(), cfg.Redis.KeyPrefix(), cfg.Retention()),
+		Logs:    logstore.NewStore(n.Redis(), cfg.Redis.KeyPrefix(), cfg.Retention(), cfg.Worker.LogMaxBytes)}
 	if n.Gateway != nil {
 		st.URL = "http://" + n.Gateway.Addr()
 	}
@@ -151,5 +151,5 @@ func (st *Stack) Stdout(t testing.TB, id string) []string {
 func RecordStore(t testing.TB, redisAddr string, cfg *config.Config) *record.Store {
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() { rdb.Close() })
-	return record.NewStore(rdb, cfg.Redis.Prefix, cfg.Retention())
+	return record.NewStore(rdb, cfg.Redis.KeyPrefix(), cfg.Retention())
 }
