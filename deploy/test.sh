@@ -43,10 +43,10 @@ phase "go test ./..."
 # (the broker crash tests spend most of their minute waiting for asynq's
 # lease recovery).
 gotest -count=1 -p 4 -parallel 4 -timeout 20m "$@" ./...
-# The fleet suite on its own (it runs six jobgate processes and three
-# containerds, and measures recovery times): docs/SCALING.md.
-phase "fleet suite (Sentinel: 3 workers, 2 gateways)"
-gotest -tags fleet -count=1 -timeout 15m -run '^TestSentinelFleet$' ./internal/testkit/fleet
+# The fleet suites on their own (each runs five jobgate processes and
+# three containerds, and measures recovery times): docs/SCALING.md.
+phase "fleet suites (3 workers, 2 gateways; over Sentinel, then over Cluster)"
+gotest -tags fleet -count=1 -timeout 20m -run '^(TestSentinelFleet|TestClusterFleet)$' ./internal/testkit/fleet
 # Fuzz targets (their seeds already ran above as tests): 10 s of new
 # inputs each. A finding fails the run and is written to the package's
 # testdata/fuzz/, where it stays as a regression test once committed.

@@ -240,9 +240,14 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 		}
 		return nil
 	})
-	if err != nil && !isRedisError(err) {
+	if err != nil && clustered {
+		// The sticky connection bypasses the Cluster client's own
+		// redirect handling: a failover or a moved slot shows up here.
+		c.rdb.(*redis.ClusterClient).ReloadState(ctx)
+	}
+	if err != nil && (!isRedisError(err) || clustered && redirected(err)) {
 		for _, w := range batch {
-			w.err, w.uncertain = err, w.uncertain || !neverSent(err)
+			w.err, w.uncertain = err, w.uncertain || !neverSent(err) && !redirected(err)
 			w.fresh = false // a resend checks what landed
 		}
 		return batch
@@ -355,6 +360,16 @@ func (c *committer) promote(ctx context.Context, conn *redis.Conn, batch []*writ
 func neverSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+}
+
+// redirected says a Cluster node refused a transaction for where it
+// was sent — a failover or a slot on the move — so none of it ran: it
+// is sent again once the slot map is reloaded.
+func redirected(err error) bool {
+	_, moved := redis.IsMovedError(err)
+	_, ask := redis.IsAskError(err)
+	return moved || ask || redis.IsTryAgainError(err) || redis.IsClusterDownError(err) ||
+		redis.IsReadOnlyError(err) || redis.IsExecAbortError(err)
 }
 
 // isRedisError: Redis answered with an error (the script did not run);

@@ -5,12 +5,14 @@ package fleet
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/keyspace"
+	"github.com/jobgate/jobgate/internal/queue"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/redisconn"
 	"github.com/jobgate/jobgate/internal/submit"
@@ -75,10 +79,46 @@ type worker struct {
 	proxy *testenv.Proxy // its way to Redis, when it has one of its own
 }
 
+// replicated is the Redis under test: a Sentinel group or a Cluster.
+type replicated interface {
+	// master is the address of the master holding the queue.
+	master(ctx context.Context) (string, error)
+	// switchover promotes that master's replica.
+	switchover(ctx context.Context) error
+	node(addr string) *testenv.RedisServer
+	// settled waits until every replica is synced (and, on a Cluster,
+	// every node agrees on the slot map).
+	settled(t testing.TB, d time.Duration)
+}
+
+type sentinel struct{ g *testenv.SentinelGroup }
+
+func (s sentinel) master(ctx context.Context) (string, error) { return s.g.Master(ctx) }
+func (s sentinel) switchover(ctx context.Context) error       { return s.g.Failover(ctx) }
+func (s sentinel) node(addr string) *testenv.RedisServer      { return s.g.Node(addr) }
+func (s sentinel) settled(t testing.TB, d time.Duration)      { s.g.WaitSynced(t, d) }
+
+// queueKey is a key in the slot of asynq's queue (and of jobgate's keys).
+var queueKey = keyspace.AsynqPending(queue.Name)
+
+type cluster struct{ c *testenv.RedisCluster }
+
+func (c cluster) master(ctx context.Context) (string, error) {
+	m, _, err := c.c.MasterOf(ctx, queueKey)
+	return m.Addr, err
+}
+func (c cluster) switchover(ctx context.Context) error  { return c.c.Failover(ctx, queueKey) }
+func (c cluster) node(addr string) *testenv.RedisServer { return c.c.Node(addr) }
+func (c cluster) settled(t testing.TB, d time.Duration) {
+	c.c.WaitSynced(t, d)
+	c.c.WaitAgreed(t, d)
+}
+
 type fleet struct {
 	t        *testing.T
 	s        *testenv.Services
-	g        *testenv.SentinelGroup
+	redis    config.Redis // every member's redis block
+	ha       replicated
 	col      *runs
 	fns      []config.Function
 	workers  []*worker
@@ -99,7 +139,9 @@ type row struct {
 	note                                string
 }
 
-func setup(t *testing.T) *fleet {
+// setup starts the fleet over a Sentinel group, or a Cluster of three
+// masters with a replica each.
+func setup(t *testing.T, overCluster bool) *fleet {
 	s := testenv.Shared(t)
 	f := &fleet{t: t, s: s, col: &runs{active: map[string]int{}, most: map[string]int{}, done: map[string]int{}, cut: map[string]int{}},
 		client: &http.Client{Timeout: time.Minute}}
@@ -109,7 +151,15 @@ func setup(t *testing.T) *fleet {
 	if _, err := testjob.Push(ref); err != nil {
 		t.Fatal(err)
 	}
-	f.g = testenv.StartSentinelGroup(t)
+	if overCluster {
+		c := testenv.StartRedisCluster(t, 3, 1)
+		f.ha = cluster{c}
+		f.redis = config.Redis{Prefix: "jobgate", Cluster: &config.RedisCluster{Addrs: c.Addrs()}}
+	} else {
+		g := testenv.StartSentinelGroup(t)
+		f.ha = sentinel{g}
+		f.redis = config.Redis{Prefix: "jobgate", Sentinel: &config.RedisSentinel{Master: testenv.SentinelMaster, Addrs: g.SentinelAddrs()}}
+	}
 	retry := 2
 	f.fns = []config.Function{
 		{Name: "short", Image: ref, Args: []string{"hold", srv.URL, "200ms"}, Network: "host", MemoryMB: 64, Retry: config.Retry{Max: &retry, DelayS: 1}},
@@ -142,14 +192,14 @@ func setup(t *testing.T) *fleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.rdb.Close() })
-	f.records = record.NewStore(f.rdb, "jobgate", f.config().Retention())
+	f.records = record.NewStore(f.rdb, f.redis.KeyPrefix(), f.config().Retention())
 	return f
 }
 
-// config is a fleet member's config (over the Sentinel group).
+// config is a fleet member's config.
 func (f *fleet) config() *config.Config {
 	cfg := f.s.Config(f.t, "", f.fns...)
-	cfg.Redis = config.Redis{Prefix: "jobgate", Sentinel: &config.RedisSentinel{Master: testenv.SentinelMaster, Addrs: f.g.SentinelAddrs()}}
+	cfg.Redis = f.redis
 	cfg.Worker.Concurrency, cfg.Worker.CapacityMB = 8, 1024
 	cfg.Worker.LeaseS, cfg.Worker.NodeLostS = 6, 4
 	// Repairs (an orphaned PENDING record queued again) within the
@@ -254,16 +304,36 @@ func (f *fleet) tally(fault string, ids []string, recs map[string]*record.Record
 }
 
 func TestSentinelFleet(t *testing.T) {
-	f := setup(t)
+	f := setup(t, false)
 	t.Run("load spread", f.loadSpread)
 	t.Run("partition", f.partition)
 	t.Run("host loss", f.hostLoss)
 	t.Run("failover without wait_replicas", func(t *testing.T) { f.failover(t, 0) })
 	t.Run("failover with wait_replicas 1", func(t *testing.T) { f.failover(t, 1) })
-	if *report != "" {
-		if err := writeReport(*report, f.rows); err != nil {
-			t.Fatal(err)
-		}
+	f.report("fleet")
+}
+
+// The same fleet over a Redis Cluster, plus a resharding under load. (No
+// partition stage: a Cluster client finds the nodes' own addresses, so a
+// proxy cannot stand between one worker and Redis; the fencing it tests
+// does not depend on the topology.)
+func TestClusterFleet(t *testing.T) {
+	f := setup(t, true)
+	t.Run("load spread", f.loadSpread)
+	t.Run("host loss", f.hostLoss)
+	t.Run("reshard", f.reshard)
+	t.Run("failover without wait_replicas", func(t *testing.T) { f.failover(t, 0) })
+	t.Run("failover with wait_replicas 1", func(t *testing.T) { f.failover(t, 1) })
+	f.report("fleet-cluster")
+}
+
+// report writes the table between the report file's name markers.
+func (f *fleet) report(name string) {
+	if *report == "" {
+		return
+	}
+	if err := writeReport(*report, name, f.rows); err != nil {
+		f.t.Fatal(err)
 	}
 }
 
@@ -356,7 +426,7 @@ func (f *fleet) takesWork(t *testing.T, w *worker) {
 // fences them; the others retry them; no job runs twice at once.
 func (f *fleet) partition(t *testing.T) {
 	w := f.workers[2]
-	master, err := f.g.Master(context.Background())
+	master, err := f.ha.master(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,10 +488,63 @@ func (f *fleet) hostLoss(t *testing.T) {
 }
 
 // Events arrive through both gateways while Redis fails over twice: a
-// SENTINEL FAILOVER, then the new master SIGKILLed (and restarted to
-// rejoin as a replica). Gateways answer 503 during a switch and recover
-// by themselves; with wait_replicas 1 no accepted event is lost.
+// switchover (SENTINEL FAILOVER, CLUSTER FAILOVER), then the new master
+// SIGKILLed (and restarted to rejoin as a replica). Gateways answer 503
+// during a switch and recover by themselves; with wait_replicas 1 no
+// accepted event is lost.
 func (f *fleet) failover(t *testing.T, waitReplicas int) {
+	ctx := context.Background()
+	f.underLoad(t, fmt.Sprintf("failover-%d", waitReplicas), waitReplicas,
+		fmt.Sprintf("Redis failover ×2 (switchover, master SIGKILL), wait_replicas %d", waitReplicas),
+		func(accepted func(int64)) []time.Time {
+			first, err := f.ha.master(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			faults := []time.Time{time.Now()}
+			if err := f.ha.switchover(ctx); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, time.Minute, "the switch", func() bool { m, err := f.ha.master(ctx); return err == nil && m != first })
+			accepted(20)
+			f.ha.settled(t, time.Minute)
+			second, _ := f.ha.master(ctx)
+			faults = append(faults, time.Now())
+			f.ha.node(second).Kill()
+			testenv.Eventually(t, time.Minute, "the replica promoted", func() bool { m, err := f.ha.master(ctx); return err == nil && m != second })
+			f.ha.node(second).Start(t)
+			f.ha.settled(t, time.Minute)
+			return faults
+		})
+}
+
+// The slot of the queue (and of jobgate's keys), the slots below it on
+// its master and 100 more move to another master while events arrive:
+// nothing is lost, nothing runs twice, and a refusal is the only error a
+// producer may see.
+func (f *fleet) reshard(t *testing.T) {
+	c := f.ha.(cluster).c
+	var moved int
+	r := f.underLoad(t, "reshard", 0, "Cluster resharding under load", func(accepted func(int64)) []time.Time {
+		c.WaitAgreed(t, time.Minute)
+		at := time.Now()
+		moved = c.Reshard(t, queueKey, 100)
+		return []time.Time{at}
+	})
+	// A write the move redirects is sent again by the submit path, not
+	// answered 503.
+	if r.lost > 0 || r.twice > 0 || r.refuse > 0 {
+		t.Errorf("reshard: %+v", r)
+	}
+	f.rows[len(f.rows)-1].note += fmt.Sprintf("; %d slots moved, the queue's among them", moved)
+}
+
+// underLoad sends events through both gateways (wait_replicas
+// waitReplicas) from three producers while fault runs, and for 20 more
+// accepted events after; it tallies the outcome as fault's row. fault
+// returns when its faults began (recovery is counted from the last one
+// before the last refusal).
+func (f *fleet) underLoad(t *testing.T, tag string, waitReplicas int, label string, fault func(accepted func(int64)) []time.Time) row {
 	for _, s := range f.gwServes {
 		stop(s, syscall.SIGTERM)
 	}
@@ -429,7 +552,6 @@ func (f *fleet) failover(t *testing.T, waitReplicas int) {
 	for range 2 {
 		f.startGateway(waitReplicas)
 	}
-	ctx := context.Background()
 	type answer struct {
 		id   string
 		code int
@@ -447,7 +569,7 @@ func (f *fleet) failover(t *testing.T, waitReplicas int) {
 		go func() {
 			defer load.Done()
 			for i := 0; !stopped.Load(); i++ {
-				id, code := f.invoke(p, "short", fmt.Sprintf("failover-%d-%d-%d", waitReplicas, p, i))
+				id, code := f.invoke(p, "short", fmt.Sprintf("%s-%d-%d", tag, p, i))
 				if code == http.StatusAccepted {
 					ok.Add(1)
 				}
@@ -463,27 +585,14 @@ func (f *fleet) failover(t *testing.T, waitReplicas int) {
 		testenv.Eventually(t, 2*time.Minute, "invocations accepted", func() bool { return ok.Load() >= target })
 	}
 	accepted(20)
-	first, err := f.g.Master(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	faults := []time.Time{time.Now()}
-	if err := f.g.Failover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, time.Minute, "the switch", func() bool { m, err := f.g.Master(ctx); return err == nil && m != first })
-	accepted(20)
-	f.g.WaitSynced(t, time.Minute)
-	second, _ := f.g.Master(ctx)
-	faults = append(faults, time.Now())
-	f.g.Node(second).Kill()
-	testenv.Eventually(t, time.Minute, "the sentinels to promote the replica", func() bool { m, err := f.g.Master(ctx); return err == nil && m != second })
-	f.g.Node(second).Start(t)
-	f.g.WaitSynced(t, time.Minute)
+	faults := fault(accepted)
 	accepted(20)
 	stopped.Store(true)
 	load.Wait()
 
+	if why := refusals(f.gwServes); why != "" {
+		t.Logf("the gateways' refusals:\n%s", why)
+	}
 	var ids []string
 	refused, ranAnyway, other := 0, 0, 0
 	var lastBad time.Time
@@ -510,12 +619,11 @@ func (f *fleet) failover(t *testing.T, waitReplicas int) {
 			}
 		}
 	}
-	r := f.tally(fmt.Sprintf("Redis failover ×2 (switchover, master SIGKILL), wait_replicas %d", waitReplicas), ids, recs)
+	r := f.tally(label, ids, recs)
 	r.refuse = refused
-	if !lastBad.IsZero() {
-		r.recover = lastBad.Sub(faults[1])
-		if lastBad.Before(faults[1]) {
-			r.recover = lastBad.Sub(faults[0])
+	for _, at := range faults {
+		if !lastBad.IsZero() && !lastBad.Before(at) {
+			r.recover = lastBad.Sub(at)
 		}
 	}
 	r.note = fmt.Sprintf("%d refused yet ran", ranAnyway)
@@ -528,15 +636,37 @@ func (f *fleet) failover(t *testing.T, waitReplicas int) {
 	if waitReplicas > 0 && r.lost > 0 {
 		t.Errorf("wait_replicas %d: %d accepted invocations lost", waitReplicas, r.lost)
 	}
+	return r
+}
+
+// uuids are what varies between otherwise equal error messages.
+var uuids = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|127\.0\.0\.1:[0-9]+`)
+
+// refusals counts the gateways' distinct "request failed" errors.
+func refusals(serves []*testenv.Serve) string {
+	count := map[string]int{}
+	for _, s := range serves {
+		for _, line := range strings.Split(s.Out.String(), "\n") {
+			var l struct{ Message, Error string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Message == "request failed" {
+				count[uuids.ReplaceAllString(l.Error, "…")]++
+			}
+		}
+	}
+	var b strings.Builder
+	for msg, n := range count {
+		fmt.Fprintf(&b, "  %d× %s\n", n, msg)
+	}
+	return b.String()
 }
 
 // writeReport puts the table between the file's fleet markers.
-func writeReport(path string, rows []row) error {
+func writeReport(path, name string, rows []row) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nMeasured %s by `task fleet` (internal/testkit/fleet).\n\n", time.Now().UTC().Format("2006-01-02"))
 	b.WriteString("| fault | accepted (202) | ran once | lost (never ran) | ran, record lost | ran twice | refused (503) | time to recover | notes |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %.1f s | %s |\n", r.fault, r.accepted, r.once, r.lost, r.noRecord, r.twice, r.refuse, r.recover.Seconds(), strings.TrimSpace(r.note))
 	}
-	return testenv.ReplaceSection(path, "<!-- fleet:begin -->", "<!-- fleet:end -->", b.String())
+	return testenv.ReplaceSection(path, "<!-- "+name+":begin -->", "<!-- "+name+":end -->", b.String())
 }

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -249,4 +250,173 @@ func (c *RedisCluster) Addrs() []string {
 		out = append(out, n.Addr)
 	}
 	return out
+}
+
+// Node is the cluster node at addr.
+func (c *RedisCluster) Node(addr string) *RedisServer {
+	for _, n := range c.Nodes {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	return nil
+}
+
+// slotRange is a range of slots and who serves it.
+type slotRange struct {
+	start, end int
+	master     redis.ClusterNode
+	replicas   []redis.ClusterNode
+}
+
+// slots is the slot map as the first node that answers reports it
+// (CLUSTER SHARDS; nodes marked failed left out).
+func (c *RedisCluster) slots(ctx context.Context) ([]slotRange, error) {
+	var errs []error
+	for _, n := range c.Nodes {
+		r := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
+		shards, err := r.ClusterShards(ctx).Result()
+		r.Close()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var out []slotRange
+		for _, sh := range shards {
+			var master redis.ClusterNode
+			var replicas []redis.ClusterNode
+			for _, nd := range sh.Nodes {
+				node := redis.ClusterNode{ID: nd.ID, Addr: fmt.Sprintf("%s:%d", nd.IP, nd.Port)}
+				switch {
+				case nd.Health != "online":
+				case nd.Role == "master":
+					master = node
+				default:
+					replicas = append(replicas, node)
+				}
+			}
+			for _, sr := range sh.Slots {
+				out = append(out, slotRange{start: int(sr.Start), end: int(sr.End), master: master, replicas: replicas})
+			}
+		}
+		return out, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+// keySlot is key's hash slot.
+func (c *RedisCluster) keySlot(ctx context.Context, key string) (int, error) {
+	var errs []error
+	for _, n := range c.Nodes {
+		r := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
+		s, err := r.ClusterKeySlot(ctx, key).Result()
+		r.Close()
+		if err == nil {
+			return int(s), nil
+		}
+		errs = append(errs, err)
+	}
+	return 0, errors.Join(errs...)
+}
+
+// MasterOf is the node serving key's slot and its replicas (IDs and
+// addresses), as the cluster reports them.
+func (c *RedisCluster) MasterOf(ctx context.Context, key string) (master redis.ClusterNode, replicas []redis.ClusterNode, err error) {
+	slot, err := c.keySlot(ctx, key)
+	if err != nil {
+		return master, nil, err
+	}
+	slots, err := c.slots(ctx)
+	if err != nil {
+		return master, nil, err
+	}
+	for _, s := range slots {
+		if s.start <= slot && slot <= s.end && s.master.ID != "" {
+			return s.master, s.replicas, nil
+		}
+	}
+	return master, nil, fmt.Errorf("slot %d of %s is not served", slot, key)
+}
+
+// Failover promotes a replica of key's master (CLUSTER FAILOVER: the
+// replica first catches up, so nothing acknowledged is lost).
+func (c *RedisCluster) Failover(ctx context.Context, key string) error {
+	_, replicas, err := c.MasterOf(ctx, key)
+	if err != nil {
+		return err
+	}
+	if len(replicas) == 0 {
+		return fmt.Errorf("%s: its master has no replica", key)
+	}
+	r := redis.NewClient(&redis.Options{Addr: replicas[0].Addr})
+	defer r.Close()
+	return r.ClusterFailover(ctx).Err()
+}
+
+// WaitAgreed waits until `redis-cli --cluster check` passes: every node
+// agrees on the slot map and every slot is served (redis-cli refuses to
+// reshard before that).
+func (c *RedisCluster) WaitAgreed(t testing.TB, d time.Duration) {
+	t.Helper()
+	cli, err := need("redis-cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(d, func() error {
+		out, err := exec.Command(cli, "--cluster", "check", c.Nodes[0].Addr).CombinedOutput()
+		if err != nil || bytes.Contains(out, []byte("[ERR]")) || bytes.Contains(out, []byte("[WARNING]")) {
+			return fmt.Errorf("cluster check: %v\n%s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Reshard moves key's slot, the slots its master holds below it and
+// `more` above it to another master with `redis-cli --cluster reshard`
+// (which takes a source's slots in ascending order). It returns how many
+// slots moved.
+func (c *RedisCluster) Reshard(t testing.TB, key string, more int) int {
+	t.Helper()
+	ctx := context.Background()
+	cli, err := need("redis-cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot, err := c.keySlot(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots, err := c.slots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _, err := c.MasterOf(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	below, owned, dst := 0, 0, ""
+	for _, s := range slots {
+		if s.master.ID == "" {
+			continue
+		}
+		if s.master.ID != src.ID {
+			dst = s.master.ID
+			continue
+		}
+		owned += s.end - s.start + 1
+		if s.end < slot {
+			below += s.end - s.start + 1
+		} else if s.start <= slot {
+			below += slot - s.start
+		}
+	}
+	n := min(below+1+more, owned)
+	out, err := exec.Command(cli, "--cluster", "reshard", src.Addr, "--cluster-from", src.ID, "--cluster-to", dst,
+		"--cluster-slots", fmt.Sprint(n), "--cluster-yes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster reshard: %v\n%s", err, out)
+	}
+	return n
 }
