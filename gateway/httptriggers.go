@@ -42,7 +42,7 @@ func (g *Gateway) httpTrigger(tr httptrigger.Trigger) endpoint {
 			return refuse(err)
 		}
 		// Never read past what could fit in the event.
-		body, err := readBody(w, r)
+		body, err := readBody(w, r, g.config().Function(tr.Function))
 		if err != nil {
 			return nil, err
 		}

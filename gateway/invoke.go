@@ -35,7 +35,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) (any, error) {
 		}
 		wait = "none"
 	}
-	event, err := readEvent(w, r)
+	event, err := readEvent(w, r, g.config().Function(name))
 	if err != nil {
 		return nil, err
 	}

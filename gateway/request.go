@@ -11,20 +11,29 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/jobenv"
 	"github.com/jobgate/jobgate/internal/record"
 )
 
 // Helpers the endpoints share: the body, paging, record lookup.
 
-// readBody reads at most the largest event that fits
-// (SCF_CUSTOM_CONTAINER_EVENT=<event> under Linux's per-string limit).
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := readAll(http.MaxBytesReader(w, r.Body, int64(jobenv.MaxEventBytes)), r.ContentLength, jobenv.MaxEventBytes)
+// readBody reads at most the largest event fn takes (nil: an unknown
+// function, SCF's limit): SCF_CUSTOM_CONTAINER_EVENT=<event> under
+// Linux's per-string limit, or max_event_mb with large_events: file.
+func readBody(w http.ResponseWriter, r *http.Request, fn *config.Function) ([]byte, error) {
+	limit := jobenv.MaxEventBytes
+	if fn != nil {
+		limit = fn.MaxEventBytes()
+	}
+	body, err := readAll(http.MaxBytesReader(w, r.Body, int64(limit)), r.ContentLength, limit)
 	var big *http.MaxBytesError
 	if errors.As(err, &big) {
+		if limit != jobenv.MaxEventBytes {
+			return nil, tooLarge(fmt.Sprintf("event is over %d bytes, the function's max_event_mb", limit))
+		}
 		return nil, tooLarge(fmt.Sprintf(
-			"event is over %d bytes: SCF_CUSTOM_CONTAINER_EVENT=<event> must stay under Linux's 128 KiB per-string limit (131072 bytes including the NUL)",
+			"event is over %d bytes: SCF_CUSTOM_CONTAINER_EVENT=<event> must stay under Linux's 128 KiB per-string limit (131072 bytes including the NUL); large_events: file takes larger ones",
 			jobenv.MaxEventBytes))
 	}
 	if err != nil {
@@ -56,8 +65,8 @@ func readAll(r io.Reader, declared int64, limit int) ([]byte, error) {
 }
 
 // readEvent reads the body and requires a JSON object.
-func readEvent(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := readBody(w, r)
+func readEvent(w http.ResponseWriter, r *http.Request, fn *config.Function) ([]byte, error) {
+	body, err := readBody(w, r, fn)
 	if err != nil {
 		return nil, err
 	}

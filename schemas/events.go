@@ -13,6 +13,9 @@ const (
 	NatsEvent        = "nats-event.schema.json"
 	AmqpEvent        = "amqp-event.schema.json"
 	RedisStreamEvent = "redis-stream-event.schema.json"
+	// EventFileStub is SCF_CUSTOM_CONTAINER_EVENT when the event is in a
+	// file (large_events: file).
+	EventFileStub = "event-file-stub.schema.json"
 )
 
 // RecordsSchema returns the schema of a {"Records":[{kind:…}]} event.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/jobgate/jobgate/internal/jobenv"
 )
 
 func schemaFor(t *testing.T, file string) string {
@@ -102,5 +104,23 @@ func TestInvalidSamplesAreRefused(t *testing.T) {
 				t.Fatalf("accepted: %v", err)
 			}
 		})
+	}
+}
+
+// What the environment holds when the event is in a file validates.
+func TestEventFileStub(t *testing.T) {
+	t.Parallel()
+	sch, err := Compile(EventFileStub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for doc, valid := range map[string]bool{string(jobenv.FileStub(5 << 20)): true, `{"EventFile":"/tmp/e","EventBytes":1}`: false} {
+		inst, err := jsonschema.UnmarshalJSON(strings.NewReader(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vs, err := Validate(sch, inst); err != nil || (len(vs) == 0) != valid {
+			t.Errorf("%s: violations %v (%v), want valid %v", doc, vs, err, valid)
+		}
 	}
 }

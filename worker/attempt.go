@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -40,10 +43,16 @@ type attempt struct {
 	timeout time.Duration
 
 	// Set once started (or re-attached).
-	in      *runtime.Instance
-	exitC   <-chan runtime.ExitStatus
-	adm     *admission
-	started time.Time
+	in    *runtime.Instance
+	exitC <-chan runtime.ExitStatus
+	// notBefore is a delayed invocation's time: the instance is started
+	// then, not before.
+	notBefore time.Time
+	// eventFile is the host file holding an event too large for the
+	// environment (large_events: file), mounted at jobenv.EventFilePath.
+	eventFile string
+	adm       *admission
+	started   time.Time
 	// startLogged: the log's START line is written (logStart).
 	startLogged bool
 	deadline    time.Time
@@ -122,6 +131,7 @@ func (a *attempt) schedule(ctx context.Context, rec *record.Record) error {
 		}
 	}
 	w.claims.drop(bctx, a.inst)
+	a.removeEventFile()
 	return err
 }
 
@@ -152,11 +162,22 @@ func (a *attempt) prepare(ctx context.Context, rec *record.Record) (*runtime.Ima
 	case err != nil:
 		return nil, nil, err
 	}
-	env := jobenv.Build(img.Env, fn.Env, jobenv.Builtins{
+	b := jobenv.Builtins{
 		FunctionName: fn.Name, Qualifier: rec.Qualifier, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN,
 		RequestID: a.id, Attempt: a.n,
-	}, event)
-	if err := jobenv.CheckEnv(env); err != nil {
+	}
+	env := jobenv.Build(img.Env, fn.Env, b, event)
+	err = jobenv.CheckEnv(env)
+	if err != nil && fn.EventsByFile() {
+		// Too large for the environment: the job reads it from a file.
+		if a.eventFile, err = writeEventFile(cfg.Worker.StateDir, a.inst, event); err != nil {
+			return nil, nil, err
+		}
+		b.EventFile = jobenv.EventFilePath
+		env = jobenv.Build(img.Env, fn.Env, b, jobenv.FileStub(len(event)))
+		err = jobenv.CheckEnv(env)
+	}
+	if err != nil {
 		return nil, nil, permanent(record.CodeEventTooLarge, err)
 	}
 	for _, arg := range append(append([]string{}, fn.Command...), fn.Args...) {
@@ -192,8 +213,12 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 	}
 	tImage := w.now()
 	labels := a.labels()
-	if wm := w.pool.take(fn.Name, img.Digest); wm != nil {
-		err := a.startWarm(ctx, wm, labels, env)
+	// A warm instance was created without the event file's mount.
+	if wm := a.takeWarm(img); wm != nil {
+		err := a.waitDue(ctx)
+		if err == nil {
+			err = a.startWarm(ctx, wm, labels, env)
+		}
 		if err == nil {
 			a.in, a.exitC, a.ctr = wm.in, wm.exitC, wm.in.ID
 			a.running(ctx, rec, img, t0, tImage, tImage)
@@ -207,7 +232,7 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 	in, err := w.rt.Create(ctx, runtime.Spec{
 		ID: a.inst, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
 		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host", Isolation: isolation(*fn, w.config()),
-		Labels: labels,
+		Labels: labels, EventFile: a.eventFile,
 	})
 	if errors.Is(err, runtime.ErrInit) {
 		return permanent(record.CodeContainerInitError, err)
@@ -223,6 +248,10 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 	}
 	exitC, err := in.Wait(w.group.Context()) // before Start, or a fast exit is missed
 	if err != nil {
+		cleanup()
+		return err
+	}
+	if err := a.waitDue(ctx); err != nil {
 		cleanup()
 		return err
 	}
@@ -545,6 +574,7 @@ func (a *attempt) complete(ctx context.Context, o outcome) {
 	} else if err := a.in.Remove(rctx); err != nil {
 		a.log.Warn().Err(err).Msg("remove instance")
 	}
+	a.removeEventFile()
 	a.log.Info().Str("status", string(o.Status)).Int("status_code", o.StatusCode).Int("exit_code", o.ExitCode).
 		Int64("duration_ms", o.DurationMs).Bool("retried", s.retried).Msg("instance ended")
 }
@@ -681,4 +711,62 @@ func (a *attempt) fail(ctx context.Context, f *failure) error {
 		a.log.Error().Err(err).Msg("dead-letter")
 	}
 	return fmt.Errorf("%w: %w", f, asynq.SkipRetry)
+}
+
+// takeWarm takes a provisioned instance for the attempt, unless its
+// event is in a file (a warm instance has no mount for it).
+func (a *attempt) takeWarm(img *runtime.Image) *warm {
+	if a.eventFile != "" {
+		return nil
+	}
+	return a.w.pool.take(a.fn.Name, img.Digest)
+}
+
+// eventFilePath is where an attempt's large event is kept on the host.
+func eventFilePath(stateDir, inst string) string {
+	return filepath.Join(stateDir, "events", inst+".json")
+}
+
+// writeEventFile stores an event for the instance to read (world-readable:
+// the job may run as any user; the directory is the worker's own).
+func writeEventFile(stateDir, inst string, event []byte) (string, error) {
+	path := eventFilePath(stateDir, inst)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("event file: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, event, 0o644); err != nil {
+		return "", fmt.Errorf("event file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("event file: %w", err)
+	}
+	return path, nil
+}
+
+// removeEventFile deletes the attempt's event file, if it has one (a
+// re-attached attempt does not know: its path is tried).
+func (a *attempt) removeEventFile() {
+	path := a.eventFile
+	if path == "" {
+		path = eventFilePath(a.w.config().Worker.StateDir, a.inst)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.Warn().Err(err).Msg("remove event file")
+	}
+}
+
+// waitDue waits until a delayed invocation's time (its instance is ready
+// by then).
+func (a *attempt) waitDue(ctx context.Context) error {
+	wait := a.notBefore.Sub(a.w.now())
+	if wait <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+		return nil
+	}
 }

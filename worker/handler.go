@@ -46,6 +46,9 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 	}
+	// A delayed invocation arrives a second or two early: its instance is
+	// made ready meanwhile and started at its time.
+	a.notBefore = parseTime(rec.ScheduledTime)
 	err = a.schedule(ctx, rec)
 	if err != nil && !isWait(err) {
 		a.log.Warn().Err(err).Msg("scheduling failed")
@@ -53,17 +56,10 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-// due turns a delayed invocation PENDING once its time has come: asynq
-// hands the task over from the start of the second it is due in, so up
-// to a second is waited out here. nil: it was terminated meanwhile.
+// due turns a delayed invocation PENDING when asynq hands its task over
+// (keyspace's scheduled score: a second or two before its time). nil: it
+// was terminated meanwhile.
 func (w *Worker) due(ctx context.Context, rec *record.Record) (*record.Record, error) {
-	if wait := parseTime(rec.ScheduledTime).Sub(w.now()); wait > 0 {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(min(wait, 2*time.Second)):
-		}
-	}
 	err := w.records.UpdateFrom(ctx, rec.RequestId, []record.Status{record.Scheduled}, record.Update{Status: record.Pending})
 	if errors.Is(err, record.ErrStatus) {
 		cur, gerr := w.records.Get(ctx, rec.RequestId)

@@ -20,6 +20,7 @@ package config
 import (
 	"time"
 
+	"github.com/jobgate/jobgate/internal/jobenv"
 	"github.com/jobgate/jobgate/internal/keyspace"
 )
 
@@ -275,9 +276,14 @@ type Function struct {
 	Concurrency  int               `yaml:"concurrency,omitempty"`
 	Retry        Retry             `yaml:"retry,omitempty"`
 	MaxEventAgeS int               `yaml:"max_event_age_s,omitempty"`
-	Acceleration bool              `yaml:"acceleration,omitempty"`
-	Provisioned  int               `yaml:"provisioned,omitempty"`
-	Network      string            `yaml:"network,omitempty"`
+	// LargeEvents "file": an event too large for SCF_CUSTOM_CONTAINER_EVENT
+	// (up to MaxEventMB, default 6) reaches the job as a read-only file
+	// (jobenv.EventFilePath); "env" (the default) refuses it, as SCF does.
+	LargeEvents  string `yaml:"large_events,omitempty"`
+	MaxEventMB   int    `yaml:"max_event_mb,omitempty"`
+	Acceleration bool   `yaml:"acceleration,omitempty"`
+	Provisioned  int    `yaml:"provisioned,omitempty"`
+	Network      string `yaml:"network,omitempty"`
 	// Isolation (docs/SECURITY.md). CPU is the cores a job may use (CFS
 	// quota; fractional); unset, it has no quota but half the default CPU
 	// weight, so the host's own services win under contention. User runs
@@ -313,6 +319,26 @@ type Trigger struct {
 
 // MaxEventAge is SCF's MsgTTL: older events are not started.
 func (f *Function) MaxEventAge() time.Duration { return time.Duration(f.MaxEventAgeS) * time.Second }
+
+// EventsByFile says the function takes events too large for the
+// environment as a file (large_events: file).
+func (f *Function) EventsByFile() bool { return f.LargeEvents == "file" }
+
+// MaxEventBytes is the largest event the function accepts: max_event_mb
+// with large_events: file, else what fits SCF_CUSTOM_CONTAINER_EVENT.
+func (f *Function) MaxEventBytes() int {
+	if !f.EventsByFile() {
+		return jobenv.MaxEventBytes
+	}
+	if f.MaxEventMB <= 0 {
+		return DefaultMaxEventMB << 20
+	}
+	return f.MaxEventMB << 20
+}
+
+// DefaultMaxEventMB is max_event_mb unset (SCF's synchronous invoke
+// limit).
+const DefaultMaxEventMB = 6
 
 // RetryMax is how many times a failed exit is re-run.
 func (f *Function) RetryMax() int { return *f.Retry.Max }

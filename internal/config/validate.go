@@ -50,6 +50,9 @@ func (c *Config) validate() []Problem {
 		if _, err := reference.ParseNormalizedNamed(f.Image); err != nil {
 			add(p+".image", "not an image reference %q: %v", f.Image, err)
 		}
+		if f.MaxEventMB != 0 && !f.EventsByFile() {
+			add(p+".max_event_mb", "applies only with large_events: file (without it an event must fit SCF_CUSTOM_CONTAINER_EVENT)")
+		}
 		var envStrings []string
 		for k, v := range f.Env {
 			switch {

@@ -27,7 +27,20 @@ const (
 	EventVar = "SCF_CUSTOM_CONTAINER_EVENT"
 	// MaxEventBytes is the largest event that fits in EventVar.
 	MaxEventBytes = MaxString - len(EventVar) - 1
+
+	// EventFileVar names the file that holds an event too large for
+	// EventVar (a function with large_events: file); EventVar then holds
+	// FileStub.
+	EventFileVar = "SCF_CUSTOM_CONTAINER_EVENT_FILE"
+	// EventFilePath is where that file is mounted, read-only.
+	EventFilePath = "/run/jobgate/event.json"
 )
+
+// FileStub is what EventVar holds when the event of size bytes is in
+// EventFilePath: a JSON object that says so.
+func FileStub(size int) []byte {
+	return []byte(`{"EventFile":"` + EventFilePath + `","EventBytes":` + strconv.Itoa(size) + `}`)
+}
 
 // LimitError says which limit an environment or argument broke.
 type LimitError struct {
@@ -77,11 +90,13 @@ type Builtins struct {
 	UIN          string
 	RequestID    string
 	Attempt      int
+	// EventFile, if set, is EventFileVar's value (the event is in it).
+	EventFile string
 }
 
 // builtinNames are the variables a function's env can never override.
 var builtinNames = []string{
-	EventVar,
+	EventVar, EventFileVar,
 	"TENCENTCLOUD_RUNENV", "USER_CODE_ROOT", "USER",
 	"SCF_FUNCTIONNAME", "SCF_FUNCTIONVERSION",
 	"TENCENTCLOUD_REGION", "TENCENTCLOUD_APPID", "TENCENTCLOUD_UIN",
@@ -129,6 +144,9 @@ func Build(imageEnv []string, fnEnv map[string]string, b Builtins, event []byte)
 		"JOBGATE_ATTEMPT":     strconv.Itoa(b.Attempt),
 	} {
 		vals[k] = v
+	}
+	if b.EventFile != "" {
+		vals[EventFileVar] = b.EventFile
 	}
 	keys := make([]string, 0, len(vals))
 	for k := range vals {

@@ -401,10 +401,15 @@ func (w *write) add(rec record.CreateOp, task queue.Encoded, due, hide time.Time
 	w.hidden = append(w.hidden, hidden)
 	w.keys = append(w.keys, rec.Keys...)
 	queued, at := keyspace.AsynqPending(queue.Name), int64(0)
-	if !due.IsZero() {
-		// asynq forwards a task once the Unix second it is scored with
-		// has begun: rounded down, the worker waits out the rest.
+	switch {
+	case hidden:
 		queued, at = keyspace.AsynqScheduled(queue.Name), due.Unix()
+	case !due.IsZero():
+		// asynq forwards a task once the Unix second it is scored with
+		// has begun. A delayed one is scored a second before its own:
+		// the worker gets it 1–2 s early, pulls and creates meanwhile,
+		// and starts the instance at the time (worker: attempt.waitDue).
+		queued, at = keyspace.AsynqScheduled(queue.Name), due.Unix()-1
 	}
 	w.keys = append(w.keys, keyspace.AsynqTask(queue.Name, task.ID), queued)
 	w.args = append(w.args, task.ID, task.Message, rec.Member, rec.Event, at, rec.TTLms, len(rec.Fields))

@@ -230,10 +230,19 @@ func (s *Submitter) newRecord(cfg *config.Config, fn *config.Function, id string
 	// leaves (cached per function); only a large one has the whole
 	// environment built and checked, for the exact error.
 	if len(req.Event) > s.room(cfg, fn) || len(id) > len(roomID) {
-		env := jobenv.Build(nil, fn.Env, jobenv.Builtins{
-			FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN, RequestID: id, Attempt: 1,
-		}, req.Event)
-		if err := jobenv.CheckEnv(env); err != nil {
+		b := jobenv.Builtins{FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN, RequestID: id, Attempt: 1}
+		err := jobenv.CheckEnv(jobenv.Build(nil, fn.Env, b, req.Event))
+		if err != nil && fn.EventsByFile() {
+			// It reaches the job as a file (the worker decides the same
+			// way): the environment holds a stub.
+			if len(req.Event) > fn.MaxEventBytes() {
+				return nil, fmt.Errorf("event for %s: %w", fn.Name, &jobenv.LimitError{What: "the event", Size: len(req.Event),
+					Limit: fn.MaxEventBytes(), Rule: "the function's max_event_mb"})
+			}
+			b.EventFile = jobenv.EventFilePath
+			err = jobenv.CheckEnv(jobenv.Build(nil, fn.Env, b, jobenv.FileStub(len(req.Event))))
+		}
+		if err != nil {
 			return nil, fmt.Errorf("event for %s: %w", fn.Name, err)
 		}
 	}
@@ -432,6 +441,9 @@ func eventRoom(cfg *config.Config, fn *config.Function) int {
 	total := 0
 	for _, kv := range env {
 		total += len(kv) + 1
+	}
+	if fn.EventsByFile() {
+		return fn.MaxEventBytes() // the environment holds a stub
 	}
 	return min(jobenv.MaxEventBytes, jobenv.MaxTotal-total)
 }

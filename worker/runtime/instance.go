@@ -19,6 +19,8 @@ import (
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/jobgate/jobgate/internal/jobenv"
 )
 
 // ErrNoTask means the container exists but was never started (or its
@@ -59,9 +61,12 @@ type Spec struct {
 	PidsLimit   int64
 	HostNetwork bool
 	Isolation   Isolation
-	warm        *warmOpts // set by CreateWarm
-	ownShim     bool      // never join the warm shim group (a retry after the group failed)
-	Labels      map[string]string
+	// EventFile, if set, is a host file mounted read-only at
+	// jobenv.EventFilePath (an event too large for the environment).
+	EventFile string
+	warm      *warmOpts // set by CreateWarm
+	ownShim   bool      // never join the warm shim group (a retry after the group failed)
+	Labels    map[string]string
 }
 
 // Isolation is what a job may use and do beyond memory and pids.
@@ -208,6 +213,12 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	}
 	if s.warm != nil {
 		opts = append(opts, withWarm(s.warm))
+	}
+	if s.EventFile != "" {
+		opts = append(opts, oci.WithMounts([]specs.Mount{{
+			Destination: jobenv.EventFilePath, Type: "bind", Source: s.EventFile,
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		}}))
 	}
 	opts = append(opts, isolationOpts(s.Isolation)...)
 	// Last: the default profile depends on the final capability set.

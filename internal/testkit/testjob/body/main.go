@@ -3,6 +3,7 @@
 //
 //	event          print SCF_CUSTOM_CONTAINER_EVENT as one line
 //	eventsum       print "len=<n> sha256=<hex>" of the event
+//	filesum        the same of the file SCF_CUSTOM_CONTAINER_EVENT_FILE names
 //	env NAME       print NAME=<value> (or NAME unset)
 //	envsum         print "envtotal=<bytes>" (all KEY=value strings + NULs)
 //	args           print os.Args[1:] as JSON
@@ -66,6 +67,14 @@ func main() {
 		case "eventsum":
 			e := os.Getenv("SCF_CUSTOM_CONTAINER_EVENT")
 			fmt.Printf("len=%d sha256=%x\n", len(e), sha256.Sum256([]byte(e)))
+		case "filesum":
+			// The event file (large_events: file), read as the job would.
+			b, err := os.ReadFile(os.Getenv("SCF_CUSTOM_CONTAINER_EVENT_FILE"))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "body:", err)
+				os.Exit(2)
+			}
+			fmt.Printf("len=%d sha256=%x\n", len(b), sha256.Sum256(b))
 		case "env":
 			n := next(&i)
 			if v, ok := os.LookupEnv(n); ok {
