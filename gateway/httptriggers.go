@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/jobgate/jobgate/internal/cloudevent"
 	"github.com/jobgate/jobgate/internal/submit"
 	"github.com/jobgate/jobgate/triggers/httptrigger"
 )
@@ -56,11 +57,26 @@ func (g *Gateway) httpTrigger(tr httptrigger.Trigger) endpoint {
 				fingerprint = submit.Fingerprint([]byte(r.Method), []byte(r.URL.RequestURI()), body)
 			}
 		}
+		// A CloudEvent keeps SCF's API Gateway shape, its attributes
+		// added as "ce"; its id + source dedupe it unless the trigger
+		// names a dedupe header that the request carries.
+		ce, err := cloudevent.Parse(r.Context(), r.Header, body)
+		if err != nil {
+			return nil, badRequest("%v", err)
+		}
+		if ce != nil && fingerprint == "" {
+			id = submit.DeriveRequestID("cloudevents", tr.Function, tr.Name, ce.Source, ce.ID)
+			fingerprint = submit.Fingerprint([]byte(r.Method), []byte(r.URL.RequestURI()), body)
+		}
 		params := map[string]string{}
 		for _, m := range names {
 			params[m[1]] = r.PathValue(m[1])
 		}
-		event, err := json.Marshal(tr.Normalize(r, body, params, id))
+		normalized := tr.Normalize(r, body, params, id)
+		if ce != nil {
+			normalized.CE = ce.Attributes
+		}
+		event, err := json.Marshal(normalized)
 		if err != nil {
 			return nil, &apiError{status: http.StatusInternalServerError, code: codeInternalError, msg: "the event could not be encoded", requestID: id, cause: err}
 		}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jobgate/jobgate/internal/cloudevent"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
 )
@@ -40,9 +41,22 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 	req := submit.Request{Function: name, Event: event, Source: "API", At: at}
+	// A CloudEvent (binary or structured mode): the job gets its data
+	// object with the attributes as "ce", and its id + source dedupe it.
+	ce, err := cloudevent.Parse(r.Context(), r.Header, event)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	if ce != nil {
+		if req.Event, err = ce.ObjectEvent(); err != nil {
+			return nil, badRequest("%v", err)
+		}
+		req.RequestID = submit.DeriveRequestID("cloudevents", name, ce.Source, ce.ID)
+		req.Fingerprint = submit.Fingerprint(req.Event)
+	}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		req.RequestID = submit.DeriveRequestID("idempotency-key", name, key)
-		req.Fingerprint = submit.Fingerprint(event)
+		req.Fingerprint = submit.Fingerprint(req.Event)
 	}
 	return g.submitAndAnswer(r, req, wait, false)
 }

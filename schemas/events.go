@@ -16,6 +16,9 @@ const (
 	// EventFileStub is SCF_CUSTOM_CONTAINER_EVENT when the event is in a
 	// file (large_events: file).
 	EventFileStub = "event-file-stub.schema.json"
+	// CloudEventAttributes is an event's "ce" member (a CloudEvent's
+	// attributes).
+	CloudEventAttributes = "cloudevent-attributes.schema.json"
 )
 
 // RecordsSchema returns the schema of a {"Records":[{kind:…}]} event.
@@ -47,6 +50,9 @@ type APIGateway struct {
 	Path                  string                `json:"path"`
 	HTTPMethod            string                `json:"httpMethod"`
 	QueryString           map[string]QueryValue `json:"queryString"`
+	// CE holds a CloudEvent's attributes when the request was one
+	// (jobgate's; cloudevent-attributes.schema.json).
+	CE map[string]any `json:"ce,omitempty"`
 }
 
 // APIGatewayContext is the event's requestContext.

@@ -124,3 +124,38 @@ func TestEventFileStub(t *testing.T) {
 		}
 	}
 }
+
+// The attributes jobgate writes (internal/cloudevent's samples) validate
+// against the "ce" schema.
+func TestCloudEventAttributes(t *testing.T) {
+	t.Parallel()
+	sch, err := Compile(CloudEventAttributes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("../internal/cloudevent/testdata/valid/*.event.json")
+	if len(files) < 4 {
+		t.Fatalf("samples missing: %v", files)
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev struct{ CE json.RawMessage }
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			t.Fatal(err)
+		}
+		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(ev.CE))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vs, err := Validate(sch, inst); err != nil || len(vs) > 0 {
+			t.Errorf("%s: %v %v", f, vs, err)
+		}
+	}
+	bad, _ := jsonschema.UnmarshalJSON(strings.NewReader(`{"specversion":"1.0","id":"1","source":"/s"}`))
+	if vs, err := Validate(sch, bad); err != nil || len(vs) == 0 {
+		t.Errorf("attributes without type validated: %v", err)
+	}
+}
