@@ -245,9 +245,9 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 		// redirect handling: a failover or a moved slot shows up here.
 		c.rdb.(*redis.ClusterClient).ReloadState(ctx)
 	}
-	if err != nil && (!isRedisError(err) || clustered && redirected(err)) {
+	if err != nil && (!isRedisError(err) || notRun(err, clustered)) {
 		for _, w := range batch {
-			w.err, w.uncertain = err, w.uncertain || !neverSent(err) && !redirected(err)
+			w.err, w.uncertain = err, w.uncertain || !neverSent(err) && !notRun(err, clustered)
 			w.fresh = false // a resend checks what landed
 		}
 		return batch
@@ -362,14 +362,20 @@ func neverSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial" || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
 }
 
-// redirected says a Cluster node refused a transaction for where it
-// was sent — a failover or a slot on the move — so none of it ran: it
-// is sent again once the slot map is reloaded.
-func redirected(err error) bool {
+// notRun says Redis refused a transaction as a whole for the moment —
+// still loading its data after a restart, a replica or a master in a
+// failover, or (Cluster) a slot elsewhere or on the move — so none of it
+// ran: it is sent again (on a Cluster once the slot map is reloaded).
+// Answered as an error instead, a write sent before a crash, which may
+// have landed, would be refused though it exists.
+func notRun(err error, clustered bool) bool {
+	if redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
+		redis.IsTryAgainError(err) || redis.IsClusterDownError(err) {
+		return true
+	}
 	_, moved := redis.IsMovedError(err)
 	_, ask := redis.IsAskError(err)
-	return moved || ask || redis.IsTryAgainError(err) || redis.IsClusterDownError(err) ||
-		redis.IsReadOnlyError(err) || redis.IsExecAbortError(err)
+	return clustered && (moved || ask || redis.IsExecAbortError(err))
 }
 
 // isRedisError: Redis answered with an error (the script did not run);
