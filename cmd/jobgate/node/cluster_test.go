@@ -61,6 +61,19 @@ func TestOnRedisCluster(t *testing.T) {
 	failed := st.Invoke(t, "broken", "?wait=none", []byte(`{}`), http.StatusAccepted)
 
 	ids := append([]string{plain.RequestId, keyed.RequestId}, batch.RequestIds...)
+	// The listing indexes share the records' slot and are written in the
+	// same transaction: right after the 202s the listing has every one,
+	// and every entry it lists exists (no repair window on Cluster).
+	code, body = st.Do(t, http.MethodGet, "/v1/invocations?limit=100", nil, nil)
+	var listed struct{ Invocations []record.Record }
+	if err := json.Unmarshal(body, &listed); code != http.StatusOK || err != nil || len(listed.Invocations) != len(ids)+1 {
+		t.Fatalf("listing right after the 202s: %d %s", code, body)
+	}
+	for _, rec := range listed.Invocations {
+		if _, err := st.Records.Get(ctx, rec.RequestId); err != nil {
+			t.Errorf("listed %s: %v", rec.RequestId, err)
+		}
+	}
 	for i, id := range ids {
 		if end := st.WaitEnd(t, id, time.Minute); end.Status != record.Finished {
 			t.Fatalf("%s: %+v", id, end)

@@ -246,10 +246,14 @@ func (f *fleet) invoke(gw int, fn, key string) (string, int) {
 
 // settle waits until every id has a terminal record, or has run with
 // its record gone (a failover lost it), or d has passed; it returns the
-// records.
+// records. An id with no record that has not run after noRecordGrace is
+// settled too: lost (a worker drops a task without its record, and a
+// failover loses a record and its task together, one transaction).
 func (f *fleet) settle(ids []string, d time.Duration) map[string]*record.Record {
+	const noRecordGrace = 20 * time.Second
 	out := map[string]*record.Record{}
-	deadline := time.Now().Add(d)
+	start := time.Now()
+	deadline := start.Add(d)
 	for {
 		open := 0
 		for _, id := range ids {
@@ -262,7 +266,7 @@ func (f *fleet) settle(ids []string, d time.Duration) map[string]*record.Record 
 				if r.Status.Terminal() {
 					continue
 				}
-			} else if done, _, _ := f.col.of(id); done > 0 && errors.Is(err, record.ErrNotFound) {
+			} else if done, _, _ := f.col.of(id); errors.Is(err, record.ErrNotFound) && (done > 0 || time.Since(start) > noRecordGrace) {
 				continue
 			}
 			open++
