@@ -19,6 +19,8 @@ const (
 	// CloudEventAttributes is an event's "ce" member (a CloudEvent's
 	// attributes).
 	CloudEventAttributes = "cloudevent-attributes.schema.json"
+	// DestinationResult is what a destination receives.
+	DestinationResult = "destination-result.schema.json"
 )
 
 // RecordsSchema returns the schema of a {"Records":[{kind:…}]} event.

@@ -583,6 +583,9 @@ func (a *attempt) complete(ctx context.Context, o outcome) {
 // tries so none is done twice.
 type endSteps struct {
 	logged, recorded, retried, deadLettered bool
+	// ended: this attempt's status is the invocation's final one;
+	// destined: its destinations are queued.
+	ended, destined bool
 }
 
 // recordEnd does the steps of complete not yet done; an error means Redis
@@ -641,9 +644,20 @@ func (a *attempt) recordEnd(ctx context.Context, o outcome, s *endSteps) error {
 			err := w.records.UpdateFrom(ctx, a.id, []record.Status{record.Running, record.Scheduling}, u)
 			switch {
 			case errors.Is(err, record.ErrStatus):
-				s.deadLettered = true // ended otherwise meanwhile (terminated): not this attempt's to dead-letter
+				// Ended meanwhile: by this attempt before a crash (the same
+				// status: its later steps are still to do), or otherwise
+				// (terminated): then not this attempt's to dead-letter.
+				cur, gerr := w.records.Get(ctx, a.id)
+				if gerr != nil && !errors.Is(gerr, record.ErrNotFound) {
+					return gerr
+				}
+				if s.ended = cur != nil && cur.Attempt == a.n && cur.Status == o.Status; !s.ended {
+					s.deadLettered, s.destined = true, true
+				}
 			case err != nil:
 				return err
+			default:
+				s.ended = true
 			}
 		}
 		s.recorded = true
@@ -654,6 +668,12 @@ func (a *attempt) recordEnd(ctx context.Context, o outcome, s *endSteps) error {
 		}
 	}
 	s.deadLettered = true
+	if !s.destined && s.ended && !s.retried {
+		if err := w.queueDestinations(ctx, a.id, a.fnName, a.n, o.Status); err != nil {
+			return err
+		}
+	}
+	s.destined = true
 	return nil
 }
 
@@ -709,6 +729,9 @@ func (a *attempt) fail(ctx context.Context, f *failure) error {
 	_ = w.logs.AppendPlatform(ctx, a.inst, true, fmt.Sprintf("ERROR RequestId:%s %s: %s", a.id, record.CodeName(f.code), msg))
 	if err := w.deadLetter(ctx, a.id, f.code, msg); err != nil {
 		a.log.Error().Err(err).Msg("dead-letter")
+	}
+	if err := w.queueDestinations(ctx, a.id, a.fnName, a.n, record.Failed); err != nil {
+		a.log.Error().Err(err).Msg("queue destinations")
 	}
 	return fmt.Errorf("%w: %w", f, asynq.SkipRetry)
 }

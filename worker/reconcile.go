@@ -139,6 +139,9 @@ func (w *Worker) attachEnded(ctx context.Context, in *runtime.Instance, id strin
 			if err := w.deadLetter(ctx, id, record.CodeInternalError, msg); err != nil {
 				log.Error().Err(err).Msg("dead-letter")
 			}
+			if err := w.queueDestinations(ctx, id, rec.FunctionName, n, record.Failed); err != nil {
+				log.Error().Err(err).Msg("queue destinations")
+			}
 		}
 	}
 	log.Info().Msg("removing instance without a task")

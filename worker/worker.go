@@ -15,6 +15,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,12 +57,16 @@ type Worker struct {
 	records *record.Store
 	logs    *logstore.Store
 	dlq     *deadletter.Store
-	submit  *submit.Submitter
-	control *control.Requests
-	keys    keyspace.Keys
-	metrics *metrics.Metrics
-	log     zerolog.Logger
-	now     func() time.Time
+	// destinationDLQ holds deliveries of final statuses that ran out of
+	// retries (its own list, beside the invocations' dead letters).
+	destinationDLQ    *deadletter.Store
+	destinationClient *http.Client
+	submit            *submit.Submitter
+	control           *control.Requests
+	keys              keyspace.Keys
+	metrics           *metrics.Metrics
+	log               zerolog.Logger
+	now               func() time.Time
 
 	// What attempts use; each part has its own lock.
 	admitter slots
@@ -173,6 +178,9 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.KeyPrefix()), node: cfg.Worker.Node, retention: cfg.Retention()},
 		runners: &runners{m: map[string]*attempt{}}, ends: &recentEnds{m: map[string]recentEnd{}}, inflight: &inflight{m: map[string]int{}},
 		ooms: &oomTracker{m: map[string]bool{}},
+		destinationDLQ: deadletter.NewStore(d.Redis, cfg.Redis.KeyPrefix()+":destination",
+			deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max}),
+		destinationClient: &http.Client{Timeout: 30 * time.Second},
 	}
 	w.conf.Store(cfg)
 	w.degraded = degraded
@@ -302,7 +310,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		DelayedTaskCheckInterval: 250 * time.Millisecond,
 		// In-flight pulls get this long to finish before being re-queued.
 		ShutdownTimeout: 30 * time.Second,
-		RetryDelayFunc: func(n int, err error, _ *asynq.Task) time.Duration {
+		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
+			if t.Type() == queue.TypeDestination {
+				return destinationRetryDelay(n)
+			}
 			return retryDelay(n, err, time.Duration(w.config().Worker.LimitRetryS)*time.Second)
 		},
 		// Waiting for a slot is not a failure: it spends no retry budget
@@ -313,6 +324,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	})
 	mux := asynq.NewServeMux()
 	mux.Handle(queue.TypeInvoke, w)
+	mux.Handle(queue.TypeDestination, deliverer{w})
 	if err := w.srv.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}

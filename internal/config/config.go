@@ -296,6 +296,47 @@ type Function struct {
 	ReadonlyRootfs bool      `yaml:"readonly_rootfs,omitempty"`
 	CapAdd         []string  `yaml:"cap_add,omitempty"`
 	Triggers       []Trigger `yaml:"triggers,omitempty"`
+	// Destinations (Lambda's): where an invocation's final status goes —
+	// FINISHED to OnSuccess, FAILED or TIMEOUT to OnFailure (after the
+	// retries; a terminated one goes nowhere).
+	OnSuccess []Destination `yaml:"on_success,omitempty"`
+	OnFailure []Destination `yaml:"on_failure,omitempty"`
+}
+
+// Destination is one target of a final status: another function (the
+// result is its event) or an HTTP URL (POSTed, signed with SecretEnv's
+// key as HTTP triggers' jobgate scheme when set).
+type Destination struct {
+	Function  string `yaml:"function,omitempty"`
+	URL       string `yaml:"url,omitempty"`
+	SecretEnv string `yaml:"secret_env,omitempty"`
+	// RetryMax bounds redeliveries after a failed one (default 5; backoff
+	// 1 s, 2 s, 4 s … up to 5 min); then the delivery is dead-lettered.
+	RetryMax *int `yaml:"retry_max,omitempty"`
+}
+
+// Target names the destination ("function:NAME" or its URL).
+func (d Destination) Target() string {
+	if d.Function != "" {
+		return "function:" + d.Function
+	}
+	return d.URL
+}
+
+// Retries is RetryMax or its default.
+func (d Destination) Retries() int {
+	if d.RetryMax == nil {
+		return 5
+	}
+	return *d.RetryMax
+}
+
+// Destinations returns the targets of a final status (nil: none).
+func (f *Function) Destinations(success bool) []Destination {
+	if success {
+		return f.OnSuccess
+	}
+	return f.OnFailure
 }
 
 // Retry is SCF's RetryNum for failed exits.

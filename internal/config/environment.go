@@ -57,6 +57,11 @@ func Resolve(c *Config, name string) error {
 		needEnv("registries."+host+".password_env", r.PasswordEnv)
 	}
 	for i, f := range c.Functions {
+		for kind, ds := range map[string][]Destination{"on_success": f.OnSuccess, "on_failure": f.OnFailure} {
+			for j, d := range ds {
+				needSecret(fmt.Sprintf("functions[%d].%s[%d].secret_env", i, kind, j), d.SecretEnv)
+			}
+		}
 		for j, t := range f.Triggers {
 			tp := fmt.Sprintf("functions[%d].triggers[%d]", i, j)
 			if t.http != nil && t.http.Auth != nil {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -49,6 +50,23 @@ func (c *Config) validate() []Problem {
 		seen[f.Name] = i
 		if _, err := reference.ParseNormalizedNamed(f.Image); err != nil {
 			add(p+".image", "not an image reference %q: %v", f.Image, err)
+		}
+		for kind, ds := range map[string][]Destination{"on_success": f.OnSuccess, "on_failure": f.OnFailure} {
+			for j, d := range ds {
+				dp := fmt.Sprintf("%s.%s[%d]", p, kind, j)
+				switch {
+				case (d.Function == "") == (d.URL == ""):
+					add(dp, "set function or url, one of them")
+				case d.Function != "" && c.Function(d.Function) == nil:
+					add(dp+".function", "no function %q", d.Function)
+				case d.Function != "" && d.SecretEnv != "":
+					add(dp+".secret_env", "signs a url; a function target needs none")
+				case d.URL != "":
+					if u, err := url.Parse(d.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+						add(dp+".url", "not an http(s) URL: %q", d.URL)
+					}
+				}
+			}
 		}
 		if f.MaxEventMB != 0 && !f.EventsByFile() {
 			add(p+".max_event_mb", "applies only with large_events: file (without it an event must fit SCF_CUSTOM_CONTAINER_EVENT)")

@@ -4,6 +4,7 @@
 package record
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 )
@@ -64,10 +65,31 @@ type Record struct {
 	// ScheduledTime is when a delayed invocation is due (invoke?delay_s,
 	// ?at); empty for the others.
 	ScheduledTime string `json:",omitempty"`
+	// Destinations are the deliveries of its final status (on_success,
+	// on_failure), in the config's order.
+	Destinations []DestinationStatus `json:",omitempty"`
 	// Fingerprint is the hash of the request behind a caller's
 	// idempotency key (submit.Fingerprint); not shown.
 	Fingerprint string `json:"-"`
 }
+
+// DestinationStatus is one delivery of a final status.
+type DestinationStatus struct {
+	Target   string
+	Status   string // QUEUED, DELIVERED or FAILED (dead-lettered)
+	Attempts int
+	Error    string `json:",omitempty"`
+}
+
+// Delivery states.
+const (
+	DestinationQueued    = "QUEUED"
+	DestinationDelivered = "DELIVERED"
+	DestinationFailed    = "FAILED"
+)
+
+// destinationField is the hash field of a record's i-th delivery.
+func destinationField(i int) string { return "Destination." + strconv.Itoa(i) }
 
 // AttemptSummary is how one attempt ended.
 type AttemptSummary struct {
@@ -165,6 +187,15 @@ func fromFields(m map[string]string) *Record {
 	if v, ok := m["ExitCode"]; ok {
 		n, _ := strconv.Atoi(v)
 		r.ExitCode = &n
+	}
+	for i := 0; ; i++ {
+		v, ok := m[destinationField(i)]
+		if !ok {
+			break
+		}
+		var d DestinationStatus
+		_ = json.Unmarshal([]byte(v), &d)
+		r.Destinations = append(r.Destinations, d)
 	}
 	return r
 }

@@ -210,6 +210,24 @@ func (s *Store) update(ctx context.Context, id string, u Update, mode string) er
 	return nil
 }
 
+// SetDestination records the state of the final status's i-th delivery
+// (any status: the record has ended).
+func (s *Store) SetDestination(ctx context.Context, id string, i int, d DestinationStatus) error {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("destination of %s: %w", id, err)
+	}
+	n, err := keyspace.RecordUpdate.Run(ctx, s.rdb, []string{s.keys.Record(id), s.keys.Attempts(id), s.keys.Pending(), s.keys.Running()},
+		s.keys.Changes(), id, "*", "", 0, destinationField(i), string(b)).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("destination of %s: %w", id, err)
+	case n == -1:
+		return fmt.Errorf("destination of %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
 // Filter narrows List.
 type Filter struct {
 	Function string

@@ -182,6 +182,19 @@ func (s *Submitter) Requeue(ctx context.Context, id, function string, attempt in
 	return nil
 }
 
+// QueueDestination queues one delivery of a final status; queued
+// already (its ID), it is not queued again.
+func (s *Submitter) QueueDestination(ctx context.Context, d queue.Destination, retries int) error {
+	task, opts, err := queue.NewDestinationTask(d, retries, s.taskOptions(0).Retention)
+	if err != nil {
+		return err
+	}
+	if _, err := s.queue.EnqueueContext(ctx, task, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("queue destination %s: %w", d.ID(), err)
+	}
+	return nil
+}
+
 // Submit records and enqueues one event.
 func (s *Submitter) Submit(ctx context.Context, req Request) (Result, error) {
 	cfg := s.config()

@@ -1,0 +1,154 @@
+package worker_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/jobgate/jobgate/internal/config"
+	"github.com/jobgate/jobgate/internal/deadletter"
+	"github.com/jobgate/jobgate/internal/queue"
+	"github.com/jobgate/jobgate/internal/record"
+	"github.com/jobgate/jobgate/internal/submit"
+	"github.com/jobgate/jobgate/internal/testkit/testenv"
+	"github.com/jobgate/jobgate/internal/testkit/testjob"
+	"github.com/jobgate/jobgate/schemas"
+	"github.com/jobgate/jobgate/triggers/httptrigger"
+	"github.com/jobgate/jobgate/worker"
+)
+
+// A final status reaches its destinations: FINISHED goes to a signed URL
+// and to another function (whose event is the result), once each; a
+// FAILED one goes to a URL that keeps failing, is retried with backoff
+// and then dead-lettered; the record shows each delivery's state.
+func TestDestinations(t *testing.T) {
+	t.Setenv("DEST_SECRET", "s3cret")
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	type delivery struct {
+		path, id, ts, sig string
+		body              []byte
+	}
+	var mu sync.Mutex
+	var got []delivery
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, delivery{r.URL.Path, r.Header.Get("X-Jobgate-Delivery"), r.Header.Get("X-Jobgate-Timestamp"), r.Header.Get("X-Jobgate-Signature"), b})
+		mu.Unlock()
+		if r.URL.Path == "/fail" {
+			http.Error(w, "not today", http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	to := func(path string) []delivery {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []delivery
+		for _, d := range got {
+			if d.path == path {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	none, one := 0, 1
+	st := testenv.StartStack(t,
+		config.Function{Name: "ok", Image: ref, Args: []string{"echo", "hello"},
+			OnSuccess: []config.Destination{{URL: srv.URL + "/ok", SecretEnv: "DEST_SECRET"}, {Function: "sink"}},
+			OnFailure: []config.Destination{{URL: srv.URL + "/never"}}},
+		config.Function{Name: "bad", Image: ref, Args: []string{"stderr", "oops", "exit", "3"}, Retry: config.Retry{Max: &none},
+			OnFailure: []config.Destination{{URL: srv.URL + "/fail", RetryMax: &one}}},
+		config.Function{Name: "sink", Image: ref, Args: []string{"event"}})
+
+	ok := st.Invoke(t, "ok", "?wait=none", []byte(`{"n":1}`), http.StatusAccepted)
+	bad := st.Invoke(t, "bad", "?wait=none", []byte(`{"n":2}`), http.StatusAccepted)
+	if end := st.WaitEnd(t, ok.RequestId, time.Minute); end.Status != record.Finished {
+		t.Fatalf("ok: %+v", end)
+	}
+	if end := st.WaitEnd(t, bad.RequestId, time.Minute); end.Status != record.Failed {
+		t.Fatalf("bad: %+v", end)
+	}
+
+	// The signed URL: one POST, the signature verifies, the result says it all.
+	okDelivery := queue.Destination{RequestId: ok.RequestId, Function: "ok", Attempt: 1, Success: true, Index: 0}
+	testenv.Eventually(t, 30*time.Second, "the success delivery", func() bool { return len(to("/ok")) == 1 })
+	d := to("/ok")[0]
+	ts, _ := strconv.ParseInt(d.ts, 10, 64)
+	if d.id != okDelivery.ID() || d.sig != httptrigger.SignJobgate("s3cret", http.MethodPost, "/ok", ts, d.body) {
+		t.Errorf("delivery %s signed %q (ts %s)", d.id, d.sig, d.ts)
+	}
+	var res worker.Result
+	if err := json.Unmarshal(d.body, &res); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := schemas.Compile(schemas.DestinationResult)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(d.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs, err := schemas.Validate(sch, inst); err != nil || len(vs) > 0 {
+		t.Errorf("result against its schema: %v %v", vs, err)
+	}
+	if res.RequestId != ok.RequestId || res.Condition != "Success" || res.Status != record.Finished || res.StatusCode != 200 ||
+		string(res.Event) != `{"n":1}` || !strings.Contains(strings.Join(res.LogTail, "\n"), "stdout hello") {
+		t.Errorf("result %s", d.body)
+	}
+	// The function: an invocation whose event is the result.
+	sinkID := submit.DeriveRequestID("destination", queue.Destination{RequestId: ok.RequestId, Function: "ok", Attempt: 1, Success: true, Index: 1}.ID())
+	if end := st.WaitEnd(t, sinkID, time.Minute); end.Status != record.Finished || end.RequestSource != "Destination" {
+		t.Fatalf("sink: %+v", end)
+	}
+	if out := st.Stdout(t, sinkID); len(out) != 1 || !strings.Contains(out[0], `"RequestId":"`+ok.RequestId+`"`) {
+		t.Errorf("sink saw %q", out)
+	}
+	testenv.EventuallyNoError(t, 30*time.Second, "the deliveries recorded", func() error {
+		rec, err := st.Records.Get(t.Context(), ok.RequestId)
+		if err != nil {
+			return err
+		}
+		want := []record.DestinationStatus{{Target: srv.URL + "/ok", Status: "DELIVERED", Attempts: 1}, {Target: "function:sink", Status: "DELIVERED", Attempts: 1}}
+		if len(rec.Destinations) != 2 || rec.Destinations[0] != want[0] || rec.Destinations[1] != want[1] {
+			return &mismatch{rec.Destinations}
+		}
+		return nil
+	})
+
+	// The failing URL: tried twice (retry_max 1), then dead-lettered.
+	badDelivery := queue.Destination{RequestId: bad.RequestId, Function: "bad", Attempt: 1, Index: 0}
+	dlq := deadletter.NewStore(st.Node.Redis(), st.Config.Redis.KeyPrefix()+":destination", deadletter.Limits{Retention: time.Hour, Max: 100})
+	testenv.EventuallyNoError(t, time.Minute, "the failed delivery dead-lettered", func() error {
+		_, err := dlq.Get(t.Context(), badDelivery.ID())
+		return err
+	})
+	if n := len(to("/fail")); n != 2 {
+		t.Errorf("the failing URL was tried %d times, want 2", n)
+	}
+	rec, err := st.Records.Get(t.Context(), bad.RequestId)
+	if err != nil || len(rec.Destinations) != 1 || rec.Destinations[0].Status != "FAILED" || rec.Destinations[0].Attempts != 2 ||
+		!strings.Contains(rec.Destinations[0].Error, "500") {
+		t.Errorf("bad's deliveries: %+v %v", rec, err)
+	}
+	if len(to("/never")) != 0 {
+		t.Error("a FINISHED invocation was delivered to on_failure")
+	}
+}
+
+type mismatch struct{ got []record.DestinationStatus }
+
+func (m *mismatch) Error() string { b, _ := json.Marshal(m.got); return "deliveries " + string(b) }
