@@ -129,7 +129,7 @@ func (h deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	tried, _ := asynq.GetRetryCount(ctx)
 	most, _ := asynq.GetMaxRetry(ctx)
-	sendErr := w.send(ctx, target, d, body)
+	sendErr := w.send(ctx, target, d, body, parseTime(rec.EndTime))
 	state := record.DestinationStatus{Target: target.Target(), Status: record.DestinationDelivered, Attempts: tried + 1}
 	last := tried >= most
 	switch {
@@ -192,10 +192,23 @@ func (w *Worker) result(ctx context.Context, rec *record.Record, d queue.Destina
 
 // send delivers body to target: a function gets it as the event of an
 // invocation whose RequestId derives from the delivery (so a repeat is
-// the same invocation); a URL gets a POST, signed when it has a secret.
-func (w *Worker) send(ctx context.Context, target config.Destination, d queue.Destination, body []byte) error {
-	if target.Function != "" {
-		_, err := w.submit.Submit(ctx, submit.Request{Function: target.Function, Event: body, Source: "Destination",
+// the same invocation); a URL gets a POST, signed when it has a secret;
+// a queue gets a message. With format: cloudevents it goes as a
+// CloudEvent (asCloudEvent).
+func (w *Worker) send(ctx context.Context, target config.Destination, d queue.Destination, body []byte, end time.Time) error {
+	asCE := target.Format == "cloudevents"
+	if target.URL == "" {
+		msg := body
+		if asCE {
+			var err error
+			if msg, err = asCloudEvent(ctx, target, d, body, end, nil); err != nil {
+				return err
+			}
+		}
+		if target.Function == "" {
+			return w.publish(ctx, target, d.ID(), msg)
+		}
+		_, err := w.submit.Submit(ctx, submit.Request{Function: target.Function, Event: msg, Source: "Destination",
 			RequestID: submit.DeriveRequestID("destination", d.ID())})
 		return err
 	}
@@ -204,6 +217,12 @@ func (w *Worker) send(ctx context.Context, target config.Destination, d queue.De
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if asCE {
+		// Binary mode: ce-* headers, the result as the body.
+		if _, err := asCloudEvent(ctx, target, d, body, end, req); err != nil {
+			return err
+		}
+	}
 	req.Header.Set("User-Agent", "jobgate-destination")
 	req.Header.Set("X-Jobgate-Delivery", d.ID())
 	if target.SecretEnv != "" {

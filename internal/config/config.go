@@ -307,20 +307,79 @@ type Function struct {
 // result is its event) or an HTTP URL (POSTed, signed with SecretEnv's
 // key as HTTP triggers' jobgate scheme when set).
 type Destination struct {
-	Function  string `yaml:"function,omitempty"`
-	URL       string `yaml:"url,omitempty"`
-	SecretEnv string `yaml:"secret_env,omitempty"`
+	Function    string           `yaml:"function,omitempty"`
+	URL         string           `yaml:"url,omitempty"`
+	SecretEnv   string           `yaml:"secret_env,omitempty"`
+	RedisStream *DestRedisStream `yaml:"redis_stream,omitempty"`
+	NATS        *DestNATS        `yaml:"nats,omitempty"`
+	AMQP        *DestAMQP        `yaml:"amqp,omitempty"`
+	Kafka       *DestKafka       `yaml:"kafka,omitempty"`
+	// Format "cloudevents" sends the result as a CloudEvent (binary mode
+	// to a URL, structured to a queue, the "ce" event to a function).
+	Format string `yaml:"format,omitempty"`
 	// RetryMax bounds redeliveries after a failed one (default 5; backoff
 	// 1 s, 2 s, 4 s … up to 5 min); then the delivery is dead-lettered.
 	RetryMax *int `yaml:"retry_max,omitempty"`
 }
 
-// Target names the destination ("function:NAME" or its URL).
+// DestRedisStream is a Redis stream target: on jobgate's own Redis
+// unless Addr is set.
+type DestRedisStream struct {
+	Addr        string `yaml:"addr,omitempty"`
+	PasswordEnv string `yaml:"password_env,omitempty"`
+	Stream      string `yaml:"stream"`
+}
+
+// DestNATS is a NATS JetStream subject target (a stream must take it).
+type DestNATS struct {
+	URL         string `yaml:"url"`
+	Subject     string `yaml:"subject"`
+	Credentials string `yaml:"credentials,omitempty"`
+}
+
+// DestAMQP is an AMQP 0-9-1 exchange target.
+type DestAMQP struct {
+	URL        string `yaml:"url,omitempty"`
+	URLEnv     string `yaml:"url_env,omitempty"`
+	Exchange   string `yaml:"exchange"`
+	RoutingKey string `yaml:"routing_key,omitempty"`
+}
+
+// DestKafka is a Kafka topic target.
+type DestKafka struct {
+	Brokers []string   `yaml:"brokers"`
+	Topic   string     `yaml:"topic"`
+	SASL    *KafkaSASL `yaml:"sasl,omitempty"`
+	TLS     *TLS       `yaml:"tls,omitempty"`
+}
+
+// Target names the destination: "function:NAME", its URL, or
+// "redis_stream:S", "nats:SUBJECT", "amqp:EXCHANGE/KEY", "kafka:TOPIC".
 func (d Destination) Target() string {
-	if d.Function != "" {
+	switch {
+	case d.Function != "":
 		return "function:" + d.Function
+	case d.RedisStream != nil:
+		return "redis_stream:" + d.RedisStream.Stream
+	case d.NATS != nil:
+		return "nats:" + d.NATS.Subject
+	case d.AMQP != nil:
+		return "amqp:" + d.AMQP.Exchange + "/" + d.AMQP.RoutingKey
+	case d.Kafka != nil:
+		return "kafka:" + d.Kafka.Topic
 	}
 	return d.URL
+}
+
+// kinds counts the target kinds set (exactly one is valid).
+func (d Destination) kinds() int {
+	n := 0
+	for _, set := range []bool{d.Function != "", d.URL != "", d.RedisStream != nil, d.NATS != nil, d.AMQP != nil, d.Kafka != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
 }
 
 // Retries is RetryMax or its default.

@@ -48,7 +48,7 @@ func TestParseErrors(t *testing.T) {
 		{"reserved env", "functions:\n  - name: a\n    image: r/a:1\n    env: {SCF_FUNCTIONNAME: x}\n", []string{"functions[0].env.SCF_FUNCTIONNAME", "reserved"}},
 		{"env too large", "functions:\n  - name: a\n    image: r/a:1\n    env: {BIG: " + strings.Repeat("x", 131068) + "}\n", []string{"functions[0].env", "131071"}},
 		{"bad zone", "timezone: Mars/Olympus\n", []string{"timezone", "unknown time zone"}},
-		{"destination both", "functions:\n  - name: a\n    image: r/a:1\n    on_success: [{url: 'http://x/', function: a}]\n", []string{"functions[0].on_success[0]", "one of them"}},
+		{"destination both", "functions:\n  - name: a\n    image: r/a:1\n    on_success: [{url: 'http://x/', function: a}]\n", []string{"functions[0].on_success[0]", "set one target"}},
 		{"destination unknown function", "functions:\n  - name: a\n    image: r/a:1\n    on_failure: [{function: b}]\n", []string{"functions[0].on_failure[0].function", `no function "b"`}},
 		{"destination bad url", "functions:\n  - name: a\n    image: r/a:1\n    on_failure: [{url: 'ftp://x/'}]\n", []string{"functions[0].on_failure[0].url", "not an http(s) URL"}},
 		{"max_event_mb without file", "functions:\n  - name: a\n    image: r/a:1\n    max_event_mb: 8\n", []string{"functions[0].max_event_mb", "large_events: file"}},

@@ -59,7 +59,17 @@ func Resolve(c *Config, name string) error {
 	for i, f := range c.Functions {
 		for kind, ds := range map[string][]Destination{"on_success": f.OnSuccess, "on_failure": f.OnFailure} {
 			for j, d := range ds {
-				needSecret(fmt.Sprintf("functions[%d].%s[%d].secret_env", i, kind, j), d.SecretEnv)
+				dp := fmt.Sprintf("functions[%d].%s[%d]", i, kind, j)
+				needSecret(dp+".secret_env", d.SecretEnv)
+				if d.RedisStream != nil {
+					needEnv(dp+".redis_stream.password_env", d.RedisStream.PasswordEnv)
+				}
+				if d.AMQP != nil {
+					needEnv(dp+".amqp.url_env", d.AMQP.URLEnv)
+				}
+				if d.Kafka != nil && d.Kafka.SASL != nil {
+					needEnv(dp+".kafka.sasl.password_env", d.Kafka.SASL.PasswordEnv)
+				}
 			}
 		}
 		for j, t := range f.Triggers {

@@ -236,14 +236,14 @@ type QueueTrigger struct {
 
 // KafkaSASL authenticates to Kafka.
 type KafkaSASL struct {
-	Mechanism   string `json:"mechanism"`
-	Username    string `json:"username"`
-	PasswordEnv string `json:"password_env"`
+	Mechanism   string `json:"mechanism" yaml:"mechanism"`
+	Username    string `json:"username" yaml:"username"`
+	PasswordEnv string `json:"password_env" yaml:"password_env"`
 }
 
 // TLS for a broker connection.
 type TLS struct {
-	Enabled            bool   `json:"enabled"`
-	CAFile             string `json:"ca_file"`
-	InsecureSkipVerify bool   `json:"insecure_skip_verify"`
+	Enabled            bool   `json:"enabled" yaml:"enabled"`
+	CAFile             string `json:"ca_file" yaml:"ca_file"`
+	InsecureSkipVerify bool   `json:"insecure_skip_verify" yaml:"insecure_skip_verify"`
 }

@@ -55,16 +55,27 @@ func (c *Config) validate() []Problem {
 			for j, d := range ds {
 				dp := fmt.Sprintf("%s.%s[%d]", p, kind, j)
 				switch {
-				case (d.Function == "") == (d.URL == ""):
-					add(dp, "set function or url, one of them")
+				case d.kinds() != 1:
+					add(dp, "set one target: function, url, redis_stream, nats, amqp or kafka")
 				case d.Function != "" && c.Function(d.Function) == nil:
 					add(dp+".function", "no function %q", d.Function)
-				case d.Function != "" && d.SecretEnv != "":
-					add(dp+".secret_env", "signs a url; a function target needs none")
+				case d.URL == "" && d.SecretEnv != "":
+					add(dp+".secret_env", "signs a url; other targets need none")
 				case d.URL != "":
 					if u, err := url.Parse(d.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 						add(dp+".url", "not an http(s) URL: %q", d.URL)
 					}
+				case d.RedisStream != nil && (d.RedisStream.Stream == "" || strings.ContainsAny(d.RedisStream.Stream, "{}")):
+					add(dp+".redis_stream.stream", "required, without braces (its delivery marks share its hash slot)")
+				case d.NATS != nil && (d.NATS.URL == "" || d.NATS.Subject == ""):
+					add(dp+".nats", "url and subject are required")
+				case d.AMQP != nil && (d.AMQP.URL == "") == (d.AMQP.URLEnv == ""):
+					add(dp+".amqp", "set url or url_env, one of them")
+				case d.Kafka != nil && (len(d.Kafka.Brokers) == 0 || d.Kafka.Topic == ""):
+					add(dp+".kafka", "brokers and topic are required")
+				}
+				if d.Format != "" && d.Format != "cloudevents" {
+					add(dp+".format", "unknown format %q (cloudevents, or leave it out)", d.Format)
 				}
 			}
 		}

@@ -170,6 +170,11 @@ func (k Keys) BatchMember(fn, trigger, partition, key string) string {
 	return fmt.Sprintf("%s:batchmember:%s:%s:%s:%s", k.prefix, fn, trigger, partition, key)
 }
 
+// DestinationMark records that delivery id was added to a destination
+// stream (a user's key, not under the prefix): "{<stream>}:…" hashes to
+// the stream's own slot, so the two stay in one script on a Cluster.
+func DestinationMark(stream, id string) string { return "{" + stream + "}:jobgate-delivered:" + id }
+
 // AsynqPending is asynq's list of a queue's pending task ids. asynq keeps
 // it private (internal/base.PendingKey); a test pins the name against a
 // real asynq server so an upgrade that moves it fails loudly.

@@ -249,6 +249,14 @@ if over > 0 then
 end
 return {trimmed, evicted}`)
 
+	// DestinationXAdd adds a destination's delivery to a stream once.
+	// KEYS = the stream, its delivery mark (DestinationMark). ARGV =
+	// delivery id, result, mark ttl (ms). Returns the entry id, or false
+	// if the delivery was added before.
+	DestinationXAdd = redis.NewScript(`
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return false end
+return redis.call('XADD', KEYS[1], '*', 'delivery', ARGV[1], 'result', ARGV[2])`)
+
 	// TimerSetLast keeps the latest fired instant of a timer (replicas race).
 	// KEYS[1] = TimerLast; ARGV[1] = the instant (Unix seconds).
 	TimerSetLast = redis.NewScript(`

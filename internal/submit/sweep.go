@@ -80,7 +80,10 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("redis time: %w", err)
 	}
-	requeued := 0
+	requeued, err := s.sweepActive(ctx, now)
+	if err != nil {
+		return requeued, err
+	}
 	for {
 		ids, err := s.Records.PendingSince(ctx, now.Add(-s.OrphanAfter), 100)
 		if err != nil || len(ids) == 0 {
@@ -96,6 +99,55 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 			}
 		}
 	}
+}
+
+// sweepActive looks at asynq's active invocation tasks whose lease has
+// lapsed or is gone (their worker died, or lost Redis while its handler
+// failed, or a failover dropped the lease) and whose invocation is still
+// PENDING: a fresh submission is in no pending set (its task was written
+// with it), so only this finds it when its first delivery broke before
+// the worker wrote anything. Each goes through check, which frees the
+// task (only if its lease really is gone, by Redis's clock) and queues
+// the attempt again.
+func (s *Sweeper) sweepActive(ctx context.Context, now time.Time) (int, error) {
+	active, err := s.Redis.LRange(ctx, keyspace.AsynqActive(queue.Name), 0, -1).Result()
+	if err != nil || len(active) == 0 {
+		return 0, err
+	}
+	leases, err := s.Redis.ZMScore(ctx, keyspace.AsynqLease(queue.Name), active...).Result()
+	if err != nil {
+		return 0, fmt.Errorf("asynq leases: %w", err)
+	}
+	clock, err := s.Redis.Time(ctx).Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis time: %w", err)
+	}
+	requeued := 0
+	for i, taskID := range active {
+		if i < len(leases) && leases[i] >= float64(clock.Unix()) {
+			continue // leased: its worker is on it
+		}
+		info, err := s.Tasks.GetTaskInfo(queue.Name, taskID)
+		if err != nil || info.Type != queue.TypeInvoke {
+			continue // gone meanwhile, or a destination delivery (asynq's recoverer retries those)
+		}
+		p, err := queue.DecodePayload(asynq.NewTask(info.Type, info.Payload))
+		if err != nil {
+			continue
+		}
+		rec, err := s.Records.Get(ctx, p.RequestId)
+		if err != nil || rec.Status != record.Pending || rec.Attempt != p.Attempt {
+			continue
+		}
+		orphan, err := s.check(ctx, p.RequestId, now)
+		if err != nil {
+			return requeued, err
+		}
+		if orphan {
+			requeued++
+		}
+	}
+	return requeued, nil
 }
 
 // check enqueues id again if it is an orphan; either way it leaves the

@@ -273,3 +273,46 @@ func TestSweepReplacesAnActiveTaskWhoseLeaseLapsed(t *testing.T) {
 		t.Fatalf("task %v, want pending again", st)
 	}
 }
+
+// A fresh submission (written with its task, so in no pending set) whose
+// first delivery broke before the worker wrote anything — its task left
+// active, its lease gone with a failover — is queued again; one whose
+// lease is alive is left alone.
+func TestSweepReplacesAFreshSubmissionLeftActive(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	var ids []string
+	for range 2 {
+		res, err := f.sub.Submit(ctx, submit.Request{Function: "fn", Event: []byte(`{}`), Source: "API"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.Record.RequestId)
+	}
+	if n, err := f.rdb.ZCard(ctx, f.sweeper.Keys.Pending()).Result(); err != nil || n != 0 {
+		t.Fatalf("pending set: %d %v, want empty (fresh submissions)", n, err)
+	}
+	// As asynq's dequeue leaves them: both active, one with a live lease.
+	for _, id := range ids {
+		if err := f.rdb.LMove(ctx, keyspace.AsynqPending(queue.Name), keyspace.AsynqActive(queue.Name), "RIGHT", "LEFT").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rdb.HSet(ctx, keyspace.AsynqTask(queue.Name, record.InstanceID(id, 1)), "state", "active").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alive := record.InstanceID(ids[1], 1)
+	if err := f.rdb.ZAdd(ctx, keyspace.AsynqLease(queue.Name), redis.Z{Score: float64(time.Now().Add(time.Hour).Unix()), Member: alive}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.sweep(t); n != 1 {
+		t.Fatalf("requeued %d, want 1", n)
+	}
+	if st := f.taskState(t, record.InstanceID(ids[0], 1)); st != asynq.TaskStatePending {
+		t.Fatalf("the unleased one: %v, want queued again", st)
+	}
+	if st := f.taskState(t, alive); st != asynq.TaskStateActive {
+		t.Fatalf("the leased one: %v, want left active", st)
+	}
+}

@@ -56,29 +56,9 @@ func New(d *triggers.Deliverer, o config.QueueTrigger) (*Source, error) {
 	if o.Start == "earliest" {
 		reset = kgo.NewOffset().AtStart()
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(o.Brokers...), kgo.ClientID("jobgate")}
-	if o.SASL != nil {
-		pass := os.Getenv(o.SASL.PasswordEnv)
-		switch o.SASL.Mechanism {
-		case "PLAIN":
-			opts = append(opts, kgo.SASL(plain.Auth{User: o.SASL.Username, Pass: pass}.AsMechanism()))
-		case "SCRAM-SHA-256":
-			opts = append(opts, kgo.SASL(scram.Auth{User: o.SASL.Username, Pass: pass}.AsSha256Mechanism()))
-		case "SCRAM-SHA-512":
-			opts = append(opts, kgo.SASL(scram.Auth{User: o.SASL.Username, Pass: pass}.AsSha512Mechanism()))
-		}
-	}
-	if o.TLS != nil && o.TLS.Enabled {
-		tc := &tls.Config{InsecureSkipVerify: o.TLS.InsecureSkipVerify} //nolint:gosec // the operator's choice, documented
-		if o.TLS.CAFile != "" {
-			pem, err := os.ReadFile(o.TLS.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("kafka %s/%s: ca_file: %w", d.Function, d.Trigger, err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			tc.RootCAs.AppendCertsFromPEM(pem)
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
+	opts, err := ConnOpts(o.Brokers, o.SASL, o.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("kafka %s/%s: %w", d.Function, d.Trigger, err)
 	}
 	s := &Source{d: d, o: o, opts: opts}
 	consumer := append(append([]kgo.Opt{}, opts...),
@@ -216,4 +196,34 @@ func (s *Source) Ack(ctx context.Context, msgs []triggers.Message) error {
 		rs[i] = m.Handle.(*kgo.Record)
 	}
 	return s.cl.CommitRecords(ctx, rs...)
+}
+
+// ConnOpts are a client's connection options: the seed brokers, SASL (its
+// password from the environment) and TLS. Destinations use them too.
+func ConnOpts(brokers []string, sasl *config.KafkaSASL, t *config.TLS) ([]kgo.Opt, error) {
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID("jobgate")}
+	if sasl != nil {
+		pass := os.Getenv(sasl.PasswordEnv)
+		switch sasl.Mechanism {
+		case "PLAIN":
+			opts = append(opts, kgo.SASL(plain.Auth{User: sasl.Username, Pass: pass}.AsMechanism()))
+		case "SCRAM-SHA-256":
+			opts = append(opts, kgo.SASL(scram.Auth{User: sasl.Username, Pass: pass}.AsSha256Mechanism()))
+		case "SCRAM-SHA-512":
+			opts = append(opts, kgo.SASL(scram.Auth{User: sasl.Username, Pass: pass}.AsSha512Mechanism()))
+		}
+	}
+	if t != nil && t.Enabled {
+		tc := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // the operator's choice, documented
+		if t.CAFile != "" {
+			pem, err := os.ReadFile(t.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("ca_file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			tc.RootCAs.AppendCertsFromPEM(pem)
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	return opts, nil
 }
