@@ -50,13 +50,15 @@ type Deps struct {
 	Logs      *logstore.Store
 	// DeadLetters and Redis (for terminate requests to the workers).
 	DeadLetters *deadletter.Store
-	Redis       redis.UniversalClient
-	RedisTarget redisconn.Target // how to reach it (asynqmon's own client)
-	Metrics     *metrics.Metrics
-	Ready       []Check
-	Tokens      []Token          // bearer tokens for /v1; none = open
-	Now         func() time.Time // rate limits and log streams; nil: time.Now
-	Logger      zerolog.Logger
+	// DestinationDeadLetters are the destinations' (?kind=destination).
+	DestinationDeadLetters *deadletter.Store
+	Redis                  redis.UniversalClient
+	RedisTarget            redisconn.Target // how to reach it (asynqmon's own client)
+	Metrics                *metrics.Metrics
+	Ready                  []Check
+	Tokens                 []Token          // bearer tokens for /v1; none = open
+	Now                    func() time.Time // rate limits and log streams; nil: time.Now
+	Logger                 zerolog.Logger
 }
 
 // Gateway is the HTTP API server.
@@ -144,6 +146,7 @@ func (g *Gateway) routes() map[string]http.Handler {
 		"GET /v1/invocations":                    g.auth(ScopeRead, g.listInvocations),
 		"GET /v1/invocations/{id}":               g.auth(ScopeRead, g.getInvocation),
 		"GET /v1/invocations/{id}/logs":          g.auth(ScopeRead, g.getLogs),
+		"GET /v1/invocations/{id}/event":         g.auth(ScopeRead, g.getEvent),
 		"POST /v1/invocations/{id}/terminate":    g.auth(ScopeAdmin, g.terminate),
 		"GET /v1/deadletters":                    g.auth(ScopeRead, g.listDeadLetters),
 		"GET /v1/deadletters/{id}":               g.auth(ScopeRead, g.getDeadLetter),

@@ -149,3 +149,24 @@ func (s *logStream) note(text string) {
 	b, _ := json.Marshal(logstore.Line{TS: s.g.now().UTC(), Stream: logstore.Platform, Line: text})
 	s.write([]string{string(b)})
 }
+
+// getEvent returns an invocation's event as it was accepted, byte for
+// byte (a destination's result refers to it when it is too large to
+// carry).
+func (g *Gateway) getEvent(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := r.PathValue("id")
+	if _, err := g.lookup(r.Context(), id); err != nil {
+		return nil, err
+	}
+	ev, err := g.d.Records.Event(r.Context(), id)
+	if errors.Is(err, record.ErrNotFound) {
+		return nil, notFound(codeInvocationNotFound, "no event for %s (past retention)", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(ev)))
+	_, _ = w.Write(ev) // as accepted: not re-encoded
+	return nil, nil
+}

@@ -45,8 +45,10 @@ type Result struct {
 	DurationMs    int64
 	MemUsageBytes int64
 	// Event is the invocation's event, when at most MaxResultEvent bytes;
-	// a larger one is left out (EventBytes says its size).
+	// a larger one is left out for EventRef, the API path that returns
+	// it (EventBytes says its size).
 	Event      json.RawMessage `json:",omitempty"`
+	EventRef   string          `json:",omitempty"`
 	EventBytes int
 	// LogTail is the end of its log: the last lines, at most
 	// MaxResultLog bytes of them.
@@ -175,6 +177,8 @@ func (w *Worker) result(ctx context.Context, rec *record.Record, d queue.Destina
 	}
 	if r.EventBytes = len(event); len(event) <= MaxResultEvent && json.Valid(event) {
 		r.Event = event
+	} else {
+		r.EventRef = "/v1/invocations/" + rec.RequestId + "/event"
 	}
 	lines, _, err := w.logs.Lines(ctx, record.InstanceID(rec.RequestId, d.Attempt))
 	if err != nil {

@@ -147,6 +147,41 @@ func TestDestinations(t *testing.T) {
 	if len(to("/never")) != 0 {
 		t.Error("a FINISHED invocation was delivered to on_failure")
 	}
+
+	// The destinations' dead letters through the API: listed, shown, and
+	// redriven (delivered again with its retries: two more tries, then
+	// dead-lettered again).
+	code, body := st.Do(t, http.MethodGet, "/v1/deadletters?kind=destination", nil, nil)
+	if code != http.StatusOK || !strings.Contains(string(body), badDelivery.ID()) {
+		t.Fatalf("list: %d %s", code, body)
+	}
+	if code, body := st.Do(t, http.MethodGet, "/v1/deadletters/"+badDelivery.ID()+"?kind=destination", nil, nil); code != http.StatusOK || !strings.Contains(string(body), "answered 500") {
+		t.Fatalf("get: %d %s", code, body)
+	}
+	if code, body := st.Do(t, http.MethodGet, "/v1/deadletters?kind=nope", nil, nil); code != http.StatusBadRequest {
+		t.Fatalf("bad kind: %d %s", code, body)
+	}
+	if code, body := st.Do(t, http.MethodPost, "/v1/deadletters/"+badDelivery.ID()+"/redrive?kind=destination", nil, nil); code != http.StatusAccepted {
+		t.Fatalf("redrive: %d %s", code, body)
+	}
+	testenv.Eventually(t, time.Minute, "the redriven delivery tried twice more", func() bool { return len(to("/fail")) == 4 })
+	testenv.EventuallyNoError(t, time.Minute, "dead-lettered again", func() error {
+		_, err := dlq.Get(t.Context(), badDelivery.ID())
+		return err
+	})
+
+	// An event too large to carry: the result refers to it.
+	big := []byte(`{"data":"` + strings.Repeat("x", worker.MaxResultEvent) + `"}`)
+	large := st.Invoke(t, "ok", "?wait=none", big, http.StatusAccepted)
+	testenv.Eventually(t, time.Minute, "the large event's delivery", func() bool { return len(to("/ok")) == 2 })
+	var withRef worker.Result
+	if err := json.Unmarshal(to("/ok")[1].body, &withRef); err != nil || withRef.RequestId != large.RequestId || withRef.Event != nil ||
+		withRef.EventBytes != len(big) || withRef.EventRef != "/v1/invocations/"+large.RequestId+"/event" {
+		t.Fatalf("large event's result: %+v %v", withRef, err)
+	}
+	if code, body := st.Do(t, http.MethodGet, withRef.EventRef, nil, nil); code != http.StatusOK || string(body) != string(big) {
+		t.Fatalf("GET %s: %d, %d bytes", withRef.EventRef, code, len(body))
+	}
 }
 
 type mismatch struct{ got []record.DestinationStatus }

@@ -124,9 +124,11 @@ type Deps struct {
 	Records     *record.Store
 	Logs        *logstore.Store
 	DeadLetters *deadletter.Store
-	Submitter   *submit.Submitter
-	Metrics     *metrics.Metrics // optional
-	Logger      zerolog.Logger
+	// DestinationDeadLetters keeps the deliveries that ran out of retries.
+	DestinationDeadLetters *deadletter.Store
+	Submitter              *submit.Submitter
+	Metrics                *metrics.Metrics // optional
+	Logger                 zerolog.Logger
 	// Clock times the tag recheck window (nil: the real clock).
 	Clock clockwork.Clock
 }
@@ -177,10 +179,8 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		now:     time.Now,
 		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.KeyPrefix()), node: cfg.Worker.Node, retention: cfg.Retention()},
 		runners: &runners{m: map[string]*attempt{}}, ends: &recentEnds{m: map[string]recentEnd{}}, inflight: &inflight{m: map[string]int{}},
-		ooms: &oomTracker{m: map[string]bool{}},
-		destinationDLQ: deadletter.NewStore(d.Redis, cfg.Redis.KeyPrefix()+":destination",
-			deadletter.Limits{Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max}),
-		destinationClient: &http.Client{Timeout: 30 * time.Second},
+		ooms:           &oomTracker{m: map[string]bool{}},
+		destinationDLQ: d.DestinationDeadLetters, destinationClient: &http.Client{Timeout: 30 * time.Second},
 	}
 	w.conf.Store(cfg)
 	w.degraded = degraded

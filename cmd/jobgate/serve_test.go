@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -189,6 +191,60 @@ func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd, out *testenv.SyncBuf
 	}
 	if ls := e.cli(t, "", "ls", "--status", "FINISHED"); !strings.Contains(ls, rec.RequestId) {
 		t.Fatalf("jobgate ls: %s", ls)
+	}
+}
+
+// A worker SIGKILLed after it recorded an invocation's final status and
+// before it queued the status's destinations: the restarted worker,
+// completing the attempt again (the instance is still there), finds the
+// status its predecessor wrote, finishes the end steps and delivers it,
+// once.
+func TestSIGKILLBeforeTheDestinationIsQueued(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var deliveries []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		deliveries = append(deliveries, r.Header.Get("X-Jobgate-Delivery"))
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	got := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), deliveries...) }
+	e := newServeEnvWith(t, `echo, a, sleep, 2s`, fmt.Sprintf("    on_success: [{url: %q}]\n", srv.URL+"/done"))
+	serve, out := e.startRole(t, "all", e.cfgPath, e.url)
+	var rec record.Record
+	if err := json.Unmarshal([]byte(e.cli(t, `{}`, "invoke", "job", "--event", "-")), &rec); err != nil || rec.Status != record.Running {
+		t.Fatalf("invoke: %+v %v", rec, err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the worker's start line", func() bool {
+		return strings.Contains(out.String(), `"message":"instance started"`)
+	})
+	if err := serve.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = serve.Wait()
+	// What the killed worker wrote last: the final status (as its end
+	// steps do first); nothing was queued for the destination.
+	records, _ := e.stores()
+	code, exit, now := 200, 0, time.Now()
+	if err := records.UpdateFrom(t.Context(), rec.RequestId, []record.Status{record.Running}, record.Update{
+		Status: record.Finished, StatusCode: &code, ExitCode: &exit, EndTime: &now}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	testenv.EventuallyNoError(t, time.Minute, "the delivery recorded", func() error {
+		r, err := records.Get(t.Context(), rec.RequestId)
+		if err != nil {
+			return err
+		}
+		if len(r.Destinations) != 1 || r.Destinations[0].Status != record.DestinationDelivered {
+			return fmt.Errorf("destinations %+v", r.Destinations)
+		}
+		return nil
+	})
+	want := rec.RequestId + "~1~success~0"
+	if d := got(); len(d) != 1 || d[0] != want {
+		t.Fatalf("deliveries %v, want one: %s", d, want)
 	}
 }
 

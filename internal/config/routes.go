@@ -24,6 +24,7 @@ var APIPatterns = []string{
 	"GET /v1/invocations",
 	"GET /v1/invocations/{id}",
 	"GET /v1/invocations/{id}/logs",
+	"GET /v1/invocations/{id}/event",
 	"POST /v1/invocations/{id}/terminate",
 	"GET /v1/deadletters",
 	"GET /v1/deadletters/{id}",

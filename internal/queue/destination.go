@@ -3,6 +3,8 @@ package queue
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -50,6 +52,25 @@ func DecodeDestination(t *asynq.Task) (Destination, error) {
 	var d Destination
 	if err := json.Unmarshal(t.Payload(), &d); err != nil || d.RequestId == "" || d.Function == "" {
 		return d, fmt.Errorf("decode destination task: %v", err)
+	}
+	return d, nil
+}
+
+// ParseDestinationID reads a delivery back from its ID (a dead letter's
+// key) and the function it belongs to.
+func ParseDestinationID(id, function string) (Destination, error) {
+	parts := strings.Split(id, "~")
+	if len(parts) != 4 || (parts[2] != "success" && parts[2] != "failure") {
+		return Destination{}, fmt.Errorf("%q is not a delivery id (<RequestId>~<attempt>~success|failure~<index>)", id)
+	}
+	attempt, err1 := strconv.Atoi(parts[1])
+	index, err2 := strconv.Atoi(parts[3])
+	if err1 != nil || err2 != nil || function == "" {
+		return Destination{}, fmt.Errorf("%q is not a delivery id", id)
+	}
+	d := Destination{RequestId: parts[0], Function: function, Attempt: attempt, Success: parts[2] == "success", Index: index}
+	if d.ID() != id {
+		return Destination{}, fmt.Errorf("%q is not a delivery id", id)
 	}
 	return d, nil
 }

@@ -132,6 +132,13 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			dlqLog.Warn().Str("function", fn).Str("reason", reason).Int("count", count).Strs("request_ids", ids).Msg("dead letters dropped by the list's bounds")
 		},
 	})
+	// Destinations' failed deliveries: a list of their own, same bounds.
+	destDLQ := deadletter.NewStore(n.rdb, cfg.Redis.KeyPrefix()+":destination", deadletter.Limits{
+		Retention: cfg.DeadLetterRetention(), Max: cfg.DeadLetter.Max,
+		Dropped: func(fn, reason string, ids []string, count int) {
+			dlqLog.Warn().Str("function", fn).Str("reason", reason).Int("count", count).Strs("deliveries", ids).Msg("destination dead letters dropped by the list's bounds")
+		},
+	})
 	sub := submit.New(cfg, n.rdb, records, asynq.NewClientFromRedisClient(n.rdb)).WithCommitClient(commitRDB).WithMetrics(m)
 	n.sub = sub
 	n.Sweeper = &submit.Sweeper{Submitter: sub, Records: records, Tasks: asynq.NewInspectorFromRedisClient(n.rdb), Redis: n.rdb,
@@ -140,7 +147,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 
 	if o.Role != RoleGateway {
 		n.Worker, err = worker.New(ctx, worker.Deps{Config: cfg, Redis: n.rdb, Records: records, Logs: logs,
-			DeadLetters: dlq, Submitter: sub, Metrics: m, Logger: o.Logger, Clock: o.Clock},
+			DeadLetters: dlq, DestinationDeadLetters: destDLQ, Submitter: sub, Metrics: m, Logger: o.Logger, Clock: o.Clock},
 			// The log driver connects as the worker does (topology, TLS,
 			// credentials).
 			logdriver.Settings{Redis: target, Prefix: cfg.Redis.KeyPrefix(), RetentionMs: cfg.Retention().Milliseconds(), MaxBytes: cfg.Worker.LogMaxBytes})
@@ -158,7 +165,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 			return nil, err
 		}
 		n.Gateway = gateway.New(gateway.Deps{
-			Config: cfg, Submitter: sub, Records: records, Logs: logs, DeadLetters: dlq, Redis: n.rdb, RedisTarget: target, Metrics: m,
+			Config: cfg, Submitter: sub, Records: records, Logs: logs, DeadLetters: dlq, DestinationDeadLetters: destDLQ, Redis: n.rdb, RedisTarget: target, Metrics: m,
 			Ready: ready, Tokens: tokens, Logger: o.Logger, Now: o.Clock.Now,
 		})
 		hts, err := httptrigger.Triggers(cfg)
