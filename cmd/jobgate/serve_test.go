@@ -130,10 +130,12 @@ func TestSIGKILLMidRunProvisioned(t *testing.T) {
 	}
 }
 
-func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd, out *testenv.SyncBuffer) {
+// invokeAndKill invokes the job with event, waits until the worker has
+// started it, and SIGKILLs `jobgate serve`.
+func invokeAndKill(t *testing.T, e *serveEnv, serve *exec.Cmd, out *testenv.SyncBuffer, event string) record.Record {
 	t.Helper()
 	var rec record.Record
-	if err := json.Unmarshal([]byte(e.cli(t, `{"crash":"test"}`, "invoke", "job", "--event", "-")), &rec); err != nil || rec.Status != record.Running {
+	if err := json.Unmarshal([]byte(e.cli(t, event, "invoke", "job", "--event", "-")), &rec); err != nil || rec.Status != record.Running {
 		t.Fatalf("invoke: %+v %v", rec, err)
 	}
 	// The worker logs the start just after recording RUNNING (which
@@ -145,6 +147,12 @@ func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd, out *testenv.SyncBuf
 		t.Fatal(err)
 	}
 	_ = serve.Wait()
+	return rec
+}
+
+func killMidRun(t *testing.T, e *serveEnv, serve *exec.Cmd, out *testenv.SyncBuffer) {
+	t.Helper()
+	rec := invokeAndKill(t, e, serve, out, `{"crash":"test"}`)
 	records, logs := e.stores()
 	// "b" is printed, and captured, while no jobgate runs.
 	testenv.Eventually(t, 10*time.Second, `"b" in the log with no jobgate running`, func() bool {
@@ -212,17 +220,7 @@ func TestSIGKILLBeforeTheDestinationIsQueued(t *testing.T) {
 	got := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), deliveries...) }
 	e := newServeEnvWith(t, `echo, a, sleep, 2s`, fmt.Sprintf("    on_success: [{url: %q}]\n", srv.URL+"/done"))
 	serve, out := e.startRole(t, "all", e.cfgPath, e.url)
-	var rec record.Record
-	if err := json.Unmarshal([]byte(e.cli(t, `{}`, "invoke", "job", "--event", "-")), &rec); err != nil || rec.Status != record.Running {
-		t.Fatalf("invoke: %+v %v", rec, err)
-	}
-	testenv.Eventually(t, 10*time.Second, "the worker's start line", func() bool {
-		return strings.Contains(out.String(), `"message":"instance started"`)
-	})
-	if err := serve.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = serve.Wait()
+	rec := invokeAndKill(t, e, serve, out, `{}`)
 	// What the killed worker wrote last: the final status (as its end
 	// steps do first); nothing was queued for the destination.
 	records, _ := e.stores()
