@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,10 +42,13 @@ func TestCLI(t *testing.T) {
 	if _, err := testjob.Push(ref); err != nil {
 		t.Fatal(err)
 	}
-	one := 1
+	one, zero := 1, 0
+	refuses := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no", http.StatusBadGateway) }))
+	t.Cleanup(refuses.Close)
 	cfg := s.Config(t, testenv.Redis(t),
 		config.Function{Name: "hello", Image: ref, Args: []string{"event", "stderr", "to stderr"}},
-		config.Function{Name: "fails", Image: ref, Args: []string{"echo", "trying", "exit", "7"}, Retry: config.Retry{Max: &one, DelayS: 1}})
+		config.Function{Name: "fails", Image: ref, Args: []string{"echo", "trying", "exit", "7"}, Retry: config.Retry{Max: &one, DelayS: 1},
+			OnFailure: []config.Destination{{URL: refuses.URL, RetryMax: &zero}}})
 	st := testenv.StartStackWith(t, s, cfg, node.Options{Tokens: []string{"admin-tok", "reader:read"}})
 	g := []string{"--url", st.URL, "--token", "admin-tok"}
 	cli := func(stdin string, a ...string) (int, string, string) {
@@ -162,6 +168,23 @@ func TestCLI(t *testing.T) {
 		if code != c.want || out != "" || !strings.HasPrefix(errs, "jobgate: ") {
 			t.Errorf("%v: exit %d (want %d), stdout %q, stderr %q", c.args, code, c.want, out, errs)
 		}
+	}
+	// The destinations' dead letters: the failed invocation's delivery
+	// (its URL answered 502, no retries) is listed, shown and purged (its
+	// redrive above failed again: a second delivery, of attempt 3).
+	delivery := failedID + "~2~failure~0"
+	testenv.Eventually(t, 30*time.Second, "the failed delivery dead-lettered", func() bool {
+		_, out, _ := cli("", "deadletters", "ls", "--kind", "destination", "-o", "name")
+		return slices.Contains(strings.Fields(out), delivery)
+	})
+	if code, out, _ := cli("", "deadletters", "show", delivery, "--kind", "destination"); code != 0 || !strings.Contains(out, "answered 502") {
+		t.Fatalf("show --kind destination: %d %s", code, out)
+	}
+	if code, out, _ := cli("", "deadletters", "purge", delivery, "--kind", "destination"); code != 0 || !strings.Contains(out, "purged") {
+		t.Fatalf("purge --kind destination: %d %s", code, out)
+	}
+	if code, out, _ := cli("", "deadletters", "ls", "--kind", "destination", "-o", "name"); code != 0 || slices.Contains(strings.Fields(out), delivery) {
+		t.Fatalf("after the purge: %d %q", code, out)
 	}
 	if code, out, _ := jg(t, "", "version"); code != 0 || !strings.HasPrefix(out, "jobgate ") || !strings.Contains(out, "go1.") {
 		t.Fatalf("version: %d %s", code, out)

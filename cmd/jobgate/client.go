@@ -664,6 +664,15 @@ func (c *cli) functionsCmd() *cobra.Command {
 
 func (c *cli) deadlettersCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "deadletters", Aliases: []string{"dlq"}, Short: "The dead-letter list: events that ran out of attempts"}
+	var kind string
+	cmd.PersistentFlags().StringVar(&kind, "kind", "", "invocation (default) or destination: the destinations' failed deliveries")
+	// path is an entry's API path, with the list's kind.
+	path := func(p string) string {
+		if kind == "" {
+			return p
+		}
+		return p + "?kind=" + url.QueryEscape(kind)
+	}
 	var limit int
 	var cursor string
 	ls := &cobra.Command{
@@ -674,7 +683,7 @@ func (c *cli) deadlettersCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			page, err := listDeadLetters(cmd.Context(), api, limit, cursor)
+			page, err := listDeadLetters(cmd.Context(), api, kind, limit, cursor)
 			if err != nil {
 				return err
 			}
@@ -694,7 +703,7 @@ func (c *cli) deadlettersCmd() *cobra.Command {
 		Example: "  jobgate deadletters show 5d0a9062-0691-5a4a-830e-6a43b4f6d8bc -o json",
 		RunE: func(cmd *cobra.Command, a []string) error {
 			var e deadletter.Entry
-			return c.describeOne(cmd.Context(), "/v1/deadletters/"+url.PathEscape(a[0]), &e, func() string { return e.RequestId })
+			return c.describeOne(cmd.Context(), path("/v1/deadletters/"+url.PathEscape(a[0])), &e, func() string { return e.RequestId })
 		},
 	}
 	var all bool
@@ -716,7 +725,7 @@ func (c *cli) deadlettersCmd() *cobra.Command {
 			ids := a
 			if all {
 				for cur := ""; ; {
-					page, err := listDeadLetters(cmd.Context(), api, 100, cur)
+					page, err := listDeadLetters(cmd.Context(), api, kind, 100, cur)
 					if err != nil {
 						return err
 					}
@@ -732,8 +741,12 @@ func (c *cli) deadlettersCmd() *cobra.Command {
 			}
 			for _, id := range ids {
 				var rec record.Record
-				if err := api.call(cmd.Context(), "POST", "/v1/deadletters/"+url.PathEscape(id)+"/redrive", nil, nil, &rec); err != nil {
+				if err := api.call(cmd.Context(), "POST", path("/v1/deadletters/"+url.PathEscape(id)+"/redrive"), nil, nil, &rec); err != nil {
 					return err
+				}
+				if kind == "destination" {
+					fmt.Fprintf(c.stdout, "redriven %s (delivered again)\n", id)
+					continue
 				}
 				fmt.Fprintf(c.stdout, "redriven %s → %s attempt %d\n", id, rec.RequestId, rec.Attempt)
 			}
@@ -753,7 +766,7 @@ func (c *cli) deadlettersCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := api.call(cmd.Context(), "DELETE", "/v1/deadletters/"+url.PathEscape(a[0]), nil, nil, nil); err != nil {
+			if err := api.call(cmd.Context(), "DELETE", path("/v1/deadletters/"+url.PathEscape(a[0])), nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintln(c.stdout, "purged", a[0])
@@ -769,10 +782,13 @@ type deadLetterPage struct {
 	NextCursor  string `json:",omitempty"`
 }
 
-func listDeadLetters(ctx context.Context, api *apiClient, limit int, cursor string) (*deadLetterPage, error) {
+func listDeadLetters(ctx context.Context, api *apiClient, kind string, limit int, cursor string) (*deadLetterPage, error) {
 	q := url.Values{"limit": {strconv.Itoa(limit)}}
 	if cursor != "" {
 		q.Set("cursor", cursor)
+	}
+	if kind != "" {
+		q.Set("kind", kind)
 	}
 	var page deadLetterPage
 	return &page, api.call(ctx, "GET", "/v1/deadletters?"+q.Encode(), nil, nil, &page)
