@@ -387,8 +387,25 @@ func (f *fleet) loadSpread(t *testing.T) {
 }
 
 // runningOn submits n long jobs and waits until at least one runs on the
-// victim; it returns their ids and the victim's.
+// victim; it returns their ids and the victim's. The other workers are
+// paused (SIGSTOP, well within their lease) while the jobs are queued, so
+// the victim takes the first ones: left to the race of three pollers, a
+// worker reaching Redis through a proxy lost every job of one CI run for
+// two minutes. They resume once one runs on the victim, before any fault.
 func (f *fleet) runningOn(t *testing.T, tag string, n int, victim string) (ids, onVictim []string) {
+	var paused []*worker
+	for _, w := range f.workers {
+		if w.name != victim && w.serve.Cmd.Process.Signal(syscall.SIGSTOP) == nil {
+			paused = append(paused, w)
+		}
+	}
+	resume := func() {
+		for _, w := range paused {
+			_ = w.serve.Cmd.Process.Signal(syscall.SIGCONT)
+		}
+		paused = nil
+	}
+	defer resume()
 	for i := range n {
 		id, code := f.invoke(i, "long", fmt.Sprintf("%s-%d", tag, i))
 		if code != http.StatusAccepted {
@@ -406,6 +423,7 @@ func (f *fleet) runningOn(t *testing.T, tag string, n int, victim string) (ids, 
 		}
 		return len(onVictim) > 0
 	})
+	resume()
 	return ids, onVictim
 }
 
