@@ -8,6 +8,7 @@ package testenv
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -439,15 +440,32 @@ func (r *RedisServer) start() error {
 	r.cmd = cmd
 	r.mu.Unlock()
 	addr := r.Addr
+	// The server that answers must be this one: test binaries run side by
+	// side, and one may have bound the port between another's FreePort
+	// and its start (ours then exits, and a PING would reach theirs: two
+	// tests sharing one Redis, seen once in CI as a stranger's task).
+	taken := false
 	if err := waitFor(20*time.Second, func() error {
-		c := redis.NewClient(&redis.Options{Addr: addr})
+		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 		defer c.Close()
-		return c.Ping(context.Background()).Err()
+		info, err := c.Info(context.Background(), "server").Result()
+		if err != nil {
+			return err
+		}
+		taken = !strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", cmd.Process.Pid))
+		return nil
 	}); err != nil {
 		return fmt.Errorf("redis-server on %s did not come up: %w", addr, err)
 	}
+	if taken {
+		r.Kill()
+		return fmt.Errorf("%w: %s", errPortTaken, addr)
+	}
 	return nil
 }
+
+// errPortTaken: another process's redis-server answers on the port.
+var errPortTaken = errors.New("another redis-server took the port")
 
 // StartRedis starts a private redis-server without persistence, stopped
 // at t's cleanup.
@@ -457,17 +475,25 @@ func StartRedis(t testing.TB) *RedisServer { return StartRedisAOF(t, "") }
 // policy appendfsync (always, everysec); "" means no persistence.
 func StartRedisAOF(t testing.TB, appendfsync string) *RedisServer {
 	t.Helper()
-	port := FreePort(t)
-	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
-		"--save", "", "--maxmemory-policy", "noeviction", "--daemonize", "no"}
-	if appendfsync == "" {
-		args = append(args, "--appendonly", "no")
-	} else {
-		args = append(args, "--appendonly", "yes", "--appendfsync", appendfsync)
-	}
-	srv := &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), args: args}
-	if err := srv.start(); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	var srv *RedisServer
+	for try := 0; ; try++ {
+		port := FreePort(t)
+		args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--save", "", "--maxmemory-policy", "noeviction", "--daemonize", "no"}
+		if appendfsync == "" {
+			args = append(args, "--appendonly", "no")
+		} else {
+			args = append(args, "--appendonly", "yes", "--appendfsync", appendfsync)
+		}
+		srv = &RedisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), args: args}
+		err := srv.start()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortTaken) || try == 4 {
+			t.Fatal(err)
+		}
 	}
 	var once sync.Once
 	t.Cleanup(func() { once.Do(srv.Kill) })
