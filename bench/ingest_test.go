@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
@@ -66,6 +68,7 @@ type loadResult struct {
 	P50Ms, P99Ms float64
 	Errors       int
 	FirstErr     string
+	CPU          cpuShare `json:"-"`
 }
 
 // ingestSetup is what the deployed ingest rows share: binaries built once,
@@ -76,7 +79,37 @@ type ingestSetup struct {
 	loadgen          string
 	gateway, floor   string // base URLs
 	token, redisAddr string
+	// pids of the gateway, the floor and Redis, for their CPU time
+	gatewayPid, floorPid, redisPid int
 }
+
+// cpuTime is a process's user+system CPU time so far (/proc/<pid>/stat,
+// clock ticks of 10 ms).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// the first, utime the 12th, stime the 13th.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// cpuShare says where a load run's CPU went, per request: the server
+// process's, Redis's and the load generator's.
+type cpuShare struct{ server, redis, loadgen time.Duration }
+
+func (c cpuShare) String() string {
+	return fmt.Sprintf("server %.0f µs, Redis %.0f µs, load generator %.0f µs", us(c.server), us(c.redis), us(c.loadgen))
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func buildTool(b *testing.B, dir, pkg string) string {
 	b.Helper()
@@ -99,8 +132,15 @@ func (is *ingestSetup) body(name string, b []byte) string {
 }
 
 // load runs the load generator (its own process) and fails on any error.
+// It logs the CPU per request of the server (the gateway or the floor:
+// whichever url names), Redis and the load generator.
 func (is *ingestSetup) load(url, bodyPath string, args ...string) loadResult {
 	is.b.Helper()
+	server := is.gatewayPid
+	if strings.HasPrefix(url, is.floor) {
+		server = is.floorPid
+	}
+	server0, redis0 := cpuTime(server), cpuTime(is.redisPid)
 	cmd := exec.Command(is.loadgen, append([]string{"-url", url, "-token", is.token, "-body", bodyPath}, args...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
@@ -111,6 +151,13 @@ func (is *ingestSetup) load(url, bodyPath string, args ...string) loadResult {
 	if err := json.Unmarshal(out, &r); err != nil || r.Errors > 0 {
 		is.b.Fatalf("loadgen %v: %s (%v)", args, out, err)
 	}
+	n := time.Duration(max(r.Requests, 1))
+	r.CPU = cpuShare{
+		server:  (cpuTime(server) - server0) / n,
+		redis:   (cpuTime(is.redisPid) - redis0) / n,
+		loadgen: (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()) / n,
+	}
+	is.b.Logf("CPU per request, %s %v: %v", url, args, r.CPU)
 	return r
 }
 
@@ -127,11 +174,31 @@ func (is *ingestSetup) rawEnqueue(payload []byte, n, conc int) float64 {
 	if _, err := closedLoop(min(n, 500), conc, enqueue); err != nil {
 		is.b.Fatal(err)
 	}
+	redis0 := cpuTime(is.redisPid)
 	rate, err := closedLoop(n, conc, enqueue)
 	if err != nil {
 		is.b.Fatal(err)
 	}
+	is.b.Logf("CPU per task, raw Enqueue of %d B: Redis %.0f µs", len(payload), us((cpuTime(is.redisPid)-redis0)/time.Duration(n)))
 	return rate
+}
+
+// redisPid is the process id of the Redis at addr.
+func redisPid(b *testing.B, addr string) int {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	info, err := rdb.Info(context.Background(), "server").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(l, "process_id:"); ok {
+			pid, _ := strconv.Atoi(v)
+			return pid
+		}
+	}
+	b.Fatalf("redis %s: no process_id", addr)
+	return 0
 }
 
 // startIngest builds the tools and starts `jobgate serve --role gateway`
@@ -145,7 +212,9 @@ func startIngest(b *testing.B) *ingestSetup {
 	cfg := s.Config(b, is.redisAddr, config.Function{Name: "fn", Image: s.Registry + "/bench/none:1"})
 	cfg.Gateway.Listen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
 	is.gateway = "http://" + cfg.Gateway.Listen
-	s.StartServeEnv(b, testenv.WriteConfig(b, cfg), "gateway", is.gateway, []string{"JOBGATE_TOKENS=" + is.token})
+	gw := s.StartServeEnv(b, testenv.WriteConfig(b, cfg), "gateway", is.gateway, []string{"JOBGATE_TOKENS=" + is.token})
+	is.gatewayPid = gw.Cmd.Process.Pid
+	is.redisPid = redisPid(b, is.redisAddr)
 
 	floor := exec.Command(floorBin, "-redis", is.redisAddr)
 	stdout, err := floor.StdoutPipe()
@@ -156,6 +225,7 @@ func startIngest(b *testing.B) *ingestSetup {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = floor.Process.Kill(); _ = floor.Wait() })
+	is.floorPid = floor.Process.Pid
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		b.Fatalf("httpfloor: %v", err)

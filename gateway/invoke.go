@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jobgate/jobgate/internal/cloudevent"
+	"github.com/jobgate/jobgate/internal/jsonobj"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/submit"
 )
@@ -181,16 +181,12 @@ func (g *Gateway) invokeBatch(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, badRequest("read body: %v", err)
 	}
-	var raw []json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, badRequest("the body must be a JSON array of event objects: %v", err)
+	events, err := jsonobj.Objects(body)
+	if ie := (*jsonobj.IndexError)(nil); errors.As(err, &ie) {
+		return nil, asAPIError(&submit.BatchError{Index: ie.Index, Err: badRequest("event must be a JSON object")})
 	}
-	events := make([][]byte, len(raw))
-	for i, ev := range raw {
-		if len(ev) == 0 || ev[0] != '{' {
-			return nil, asAPIError(&submit.BatchError{Index: i, Err: badRequest("event must be a JSON object")})
-		}
-		events[i] = ev
+	if err != nil {
+		return nil, badRequest("the body must be a JSON array of event objects: %v", err)
 	}
 	req := submit.BatchRequest{Function: name, Events: events, Source: "API"}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {

@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/jobenv"
+	"github.com/jobgate/jobgate/internal/jsonobj"
 	"github.com/jobgate/jobgate/internal/record"
 )
 
@@ -70,8 +69,7 @@ func readEvent(w http.ResponseWriter, r *http.Request, fn *config.Function) ([]b
 	if err != nil {
 		return nil, err
 	}
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if !json.Valid(body) || len(trimmed) == 0 || trimmed[0] != '{' {
+	if !jsonobj.IsObject(body) {
 		return nil, badRequest("event must be a JSON object")
 	}
 	return body, nil

@@ -167,6 +167,7 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 		}
 	}
 	freshCmds := make([][]redis.Cmder, len(fresh))
+	var shared []redis.Cmder // commands all fresh writes share
 	var script *redis.Cmd
 	var on redis.Cmdable = c.rdb
 	var conn *redis.Conn
@@ -199,28 +200,49 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 		if !clustered {
 			p.SAdd(ctx, keyspace.AsynqQueues, queue.Name)
 		}
-		trims := map[string]string{}
+		// Each invocation's own keys, then what the flush's fresh writes
+		// share as one variadic command per key (index entries, the
+		// pending list, the scheduled set): fewer commands, less Redis
+		// work per event.
+		var (
+			indexes   = map[string][]redis.Z{}
+			trims     = map[string]string{}
+			pending   []any
+			scheduled []redis.Z
+		)
 		for i, w := range fresh {
 			for j, rec := range w.recs {
 				task, ttl := w.encoded[j], time.Duration(rec.TTLms)*time.Millisecond
 				freshCmds[i] = append(freshCmds[i],
 					p.HSet(ctx, rec.Keys[0], rec.Fields...),
 					p.PExpire(ctx, rec.Keys[0], ttl),
-					p.Set(ctx, rec.Keys[1], rec.Event, ttl),
-					p.ZAdd(ctx, rec.Keys[2], redis.Z{Member: rec.Member}),
-					p.ZAdd(ctx, rec.Keys[3], redis.Z{Member: rec.Member}))
+					p.Set(ctx, rec.Keys[1], rec.Event, ttl))
+				for _, idx := range rec.Keys[2:4] {
+					indexes[idx] = append(indexes[idx], redis.Z{Member: rec.Member})
+					trims[idx] = rec.Oldest
+				}
 				// As asynq's enqueue (or schedule) script writes a task.
 				if at := w.due[j]; at == 0 {
 					freshCmds[i] = append(freshCmds[i],
-						p.HSet(ctx, keyspace.AsynqTask(queue.Name, task.ID), "msg", task.Message, "state", "pending", "pending_since", w.args[0]),
-						p.LPush(ctx, keyspace.AsynqPending(queue.Name), task.ID))
+						p.HSet(ctx, keyspace.AsynqTask(queue.Name, task.ID), "msg", task.Message, "state", "pending", "pending_since", w.args[0]))
+					pending = append(pending, task.ID)
 				} else {
 					freshCmds[i] = append(freshCmds[i],
-						p.HSet(ctx, keyspace.AsynqTask(queue.Name, task.ID), "msg", task.Message, "state", "scheduled"),
-						p.ZAdd(ctx, keyspace.AsynqScheduled(queue.Name), redis.Z{Score: float64(at), Member: task.ID}))
+						p.HSet(ctx, keyspace.AsynqTask(queue.Name, task.ID), "msg", task.Message, "state", "scheduled"))
+					scheduled = append(scheduled, redis.Z{Score: float64(at), Member: task.ID})
 				}
-				trims[rec.Keys[2]], trims[rec.Keys[3]] = rec.Oldest, rec.Oldest
 			}
+		}
+		for key, members := range indexes {
+			shared = append(shared, p.ZAdd(ctx, key, members...))
+		}
+		if len(pending) > 0 {
+			// LPUSH of many is as many LPUSHes in order: asynq takes
+			// the first-written first.
+			shared = append(shared, p.LPush(ctx, keyspace.AsynqPending(queue.Name), pending...))
+		}
+		if len(scheduled) > 0 {
+			shared = append(shared, p.ZAdd(ctx, keyspace.AsynqScheduled(queue.Name), scheduled...))
 		}
 		for key, oldest := range trims {
 			p.ZRemRangeByLex(ctx, key, "-", "("+oldest)
@@ -252,11 +274,19 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 		}
 		return batch
 	}
+	var sharedErr error
+	for _, cmd := range shared {
+		if sharedErr = cmd.Err(); sharedErr != nil {
+			break
+		}
+	}
 	for i, w := range fresh {
+		w.err = sharedErr
 		for _, cmd := range freshCmds[i] {
-			if w.err = cmd.Err(); w.err != nil {
+			if w.err != nil {
 				break
 			}
+			w.err = cmd.Err()
 		}
 		if w.err == nil {
 			w.results = make([]int64, len(w.recs))

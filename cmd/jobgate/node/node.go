@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Node, error) {
 	}
 	// The submit path's own client never resends by itself: it must know
 	// whether a write whose answer was lost may have run (submit.New).
-	commitRDB, err := target.Client(redisconn.NoRetries)
+	commitRDB, err := target.Client(redisconn.NoRetries, redisconn.RESP2)
 	if err != nil {
 		rdb.Close()
 		return nil, err
