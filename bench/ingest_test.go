@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,7 +158,6 @@ func (is *ingestSetup) load(url, bodyPath string, args ...string) loadResult {
 		redis:   (cpuTime(is.redisPid) - redis0) / n,
 		loadgen: (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()) / n,
 	}
-	is.b.Logf("CPU per request, %s %v: %v", url, args, r.CPU)
 	return r
 }
 
@@ -179,7 +179,7 @@ func (is *ingestSetup) rawEnqueue(payload []byte, n, conc int) float64 {
 	if err != nil {
 		is.b.Fatal(err)
 	}
-	is.b.Logf("CPU per task, raw Enqueue of %d B: Redis %.0f µs", len(payload), us((cpuTime(is.redisPid)-redis0)/time.Duration(n)))
+	detail("raw Enqueue of %d B: %.0f tasks/s, Redis CPU %.0f µs per task", len(payload), rate, us((cpuTime(is.redisPid)-redis0)/time.Duration(n)))
 	return rate
 }
 
@@ -255,33 +255,80 @@ func BenchmarkIngest(b *testing.B) {
 	big := is.body("event-100k.json", bigEvent)
 	invoke := is.gateway + "/v1/functions/fn/invoke?wait=none"
 	invokeBatch := is.gateway + "/v1/functions/fn/invoke-batch"
+	rounds := scale(3, 1)
 	for b.Loop() {
 		// Warm both servers (connections, Lua script cache).
 		is.load(invoke, one, "-n", "1000", "-clients", fmt.Sprint(clients))
 		is.load(is.floor, one, "-n", "1000", "-clients", fmt.Sprint(clients))
 
-		floor := is.load(is.floor, one, "-n", fmt.Sprint(n), "-clients", fmt.Sprint(clients))
-		ours := is.load(invoke, one, "-n", fmt.Sprint(n), "-clients", fmt.Sprint(clients))
-		ratio := ours.PerSecond / floor.PerSecond
-		row(b, fmt.Sprintf("ingest as deployed: invoke?wait=none, 1 KiB event, gateway process, tokens on, %d clients in a load process, %d requests", clients, n),
-			fmt.Sprintf("%.0f req/s", ours.PerSecond), fmt.Sprintf("%.0f req/s (HTTP floor: net/http + one asynq Enqueue, own process)", floor.PerSecond),
+		// Each row alternates baseline and jobgate runs and compares
+		// their medians: the machine's speed drifts within seconds.
+		var floors, ours []float64
+		for range rounds {
+			f := is.load(is.floor, one, "-n", fmt.Sprint(n), "-clients", fmt.Sprint(clients))
+			o := is.load(invoke, one, "-n", fmt.Sprint(n), "-clients", fmt.Sprint(clients))
+			detail("single: floor %.0f req/s (%v); jobgate %.0f req/s (%v)", f.PerSecond, f.CPU, o.PerSecond, o.CPU)
+			floors, ours = append(floors, f.PerSecond), append(ours, o.PerSecond)
+		}
+		peak, ratio := middle(ours), middle(ours)/middle(floors)
+		row(b, fmt.Sprintf("ingest as deployed: invoke?wait=none, 1 KiB event, gateway process, tokens on, %d clients in a load process, %d requests, median of %d alternating runs", clients, n, rounds),
+			fmt.Sprintf("%.0f req/s", peak), fmt.Sprintf("%.0f req/s (HTTP floor: net/http + one asynq Enqueue, own process)", middle(floors)),
 			ratio, "≥ 1.0×", ratio >= 1.0)
 
-		raw := is.rawEnqueue(event, n, clients)
-		batches := is.load(invokeBatch, hundred, "-n", fmt.Sprint(max(n/100, 8)), "-clients", "8")
-		events := batches.PerSecond * 100
-		row(b, "ingest as deployed: invoke-batch, 8 clients × 100-event batches of 1 KiB events",
+		var raws, batches []float64
+		for range rounds {
+			raws = append(raws, is.rawEnqueue(event, n, clients))
+			bt := is.load(invokeBatch, hundred, "-n", fmt.Sprint(max(n/100, 8)), "-clients", "8")
+			detail("batch: jobgate %.0f events/s (per 100-event request: %v)", bt.PerSecond*100, bt.CPU)
+			batches = append(batches, bt.PerSecond*100)
+		}
+		raw, events := middle(raws), middle(batches)
+		row(b, fmt.Sprintf("ingest as deployed: invoke-batch, 8 clients × 100-event batches of 1 KiB events, median of %d alternating runs", rounds),
 			fmt.Sprintf("%.0f events/s", events), fmt.Sprintf("%.0f tasks/s (raw asynq Enqueue, %d goroutines)", raw, clients),
 			events/raw, "≥ 1.0×", events >= raw)
 
-		lat := is.load(invoke, one, "-rate", fmt.Sprint(ours.PerSecond/2), "-d", fmt.Sprintf("%ds", scale(5, 1)))
-		row(b, fmt.Sprintf("ingest as deployed: latency at half peak (%.0f req/s open loop from the load process, %d requests)", ours.PerSecond/2, lat.Requests),
-			fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", lat.P50Ms, lat.P99Ms), "—", nanRatio, "p99 ≤ 5 ms", lat.P99Ms <= 5)
+		// Latency at half our peak; the floor at the same rate shows what
+		// the machine (three processes on its cores) adds by itself.
+		half := fmt.Sprint(peak / 2)
+		var floorP50, floorP99, p50, p99 []float64
+		requests := 0
+		for range rounds {
+			f := is.load(is.floor, one, "-rate", half, "-d", fmt.Sprintf("%ds", scale(5, 1)))
+			o := is.load(invoke, one, "-rate", half, "-d", fmt.Sprintf("%ds", scale(5, 1)))
+			detail("latency: floor p50 %.1f ms p99 %.1f ms; jobgate p50 %.1f ms p99 %.1f ms (%v)", f.P50Ms, f.P99Ms, o.P50Ms, o.P99Ms, o.CPU)
+			floorP50, floorP99 = append(floorP50, f.P50Ms), append(floorP99, f.P99Ms)
+			p50, p99 = append(p50, o.P50Ms), append(p99, o.P99Ms)
+			requests += o.Requests
+		}
+		row(b, fmt.Sprintf("ingest as deployed: latency at half peak (%.0f req/s open loop from the load process, %d requests, median p99 of %d alternating runs)", peak/2, requests, rounds),
+			fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", middle(p50), middle(p99)),
+			fmt.Sprintf("HTTP floor at the same rate: p50 %.1f ms, p99 %.1f ms", middle(floorP50), middle(floorP99)),
+			nanRatio, "p99 ≤ 5 ms", middle(p99) <= 5)
 
-		rawBig := is.rawEnqueue(bigEvent, nBig, clients)
-		oursBig := is.load(invoke, big, "-n", fmt.Sprint(nBig), "-clients", fmt.Sprint(clients))
-		row(b, fmt.Sprintf("ingest as deployed: 100 KiB events, %d clients, %d requests", clients, nBig),
-			fmt.Sprintf("%.0f req/s", oursBig.PerSecond), fmt.Sprintf("%.0f tasks/s (raw asynq Enqueue of the same payload)", rawBig),
-			oursBig.PerSecond/rawBig, "≥ 0.8×", oursBig.PerSecond >= 0.8*rawBig)
+		var rawBigs, bigs []float64
+		for range rounds {
+			rawBigs = append(rawBigs, is.rawEnqueue(bigEvent, nBig, clients))
+			o := is.load(invoke, big, "-n", fmt.Sprint(nBig), "-clients", fmt.Sprint(clients))
+			detail("100 KiB: jobgate %.0f req/s (%v)", o.PerSecond, o.CPU)
+			bigs = append(bigs, o.PerSecond)
+		}
+		rawBig, oursBig := middle(rawBigs), middle(bigs)
+		row(b, fmt.Sprintf("ingest as deployed: 100 KiB events, %d clients, %d requests, median of %d alternating runs", clients, nBig, rounds),
+			fmt.Sprintf("%.0f req/s", oursBig), fmt.Sprintf("%.0f tasks/s (raw asynq Enqueue of the same payload)", rawBig),
+			oursBig/rawBig, "≥ 0.8×", oursBig >= 0.8*rawBig)
 	}
 }
+
+// middle is the median of rates (the mean of the two middle ones).
+func middle(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// detail prints a measurement behind a row (go test keeps only the first
+// lines of a benchmark's log).
+func detail(format string, args ...any) { fmt.Printf("  ingest "+format+"\n", args...) }

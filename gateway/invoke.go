@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -22,11 +22,12 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) (any, error) {
 	if g.config().Function(name) == nil {
 		return nil, notFound(codeFunctionNotFound, "function %q is not configured", name)
 	}
-	wait := r.URL.Query().Get("wait")
+	q := r.URL.Query()
+	wait := q.Get("wait")
 	if wait != "" && wait != "scheduled" && wait != "none" {
 		return nil, badRequest("wait must be scheduled or none")
 	}
-	at, err := delayedUntil(r, time.Now())
+	at, err := delayedUntil(q, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -63,8 +64,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) (any, error) {
 
 // delayedUntil reads ?delay_s=N (seconds from now) or ?at=RFC3339: when
 // the invocation is due; zero when neither is given.
-func delayedUntil(r *http.Request, now time.Time) (time.Time, error) {
-	q := r.URL.Query()
+func delayedUntil(q url.Values, now time.Time) (time.Time, error) {
 	ds, at := q.Get("delay_s"), q.Get("at")
 	switch {
 	case ds != "" && at != "":
@@ -173,7 +173,8 @@ func (g *Gateway) invokeBatch(w http.ResponseWriter, r *http.Request) (any, erro
 	if wait := r.URL.Query().Get("wait"); wait != "" && wait != "none" {
 		return nil, badRequest("invoke-batch answers once queued: wait must be none")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, submit.MaxBatchBytes+64<<10))
+	limit := submit.MaxBatchBytes + 64<<10
+	body, err := readAll(http.MaxBytesReader(w, r.Body, int64(limit)), r.ContentLength, limit)
 	var big *http.MaxBytesError
 	if errors.As(err, &big) {
 		return nil, tooLarge(fmt.Sprintf("a batch's body is over %d bytes", submit.MaxBatchBytes))

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -41,29 +42,39 @@ func (e *IndexError) Error() string { return fmt.Sprintf("element %d is not a JS
 // Objects splits a JSON array of objects into its elements, each a
 // subslice of b (no copy). A body that is no valid JSON array is
 // ErrNotArray (wrapped with the reason); an element that is no object is
-// an *IndexError.
+// an *IndexError. One pass: the decoder validates as it reads, straight
+// from b (a bytes.Buffer is read without copying).
 func Objects(b []byte) ([][]byte, error) {
-	if !Valid(b) {
-		return nil, fmt.Errorf("%w: invalid JSON", ErrNotArray)
-	}
-	d := jsontext.NewDecoder(bytes.NewReader(b), lenient...)
+	d := jsontext.NewDecoder(bytes.NewBuffer(b), lenient...)
 	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '[' {
 		return nil, ErrNotArray
 	}
-	var out [][]byte
+	var (
+		out []([]byte)
+		bad = -1
+	)
 	for d.PeekKind() != ']' {
 		start := d.InputOffset()
 		v, err := d.ReadValue()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotArray, err)
 		}
-		if v.Kind() != '{' {
-			return nil, &IndexError{Index: len(out)}
+		if v.Kind() != '{' && bad < 0 {
+			// Named only once the whole body is known to be JSON.
+			bad = len(out)
 		}
 		// The element as it is in b, without the separator and the
 		// white space the decoder skipped before it.
-		end := d.InputOffset()
-		out = append(out, bytes.TrimLeft(b[start:end], " \t\r\n,"))
+		out = append(out, bytes.TrimLeft(b[start:d.InputOffset()], " \t\r\n,"))
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotArray, err)
+	}
+	if _, err := d.ReadToken(); err != io.EOF {
+		return nil, fmt.Errorf("%w: more after the array", ErrNotArray)
+	}
+	if bad >= 0 {
+		return nil, &IndexError{Index: bad}
 	}
 	return out, nil
 }

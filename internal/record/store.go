@@ -30,19 +30,23 @@ type Store struct {
 	rdb       redis.UniversalClient
 	keys      keyspace.Keys
 	retention time.Duration
+	// allIndex and pending are keys every creation names, built once.
+	allIndex, pending string
 }
 
 // NewStore returns a Store; records and their events expire after
 // retention.
 func NewStore(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
-	return &Store{rdb: rdb, keys: keyspace.New(prefix), retention: retention}
+	keys := keyspace.New(prefix)
+	return &Store{rdb: rdb, keys: keys, retention: retention, allIndex: keys.Index(""), pending: keys.Pending()}
 }
 
 // IndexMember orders entries by enqueue time, then id; ZRANGE BYLEX over
 // it gives a stable newest-first cursor.
 func IndexMember(t time.Time, id string) string {
 	b := make([]byte, 0, 20+len(id))
-	ns := strconv.AppendInt(nil, t.UnixNano(), 10)
+	var digits [20]byte
+	ns := strconv.AppendInt(digits[:0], t.UnixNano(), 10)
 	for range 19 - len(ns) {
 		b = append(b, '0')
 	}
@@ -97,7 +101,7 @@ func (s *Store) NewCreate(r *Record, event []byte) (CreateOp, error) {
 // formatted), without parsing it back.
 func (s *Store) NewCreateAt(r *Record, enq time.Time, event []byte) CreateOp {
 	op := CreateOp{
-		Keys:  []string{s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.keys.Index(""), s.keys.Index(r.FunctionName), s.keys.Pending()},
+		Keys:  []string{s.keys.Record(r.RequestId), s.keys.Event(r.RequestId), s.allIndex, s.keys.Index(r.FunctionName), s.pending},
 		TTLms: s.retention.Milliseconds(), Member: IndexMember(enq, r.RequestId), Oldest: IndexMember(time.Now().Add(-s.retention), ""),
 		Event: event, Fields: r.newFields(),
 	}

@@ -31,6 +31,12 @@ const (
 	maxFlushOps = 256
 )
 
+// asynq's keys of jobgate's queue, which every submission names.
+var (
+	pendingKey   = keyspace.AsynqPending(queue.Name)
+	scheduledKey = keyspace.AsynqScheduled(queue.Name)
+)
+
 // write is one keyspace.Submit script (one event, or a batch's), waiting
 // for its flush.
 type write struct {
@@ -239,15 +245,18 @@ func (c *committer) send(ctx context.Context, batch []*write) (broken []*write) 
 		if len(pending) > 0 {
 			// LPUSH of many is as many LPUSHes in order: asynq takes
 			// the first-written first.
-			shared = append(shared, p.LPush(ctx, keyspace.AsynqPending(queue.Name), pending...))
+			shared = append(shared, p.LPush(ctx, pendingKey, pending...))
 		}
 		if len(scheduled) > 0 {
-			shared = append(shared, p.ZAdd(ctx, keyspace.AsynqScheduled(queue.Name), scheduled...))
+			shared = append(shared, p.ZAdd(ctx, scheduledKey, scheduled...))
 		}
 		for key, oldest := range trims {
 			p.ZRemRangeByLex(ctx, key, "-", "("+oldest)
 		}
 		if len(scripted) > 0 {
+			for _, w := range scripted {
+				w.script()
+			}
 			keys, args := scripted[0].keys, scripted[0].args
 			if len(scripted) > 1 {
 				keys, args = nil, append([]any(nil), scripted[0].args[:3]...) // now, ttl, oldest: the first's
@@ -420,8 +429,11 @@ func isRedisError(err error) bool {
 func newWrite(now time.Time, ttl int64, oldest string, n int, fresh bool) *write {
 	return &write{
 		done: make(chan struct{}), fresh: fresh,
-		keys: make([]string, 0, 7*n),
-		args: append(make([]any, 0, 3+12*n), now.UnixNano(), ttl, oldest),
+		args: append(make([]any, 0, 3), now.UnixNano(), ttl, oldest),
+		// sized for n: add appends without regrowing
+		tasks: make([]string, 0, n), members: make([]string, 0, n),
+		recs: make([]record.CreateOp, 0, n), encoded: make([]queue.Encoded, 0, n),
+		due: make([]int64, 0, n), hidden: make([]bool, 0, n),
 	}
 }
 
@@ -435,26 +447,42 @@ func (w *write) add(rec record.CreateOp, task queue.Encoded, due, hide time.Time
 		due = hide
 	}
 	w.hidden = append(w.hidden, hidden)
-	w.keys = append(w.keys, rec.Keys...)
-	queued, at := keyspace.AsynqPending(queue.Name), int64(0)
+	at := int64(0) // 0: pending at once
 	switch {
 	case hidden:
-		queued, at = keyspace.AsynqScheduled(queue.Name), due.Unix()
+		at = due.Unix()
 	case !due.IsZero():
 		// asynq forwards a task once the Unix second it is scored with
 		// has begun. A delayed one is scored a second before its own:
 		// the worker gets it 1–2 s early, pulls and creates meanwhile,
 		// and starts the instance at the time (worker: attempt.waitDue).
-		queued, at = keyspace.AsynqScheduled(queue.Name), due.Unix()-1
+		at = due.Unix() - 1
 	}
-	w.keys = append(w.keys, keyspace.AsynqTask(queue.Name, task.ID), queued)
-	w.args = append(w.args, task.ID, task.Message, rec.Member, rec.Event, at, rec.TTLms, len(rec.Fields))
-	w.args = append(w.args, rec.Fields...)
 	w.tasks = append(w.tasks, task.ID)
 	w.members = append(w.members, rec.Member)
 	w.recs = append(w.recs, rec)
 	w.encoded = append(w.encoded, task)
 	w.due = append(w.due, at)
+}
+
+// script fills the keys and arguments of the keyspace.Submit call that
+// writes w: for a write that is not fresh, or a fresh one sent again
+// (send). Built only then: a fresh write goes as plain commands.
+func (w *write) script() {
+	if len(w.keys) > 0 {
+		return
+	}
+	w.keys = make([]string, 0, 7*len(w.recs))
+	for j, rec := range w.recs {
+		queued := pendingKey
+		if w.due[j] != 0 {
+			queued = scheduledKey
+		}
+		w.keys = append(w.keys, rec.Keys...)
+		w.keys = append(w.keys, keyspace.AsynqTask(queue.Name, w.tasks[j]), queued)
+		w.args = append(w.args, w.tasks[j], w.encoded[j].Message, rec.Member, rec.Event, w.due[j], rec.TTLms, len(rec.Fields))
+		w.args = append(w.args, rec.Fields...)
+	}
 }
 
 // cancelLater keeps trying, in the background, to take back a write the
@@ -467,6 +495,7 @@ func cancelLater(rdb redis.UniversalClient, w *write, only []int) {
 			only = append(only, i)
 		}
 	}
+	w.script()
 	go func() {
 		ctx := context.Background()
 		for _, i := range only {
