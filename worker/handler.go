@@ -18,14 +18,18 @@ var _ asynq.Handler = (*Worker)(nil)
 // asynq ack) as soon as its container has started. Everything after that
 // belongs to the attempt's supervisor, on the worker's lifetime.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	p, err := queue.DecodePayload(t)
+	id, _ := asynq.GetTaskID(ctx)
+	p, err := queue.Decode(id, t)
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	w.inflight.enter(p.RequestId)
 	defer w.inflight.leave(p.RequestId)
-	a := w.newAttempt(p.RequestId, p.Attempt, p.Function)
 	rec, err := w.records.Get(ctx, p.RequestId)
+	if p.Function == "" && err == nil {
+		p.Function = rec.FunctionName // a first attempt's task names none
+	}
+	a := w.newAttempt(p.RequestId, p.Attempt, p.Function)
 	switch {
 	case errors.Is(err, record.ErrNotFound):
 		a.log.Warn().Msg("no record for task (expired or deleted); dropping it")

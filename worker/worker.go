@@ -324,6 +324,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	})
 	mux := asynq.NewServeMux()
 	mux.Handle(queue.TypeInvoke, w)
+	mux.Handle(queue.TypeFirst, w)
 	mux.Handle(queue.TypeDestination, deliverer{w})
 	if err := w.srv.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)

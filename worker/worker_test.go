@@ -278,11 +278,11 @@ func TestRedeliveryDoesNotStartTwice(t *testing.T) {
 	t.Parallel()
 	st := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "once", "sleep", "2s"}})
 	rec := st.Invoke(t, "fn", "", []byte(`{}`), 200)
-	// Deliver the same task again, as asynq would after a lost ack.
-	task, _, err := queue.NewInvokeTask(queue.Payload{RequestId: rec.RequestId, Function: "fn"}, queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Deliver the task again, as asynq would after a lost ack — in the
+	// form an earlier jobgate wrote a first attempt's task (payload with
+	// the function), which the worker still takes, and outside asynq's
+	// context (no task ID needed for it).
+	task := asynq.NewTask(queue.TypeInvoke, []byte(`{"RequestId":"`+rec.RequestId+`","Function":"fn","Attempt":1}`))
 	if err := st.Node.Worker.ProcessTask(context.Background(), task); err != nil {
 		t.Fatalf("redelivery: %v", err)
 	}

@@ -40,16 +40,24 @@ func Encode(p Payload, o Options) (Encoded, error) {
 	if o.Delay > 0 {
 		return Encoded{}, fmt.Errorf("encode task %s: a delayed task goes through asynq's client", p.RequestId)
 	}
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return Encoded{}, fmt.Errorf("encode task %s: %w", p.RequestId, err)
+	// A first attempt's task has no payload (TypeFirst); proto3 leaves
+	// empty bytes out, as asynq's encoder does.
+	typ, payload := TypeFirst, []byte(nil)
+	if p.Attempt > 1 {
+		typ = TypeInvoke
+		var err error
+		if payload, err = json.Marshal(p); err != nil {
+			return Encoded{}, fmt.Errorf("encode task %s: %w", p.RequestId, err)
+		}
 	}
 	id := record.InstanceID(p.RequestId, p.Attempt)
 	b := make([]byte, 0, 64+len(payload)+len(id))
 	b = protowire.AppendTag(b, fieldType, protowire.BytesType)
-	b = protowire.AppendString(b, TypeInvoke)
-	b = protowire.AppendTag(b, fieldPayload, protowire.BytesType)
-	b = protowire.AppendBytes(b, payload)
+	b = protowire.AppendString(b, typ)
+	if len(payload) > 0 {
+		b = protowire.AppendTag(b, fieldPayload, protowire.BytesType)
+		b = protowire.AppendBytes(b, payload)
+	}
 	b = protowire.AppendTag(b, fieldID, protowire.BytesType)
 	b = protowire.AppendString(b, id)
 	b = protowire.AppendTag(b, fieldQueue, protowire.BytesType)

@@ -76,11 +76,19 @@ func TestEncodedTasksAreAsynqs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := queue.DecodePayload(asynq.NewTask(info.Type, info.Payload))
-	if err != nil || info.Type != queue.TypeInvoke || info.State != asynq.TaskStatePending || info.Queue != queue.Name ||
+	p, err := queue.Decode(info.ID, asynq.NewTask(info.Type, info.Payload))
+	if err != nil || info.Type != queue.TypeFirst || info.State != asynq.TaskStatePending || info.Queue != queue.Name ||
 		info.MaxRetry != opts.MaxRetry || info.Timeout != opts.Timeout || info.Retention != opts.Retention ||
-		p.RequestId != "by-jobgate" || p.Function != "fn" || p.Attempt != 1 {
+		p.RequestId != "by-jobgate" || p.Function != "" || p.Attempt != 1 {
 		t.Fatalf("asynq reads %+v (payload %+v, %v)", info, p, err)
+	}
+	// A first attempt's task (a UUID RequestId, the options the submit
+	// path sets) is stored compactly: its message within Redis's
+	// hash-max-listpack-value, the hash a listpack, not a hash table.
+	key := keyspace.AsynqTask(queue.Name, fresh.Record.RequestId)
+	msg, _ := f.rdb.HGet(ctx, key, "msg").Result()
+	if enc, err := f.rdb.ObjectEncoding(ctx, key).Result(); err != nil || enc != "listpack" || len(msg) > 64 {
+		t.Fatalf("a first attempt's task hash is %q (%v), its message %d bytes", enc, err, len(msg))
 	}
 	if q, err := f.insp.GetQueueInfo(queue.Name); err != nil || q.Pending != 3 {
 		t.Fatalf("queue info %+v %v", q, err)
@@ -124,8 +132,9 @@ func TestEncodedTasksAreAsynqs(t *testing.T) {
 	ran := make(chan string, 3)
 	srv := asynq.NewServerFromRedisClient(f.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{queue.Name: 1},
 		TaskCheckInterval: 10 * time.Millisecond, LogLevel: asynq.FatalLevel})
-	if err := srv.Start(asynq.HandlerFunc(func(_ context.Context, t *asynq.Task) error {
-		p, err := queue.DecodePayload(t)
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		id, _ := asynq.GetTaskID(ctx)
+		p, err := queue.Decode(id, t)
 		ran <- p.RequestId
 		return err
 	})); err != nil {

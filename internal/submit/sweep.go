@@ -128,10 +128,10 @@ func (s *Sweeper) sweepActive(ctx context.Context, now time.Time) (int, error) {
 			continue // leased: its worker is on it
 		}
 		info, err := s.Tasks.GetTaskInfo(queue.Name, taskID)
-		if err != nil || info.Type != queue.TypeInvoke {
+		if err != nil || !queue.IsInvoke(info.Type) {
 			continue // gone meanwhile, or a destination delivery (asynq's recoverer retries those)
 		}
-		p, err := queue.DecodePayload(asynq.NewTask(info.Type, info.Payload))
+		p, err := queue.Decode(info.ID, asynq.NewTask(info.Type, info.Payload))
 		if err != nil {
 			continue
 		}
