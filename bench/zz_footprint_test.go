@@ -123,8 +123,10 @@ func BenchmarkFootprint(b *testing.B) {
 					b.Fatalf("%s ended: %+v", id, rec)
 				}
 			}
-			if time.Since(t0) > 8*time.Minute {
-				b.Fatalf("%d of %d running after 8 min", running, n+1)
+			// A bound, not a measurement: 500 creates take minutes on
+			// a machine whose containerd is slow that day.
+			if time.Since(t0) > 20*time.Minute {
+				b.Fatalf("%d of %d running after 20 min", running, n+1)
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
