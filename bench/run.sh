@@ -58,7 +58,7 @@ dirty=$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo " (with uncommitt
   echo "Raw output:"
   echo
   echo '```'
-  grep -E '^(Benchmark|goos|goarch|cpu|pkg|ok|ROW|STAGE)' "$out"
+  grep -E '^(Benchmark|goos|goarch|cpu|pkg|ok|ROW|STAGE|  ingest)' "$out"
   echo '```'
 } > docs/BENCHMARKS.md
 echo "wrote docs/BENCHMARKS.md"
