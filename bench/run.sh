@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash deploy/setup.sh >/dev/null
 out=$(mktemp)
 t0=$(date +%s)
-go test -run '^$' -bench 'Ingest|Schedule|LaunchRate|Acceleration|Provisioned|AdaptiveWarm|Footprint|TimerLateness|CreateStages' \
+go test -run '^$' -bench 'Ingest|Schedule|LaunchRate|Acceleration|Provisioned|AdaptiveWarm|QueuedBytes|Footprint|TimerLateness|CreateStages' \
   -benchtime 1x -count 1 -timeout 50m ./bench | tee "$out"
 took=$(( $(date +%s) - t0 ))
 grep -q '^ok' "$out" || { echo "benchmarks failed" >&2; exit 1; }
