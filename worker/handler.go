@@ -50,7 +50,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 	}
-	// A delayed invocation arrives a second or two early: its instance is
+	// A delayed invocation arrives 3–4 s early: its instance is
 	// made ready meanwhile and started at its time.
 	a.notBefore = parseTime(rec.ScheduledTime)
 	err = a.schedule(ctx, rec)
@@ -61,7 +61,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 }
 
 // due turns a delayed invocation PENDING when asynq hands its task over
-// (keyspace's scheduled score: a second or two before its time). nil: it
+// (its scheduled score: 3 s before its time). nil: it
 // was terminated meanwhile.
 func (w *Worker) due(ctx context.Context, rec *record.Record) (*record.Record, error) {
 	err := w.records.UpdateFrom(ctx, rec.RequestId, []record.Status{record.Scheduled}, record.Update{Status: record.Pending})

@@ -31,6 +31,10 @@ const (
 	maxFlushOps = 256
 )
 
+// handOver is how many seconds before its time a delayed invocation's
+// task is due in asynq: time for the worker to pull and create first.
+const handOver = 3
+
 // asynq's keys of jobgate's queue, which every submission names.
 var (
 	pendingKey   = keyspace.AsynqPending(queue.Name)
@@ -513,10 +517,11 @@ func (w *write) add(rec record.CreateOp, task queue.Encoded, due, hide time.Time
 		at = due.Unix()
 	case !due.IsZero():
 		// asynq forwards a task once the Unix second it is scored with
-		// has begun. A delayed one is scored a second before its own:
-		// the worker gets it 1–2 s early, pulls and creates meanwhile,
-		// and starts the instance at the time (worker: attempt.waitDue).
-		at = due.Unix() - 1
+		// has begun. A delayed one is scored handOver before its own:
+		// the worker gets it 3–4 s early, pulls and creates meanwhile
+		// (seconds on a loaded host), and starts the instance at the
+		// time (worker: attempt.waitDue).
+		at = due.Unix() - handOver
 	}
 	w.tasks = append(w.tasks, task.ID)
 	w.members = append(w.members, rec.Member)
