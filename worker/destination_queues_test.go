@@ -3,7 +3,9 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -215,4 +217,88 @@ func TestDestinationQueues(t *testing.T) {
 	if len(out) != 1 || json.Unmarshal([]byte(out[0]), &ev) != nil || ev.CE["id"] != delivery(5) || ev.CE["subject"] != rec.RequestId || ev.RequestId != rec.RequestId {
 		t.Errorf("sink saw %q", out)
 	}
+}
+
+// Deliveries to one queue target share a connection: two invocations'
+// results reach NATS over the one the first opened. When the broker
+// restarts under it, the next delivery still arrives (the connection
+// reconnects, or the failed publish drops it and the retry dials anew).
+func TestDestinationConnectionIsShared(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
+	start := func() *server.Server {
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready")
+		}
+		t.Cleanup(ns.Shutdown)
+		return ns
+	}
+	ns := start()
+	opts.Port = ns.Addr().(*net.TCPAddr).Port // a restart listens where the worker connected
+	url := ns.ClientURL()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"results.>"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	st := testenv.StartStack(t, config.Function{Name: "ok", Image: ref, Args: []string{"echo", "hello"},
+		OnSuccess: []config.Destination{{NATS: &config.DestNATS{URL: url, Subject: "results.ok"}}}})
+	delivered := func(n uint64) {
+		t.Helper()
+		rec := st.Invoke(t, "ok", "?wait=none", []byte(`{}`), http.StatusAccepted)
+		if end := st.WaitEnd(t, rec.RequestId, time.Minute); end.Status != record.Finished {
+			t.Fatalf("%+v", end)
+		}
+		testenv.EventuallyNoError(t, time.Minute, "the result in the stream", func() error {
+			stream, err := js.Stream(ctx, "RESULTS")
+			if err != nil {
+				return err
+			}
+			info, err := stream.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.State.Msgs != n {
+				return fmt.Errorf("%d messages, want %d", info.State.Msgs, n)
+			}
+			return nil
+		})
+	}
+	before := connections(t, ns)
+	delivered(1)
+	delivered(2)
+	if opened := connections(t, ns) - before; opened != 1 {
+		t.Fatalf("two deliveries opened %d connections, want 1", opened)
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	start()
+	delivered(3)
+}
+
+// connections is how many client connections ns has accepted so far.
+func connections(t *testing.T, ns *server.Server) uint64 {
+	t.Helper()
+	v, err := ns.Varz(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.TotalConnections
 }

@@ -61,6 +61,7 @@ type Worker struct {
 	// retries (its own list, beside the invocations' dead letters).
 	destinationDLQ    *deadletter.Store
 	destinationClient *http.Client
+	targets           *targetConns
 	submit            *submit.Submitter
 	control           *control.Requests
 	keys              keyspace.Keys
@@ -181,6 +182,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		runners: &runners{m: map[string]*attempt{}}, ends: &recentEnds{m: map[string]recentEnd{}}, inflight: &inflight{m: map[string]int{}},
 		ooms:           &oomTracker{m: map[string]bool{}},
 		destinationDLQ: d.DestinationDeadLetters, destinationClient: &http.Client{Timeout: 30 * time.Second},
+		targets: newTargetConns(),
 	}
 	w.conf.Store(cfg)
 	w.degraded = degraded
@@ -350,6 +352,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	if err := w.group.Stop(ctx); err != nil {
 		w.log.Warn().Err(err).Msg("supervisors still busy at shutdown")
 	}
+	w.targets.close()
 	if err := w.rt.RemoveAnchor(ctx); err != nil {
 		w.log.Warn().Err(err).Msg("remove shim anchor")
 	}

@@ -20,7 +20,7 @@ type Layer struct {
 
 // Layers, bottom to top.
 var Layers = []Layer{
-	{"foundation", true, []string{"schemas", "internal/version", "internal/jobenv", "internal/jsonobj", "internal/keyspace", "internal/cloudevent", "internal/scfcron", "internal/startstop", "internal/imagebuild", "worker/stub", "worker/stub/stubbin"}},
+	{"foundation", true, []string{"schemas", "internal/version", "internal/jobenv", "internal/jsonobj", "internal/connpool", "internal/keyspace", "internal/cloudevent", "internal/scfcron", "internal/startstop", "internal/imagebuild", "worker/stub", "worker/stub/stubbin"}},
 	{"state", true, []string{"internal/config", "internal/redisconn", "internal/record", "internal/logstore", "internal/deadletter", "internal/control", "internal/queue", "internal/metrics"}},
 	{"services", true, []string{"internal/submit", "worker/runtime", "worker/logdriver"}},
 	{"trigger seam", false, []string{"triggers"}},
