@@ -63,10 +63,16 @@ type inflight struct {
 	m  map[string]int
 }
 
-func (f *inflight) enter(id string) {
+// enterFirst enters id unless a delivery of it is being handled here
+// already (false then).
+func (f *inflight) enterFirst(id string) bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[id] > 0 {
+		return false
+	}
 	f.m[id]++
-	f.mu.Unlock()
+	return true
 }
 
 func (f *inflight) leave(id string) {

@@ -23,7 +23,9 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
-	w.inflight.enter(p.RequestId)
+	if !w.inflight.enterFirst(p.RequestId) {
+		return errBeingScheduled // retried shortly: by then it has started, or failed and is PENDING
+	}
 	defer w.inflight.leave(p.RequestId)
 	rec, err := w.records.Get(ctx, p.RequestId)
 	if p.Function == "" && err == nil {

@@ -24,6 +24,12 @@ var (
 	errNodeFull = errors.New("worker capacity is used up")
 	// errNotMine: another worker holds the start claim.
 	errNotMine = errors.New("invocation claimed by another worker")
+	// errBeingScheduled: another delivery of the same task is being
+	// handled on this worker (asynq can hand a task out twice when Redis
+	// fails over and loses the first hand-over). Only the first may touch
+	// the instance: the claim is this node's for both, and the second
+	// would take the first's half-made container for a crash's leftover.
+	errBeingScheduled = errors.New("invocation being scheduled by another delivery on this worker")
 )
 
 // errTerminated: a user terminated the invocation while it was being
@@ -45,7 +51,7 @@ func permanent(code int, err error) error { return &failure{code: code, permanen
 
 // isWait reports whether err only means "not now".
 func isWait(err error) bool {
-	return errors.Is(err, errOverLimit) || errors.Is(err, errNodeFull) || errors.Is(err, errNotMine)
+	return errors.Is(err, errOverLimit) || errors.Is(err, errNodeFull) || errors.Is(err, errNotMine) || errors.Is(err, errBeingScheduled)
 }
 
 // onStartError is what to do with an attempt whose start failed.
@@ -85,14 +91,14 @@ func decideStart(err error) (onStartError, int) {
 }
 
 // retryDelay is asynq's backoff for a task that returned err: over the
-// function's concurrency, limitRetry (about a minute, SCF); node full, a
-// couple of seconds; claimed elsewhere, 10 s; otherwise exponential
+// function's concurrency, limitRetry (about a minute, SCF); node full or
+// being scheduled here already, a couple of seconds; claimed elsewhere, 10 s; otherwise exponential
 // backoff capped at 5 min (SCF's cap for system errors).
 func retryDelay(n int, err error, limitRetry time.Duration) time.Duration {
 	switch {
 	case errors.Is(err, errOverLimit):
 		return limitRetry
-	case errors.Is(err, errNodeFull):
+	case errors.Is(err, errNodeFull), errors.Is(err, errBeingScheduled):
 		return 2 * time.Second
 	case errors.Is(err, errNotMine):
 		return 10 * time.Second

@@ -50,6 +50,7 @@ func TestRetryDelay(t *testing.T) {
 		{0, errOverLimit, limit},
 		{5, errNodeFull, 2 * time.Second},
 		{1, errNotMine, 10 * time.Second},
+		{7, errBeingScheduled, 2 * time.Second},
 		{0, errors.New("registry down"), time.Second},
 		{3, errors.New("registry down"), 8 * time.Second},
 		{20, errors.New("registry down"), 5 * time.Minute},

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -301,6 +302,42 @@ func TestRedeliveryDoesNotStartTwice(t *testing.T) {
 	}
 	if starts != 1 || onces != 1 {
 		t.Fatalf("started %d times, ran %d times", starts, onces)
+	}
+}
+
+// asynq can hand one task out twice at once when a Redis failover loses
+// the first hand-over (the fleet suite saw it): the second delivery, on
+// the same worker while the first is still creating the instance, must
+// not touch it. Before, it took the half-made container for a crash's
+// leftover and removed it, and the first ended FAILED (runc: "mkdir
+// …/rootfs/proc: no such file or directory"). A delayed invocation holds
+// its first delivery in SCHEDULING until its time, so the second one
+// lands inside it.
+func TestConcurrentRedeliveryWaits(t *testing.T) {
+	t.Parallel()
+	st := testenv.StartStack(t, config.Function{Name: "fn", Image: jobImage(t), Args: []string{"echo", "once"}})
+	rec := st.Invoke(t, "fn", "?wait=none&delay_s=6", []byte(`{}`), http.StatusAccepted)
+	testenv.EventuallyNoError(t, time.Minute, "the first delivery scheduling", func() error {
+		got, err := st.Records.Get(t.Context(), rec.RequestId)
+		if err != nil {
+			return err
+		}
+		if got.Status != record.Scheduling {
+			return fmt.Errorf("status %s", got.Status)
+		}
+		return nil
+	})
+	task := asynq.NewTask(queue.TypeInvoke, []byte(`{"RequestId":"`+rec.RequestId+`","Function":"fn","Attempt":1}`))
+	err := st.Node.Worker.ProcessTask(context.Background(), task)
+	if err == nil || !strings.Contains(err.Error(), "being scheduled by another delivery") {
+		t.Fatalf("second delivery during the first: %v", err)
+	}
+	end := st.WaitEnd(t, rec.RequestId, time.Minute)
+	if end.Status != record.Finished {
+		t.Fatalf("%+v", end)
+	}
+	if onces := st.Stdout(t, rec.RequestId); len(onces) != 1 || onces[0] != "once" {
+		t.Fatalf("stdout %q", onces)
 	}
 }
 
