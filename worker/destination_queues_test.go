@@ -43,15 +43,7 @@ func TestDestinationQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := startNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -232,19 +224,7 @@ func TestDestinationConnectionIsShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	start := func() *server.Server {
-		ns, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-		t.Cleanup(ns.Shutdown)
-		return ns
-	}
-	ns := start()
+	ns := startNATS(t, opts)
 	opts.Port = ns.Addr().(*net.TCPAddr).Port // a restart listens where the worker connected
 	url := ns.ClientURL()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
@@ -289,8 +269,23 @@ func TestDestinationConnectionIsShared(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	start()
+	startNATS(t, opts)
 	delivered(3)
+}
+
+// startNATS runs an embedded nats-server until t's cleanup.
+func startNATS(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
 }
 
 // connections is how many client connections ns has accepted so far.
