@@ -218,11 +218,7 @@ func TestDestinationQueues(t *testing.T) {
 func TestDestinationConnectionIsShared(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := testenv.Shared(t)
-	ref := s.Registry + "/test/job:1"
-	if _, err := testjob.Push(ref); err != nil {
-		t.Fatal(err)
-	}
+	ref := jobImage(t)
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
 	ns := startNATS(t, opts)
 	opts.Port = ns.Addr().(*net.TCPAddr).Port // a restart listens where the worker connected
