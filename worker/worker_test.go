@@ -283,10 +283,12 @@ func TestRedeliveryDoesNotStartTwice(t *testing.T) {
 	// form an earlier jobgate wrote a first attempt's task (payload with
 	// the function), which the worker still takes, and outside asynq's
 	// context (no task ID needed for it).
+	// Until the first delivery's handler returns, a redelivery is told to
+	// wait (TestConcurrentRedeliveryWaits); asynq would retry it.
 	task := asynq.NewTask(queue.TypeInvoke, []byte(`{"RequestId":"`+rec.RequestId+`","Function":"fn","Attempt":1}`))
-	if err := st.Node.Worker.ProcessTask(context.Background(), task); err != nil {
-		t.Fatalf("redelivery: %v", err)
-	}
+	testenv.EventuallyNoError(t, 30*time.Second, "the redelivery acknowledged", func() error {
+		return st.Node.Worker.ProcessTask(context.Background(), task)
+	})
 	end := st.WaitEnd(t, rec.RequestId, 30*time.Second)
 	if end.Status != record.Finished {
 		t.Fatalf("%+v", end)
