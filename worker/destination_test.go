@@ -3,6 +3,7 @@ package worker_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -139,11 +140,15 @@ func TestDestinations(t *testing.T) {
 	if n := len(to("/fail")); n != 2 {
 		t.Errorf("the failing URL was tried %d times, want 2", n)
 	}
-	rec, err := st.Records.Get(t.Context(), bad.RequestId)
-	if err != nil || len(rec.Destinations) != 1 || rec.Destinations[0].Status != "FAILED" || rec.Destinations[0].Attempts != 2 ||
-		!strings.Contains(rec.Destinations[0].Error, "500") {
-		t.Errorf("bad's deliveries: %+v %v", rec, err)
-	}
+	// The record's delivery state is written just after the dead letter.
+	testenv.EventuallyNoError(t, 30*time.Second, "bad's delivery recorded FAILED", func() error {
+		rec, err := st.Records.Get(t.Context(), bad.RequestId)
+		if err != nil || len(rec.Destinations) != 1 || rec.Destinations[0].Status != "FAILED" || rec.Destinations[0].Attempts != 2 ||
+			!strings.Contains(rec.Destinations[0].Error, "500") {
+			return fmt.Errorf("bad's deliveries: %+v %v", rec, err)
+		}
+		return nil
+	})
 	if len(to("/never")) != 0 {
 		t.Error("a FINISHED invocation was delivered to on_failure")
 	}
