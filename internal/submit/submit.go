@@ -371,7 +371,11 @@ func (s *Submitter) answer(ctx context.Context, req Request, rec *record.Record,
 		}
 		return Result{Record: rec}, nil
 	}
-	existing, err := s.records.Get(ctx, rec.RequestId)
+	// The invocation exists (often this very write: an earlier send of
+	// it landed before its connection broke), so ErrUnavailable — "not
+	// queued" — would be untrue: Redis answered a moment ago, and its
+	// record is waited for as long as an uncertain write is.
+	existing, err := s.existing(ctx, rec.RequestId)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -379,14 +383,30 @@ func (s *Submitter) answer(ctx context.Context, req Request, rec *record.Record,
 		return Result{Record: existing}, fmt.Errorf("%w: %s", ErrKeyReused, rec.RequestId)
 	}
 	// A record from before the script wrote both (or a redriven one):
-	// make sure its task exists (asynq refuses a second with one ID).
+	// make sure its task exists (asynq refuses a second with one ID). If
+	// Redis went away again, the orphan sweeper queues it (Sweeper): the
+	// invocation is durable either way, so that is no reason to refuse.
 	if existing.Status == record.Pending {
-		err := s.Requeue(ctx, rec.RequestId, existing.FunctionName, existing.Attempt, 0)
-		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
+		_ = s.Requeue(ctx, rec.RequestId, existing.FunctionName, existing.Attempt, 0)
 	}
 	return Result{Record: existing, Duplicate: true}, nil
+}
+
+// existing reads the record of an invocation known to exist, retrying
+// while Redis cannot be reached, up to the committer's uncertainWait.
+func (s *Submitter) existing(ctx context.Context, id string) (*record.Record, error) {
+	start := time.Now()
+	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
+		rec, err := s.records.Get(ctx, id)
+		if err == nil || errors.Is(err, record.ErrNotFound) || time.Since(start)+delay >= s.commits.uncertainWait {
+			return rec, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+	}
 }
 
 // Redrive runs a dead-lettered invocation again: as its next attempt while
