@@ -101,6 +101,36 @@ func TestSweepQueuesARecordWithoutATask(t *testing.T) {
 	}
 }
 
+// unreachableQueue is asynq's client while Redis is away (a fake of the
+// Enqueuer seam only: the records are in the fixture's real Redis).
+type unreachableQueue struct{}
+
+func (unreachableQueue) EnqueueContext(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+	return nil, errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+}
+
+// A submission that finds its invocation recorded (a resend whose first
+// send landed) is answered with it even if making sure of its task fails
+// because Redis went away again: it exists, so "not queued" (503) would
+// be untrue; the sweep queues its task.
+func TestExistingInvocationIsNotRefusedWhenItsRequeueFails(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.recordOnly(t, "landed")
+	sub := submit.New(f.cfg, f.rdb, f.records, unreachableQueue{})
+	t.Cleanup(func() { sub.Close() })
+	res, err := sub.Submit(context.Background(), submit.Request{Function: "fn", Event: []byte(`{}`), RequestID: "landed"})
+	if err != nil || !res.Duplicate || res.Record.Status != record.Pending {
+		t.Fatalf("resubmit: %+v %v", res, err)
+	}
+	if n := f.sweep(t); n != 1 {
+		t.Fatalf("requeued %d, want 1", n)
+	}
+	if st := f.taskState(t, "landed"); st != asynq.TaskStatePending {
+		t.Fatalf("task state %v", st)
+	}
+}
+
 // A worker killed between recording attempt 2 as PENDING and queueing
 // it: the sweep queues attempt 2 (task <id>-2).
 func TestSweepQueuesALostRetry(t *testing.T) {
