@@ -291,6 +291,10 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 	cfg := s.Config(t, redisAddr, config.Function{Name: "consumer", Image: image(t), Args: []string{"exit", "0"}, MemoryMB: 64, Triggers: []config.Trigger{tr}})
 	cfg.Gateway.Listen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Worker.Concurrency = 8
+	// An event the killed process was scheduling is freed once asynq's
+	// 30 s lease lapses; a short orphan window has the sweeper queue it
+	// again then, instead of asynq's recoverer up to 2 minutes later.
+	cfg.Submit.OrphanS = 5
 	path := testenv.WriteConfig(t, cfg)
 	url := "http://" + cfg.Gateway.Listen
 	records := testenv.RecordStore(t, redisAddr, cfg)
@@ -343,8 +347,7 @@ func Crash(t *testing.T, name string, newBroker func(t *testing.T, redisAddr str
 		}
 	}
 	// Every event ran to the end. An event a killed worker was scheduling
-	// comes back when asynq's lease lapses and its recoverer runs (about
-	// 1–2 minutes), so allow for that.
+	// comes back when asynq's lease lapses (30 s) and the sweeper runs.
 	cursor := ""
 	for {
 		page, next, err := records.List(context.Background(), record.Filter{Function: "consumer"}, 100, cursor)
