@@ -48,7 +48,7 @@ gotest -count=1 -p 2 -parallel 4 -timeout 30m "$@" ./...
 # The fleet suites on their own (each runs five jobgate processes and
 # three containerds, and measures recovery times): docs/SCALING.md.
 phase "fleet suites (3 workers, 2 gateways; over Sentinel, then over Cluster)"
-gotest -tags fleet -count=1 -timeout 20m -run '^(TestSentinelFleet|TestClusterFleet)$' ./internal/testkit/fleet
+gotest -tags fleet -count=1 -timeout 20m -run '^(TestSentinelFleet|TestClusterFleet)$' ./internal/testkit/fleet -args -fleet.spread=300
 # Fuzz targets (their seeds already ran above as tests): 10 s of new
 # inputs each. A finding fails the run and is written to the package's
 # testdata/fuzz/, where it stays as a regression test once committed.
