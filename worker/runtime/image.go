@@ -173,12 +173,22 @@ func (r *Runtime) EnsureImageProgress(ctx context.Context, ref string, report fu
 			stop := r.watchProgress(pctx, blobs, report)
 			defer stop()
 		}
-		img, err := r.client.Pull(pctx, ref,
-			containerd.WithResolver(res),
-			containerd.WithPullUnpack,
-			containerd.WithPullSnapshotter(r.opts.Snapshotter),
-			containerd.WithPlatformMatcher(platforms.OnlyStrict(amd64)),
-		)
+		pull := func() (containerd.Image, error) {
+			return r.client.Pull(pctx, ref,
+				containerd.WithResolver(res),
+				containerd.WithPullUnpack,
+				containerd.WithPullSnapshotter(r.opts.Snapshotter),
+				containerd.WithPlatformMatcher(platforms.OnlyStrict(amd64)),
+			)
+		}
+		img, err := pull()
+		if err != nil && r.abortIngests(pctx, blobs) {
+			// A download cut off by a crash leaves its partial ingest,
+			// which containerd resumes with a Range request; a registry
+			// that refuses ranges (416) would fail every pull of this
+			// image from then on. Started over, it succeeds.
+			img, err = pull()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pull %s: %w", ref, err)
 		}
@@ -188,6 +198,24 @@ func (r *Runtime) EnsureImageProgress(ctx context.Context, ref string, report fu
 		return nil, err
 	}
 	return v.(*Image), nil
+}
+
+// abortIngests discards the partial downloads of blobs (their content
+// ingests) and says whether there were any. Pulls of one image are one
+// at a time here (r.pulls), so none is another pull's live download.
+func (r *Runtime) abortIngests(ctx context.Context, blobs []ocispec.Descriptor) bool {
+	cs := r.client.ContentStore()
+	aborted := false
+	for _, b := range blobs {
+		key := remotes.MakeRefKey(ctx, b)
+		if _, err := cs.Status(ctx, key); err != nil {
+			continue
+		}
+		if err := cs.Abort(ctx, key); err == nil {
+			aborted = true
+		}
+	}
+	return aborted
 }
 
 // localImage returns ref if it is here and unpacked (and, when digest is
