@@ -4,7 +4,8 @@
 # trigger tests), chromium-headless-shell (the console's browser test), plus curl for
 # the scripts.
 set -euo pipefail
-pkgs=(redis-server containerd runc docker-registry rabbitmq-server curl chromium-headless-shell)
+pkgs=(redis-server containerd runc docker-registry rabbitmq-server curl chromium-headless-shell
+  containernetworking-plugins nftables iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

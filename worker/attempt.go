@@ -231,7 +231,7 @@ func (a *attempt) start(ctx context.Context, rec *record.Record) error {
 	}
 	in, err := w.rt.Create(ctx, runtime.Spec{
 		ID: a.inst, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
-		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host", Isolation: isolation(*fn, w.config()),
+		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, Network: fn.Network, Isolation: isolation(*fn, w.config()),
 		Labels: labels, EventFile: a.eventFile,
 	})
 	if errors.Is(err, runtime.ErrInit) {

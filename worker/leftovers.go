@@ -38,6 +38,7 @@ func (w *Worker) endLeftovers(ctx context.Context) {
 			w.log.Info().Str("kind", l.Kind).Int("pid", l.Pid).Str("container", l.ID).Msg("ended a leftover process (its task is gone)")
 		}
 		seen = next
+		w.sweepNetworks(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -272,7 +272,7 @@ func (p *warmPool) newWarm(ctx context.Context, fn config.Function, img *runtime
 	env := jobenv.Build(img.Env, fn.Env, jobenv.Builtins{FunctionName: fn.Name, Region: cfg.Region, AppID: cfg.AppID, UIN: cfg.UIN}, nil)
 	in, err := p.rt.CreateWarm(ctx, runtime.Spec{
 		ID: id, Image: img, Command: fn.Command, Args: fn.Args, Env: env,
-		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, HostNetwork: fn.Network == "host", Isolation: isolation(fn, cfg),
+		MemoryMB: fn.MemoryMB, PidsLimit: pidsLimit, Network: fn.Network, Isolation: isolation(fn, cfg),
 		Labels: map[string]string{runtime.LabelPool: fn.Name, runtime.LabelFunction: fn.Name, runtime.LabelNode: cfg.Worker.Node},
 	})
 	if err != nil {

@@ -38,6 +38,7 @@ import (
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/startstop"
 	"github.com/jobgate/jobgate/internal/submit"
+	"github.com/jobgate/jobgate/worker/jobnet"
 	"github.com/jobgate/jobgate/worker/logdriver"
 	"github.com/jobgate/jobgate/worker/runtime"
 	"github.com/jobgate/jobgate/worker/stub/stubbin"
@@ -51,9 +52,11 @@ type Worker struct {
 	// degraded says which features this installation lacks (Degradations).
 	degraded []string
 	// conf is swapped whole by Reload; read it through config().
-	conf    atomic.Pointer[config.Config]
-	rdb     redis.UniversalClient
-	rt      *runtime.Runtime
+	conf atomic.Pointer[config.Config]
+	rdb  redis.UniversalClient
+	rt   *runtime.Runtime
+	// net is the bridge network (nil: no function uses network: bridge).
+	net     *jobnet.Manager
 	records *record.Store
 	logs    *logstore.Store
 	dlq     *deadletter.Store
@@ -158,6 +161,14 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 	if err := logdriver.WriteSettings(settings, logSettings); err != nil {
 		return nil, err
 	}
+	jn, err := newNetwork(ctx, cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	var rtNet runtime.Network
+	if jn != nil {
+		rtNet = bridgeNetwork{jn}
+	}
 	shimGroup := ""
 	if *cfg.Worker.ShimGroup {
 		shimGroup = "jobgate-shim-" + containerSafe(cfg.Worker.Node)
@@ -166,13 +177,14 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		Address: cfg.Containerd.Address, Namespace: cfg.Containerd.Namespace, Snapshotter: cfg.Containerd.Snapshotter,
 		Registries: RuntimeRegistries(cfg), DockerConfig: cfg.Worker.DockerConfig, MaxImageBytes: int64(cfg.Worker.MaxImageMB) << 20,
 		LoggerBinary: bin, LoggerArgs: logdriver.Args(settings),
-		ShimGroup: shimGroup, StubBinary: stubBin, StubDir: runDirs,
+		ShimGroup: shimGroup, StubBinary: stubBin, StubDir: runDirs, Network: rtNet,
 		TagRecheck: time.Duration(*cfg.Worker.TagRecheckMs) * time.Millisecond, Clock: d.Clock,
 	})
 	if err != nil {
 		return nil, err
 	}
 	w := &Worker{
+		net: jn,
 		rdb: d.Redis, rt: rt, records: d.Records, logs: d.Logs, dlq: d.DeadLetters, submit: d.Submitter, metrics: d.Metrics,
 		control: control.New(d.Redis, cfg.Redis.KeyPrefix(), cfg.Retention()),
 		keys:    keyspace.New(cfg.Redis.KeyPrefix()),
@@ -211,6 +223,13 @@ func (w *Worker) Reload(ctx context.Context, cfg *config.Config) {
 	next.Redis, next.Containerd, next.Worker = cur.Redis, cur.Containerd, cur.Worker
 	w.conf.Store(&next)
 	w.log.Info().Int("functions", len(next.Functions)).Msg("configuration reloaded")
+	if w.net != nil {
+		if err := w.net.SetPolicy(ctx, jobnet.PolicyOf(&next)); err != nil {
+			w.log.Error().Err(err).Msg("egress policy not reloaded (the running one stays)")
+		}
+	} else if next.UsesBridge() {
+		w.log.Error().Msg("a function now uses network: bridge, which this worker did not set up at start: restart it")
+	}
 	w.accel.accelerate(w.group.Context(), &next)
 	w.pools.resize(&next)
 }
@@ -290,6 +309,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
+	// After reconcile: what no re-attached instance names is left over.
+	w.sweepNetworks(ctx)
+	if w.net != nil {
+		w.net.Start(w.group.Context())
+	}
 	// After reconcile: a re-attached instance has its runner by then.
 	w.group.Go(w.checkEnds)
 	w.group.Go(w.endLeftovers)
@@ -353,6 +377,11 @@ func (w *Worker) Stop(ctx context.Context) error {
 		w.log.Warn().Err(err).Msg("supervisors still busy at shutdown")
 	}
 	w.targets.close()
+	if w.net != nil {
+		if err := w.net.Stop(ctx); err != nil {
+			w.log.Warn().Err(err).Msg("release ready network namespaces")
+		}
+	}
 	if err := w.rt.RemoveAnchor(ctx); err != nil {
 		w.log.Warn().Err(err).Msg("remove shim anchor")
 	}

@@ -39,6 +39,15 @@ type serveEnv struct {
 
 func newServeEnv(t *testing.T, args string) *serveEnv { return newServeEnvWith(t, args, "") }
 
+// networkNoneUnlessSet keeps the crash tests' jobs off the bridge network
+// (its tests set up a bridge of their own) unless extra names a mode.
+func networkNoneUnlessSet(extra string) string {
+	if strings.Contains(extra, "network:") {
+		return ""
+	}
+	return "    network: none\n"
+}
+
 func newServeEnvWith(t *testing.T, args, extra string) *serveEnv {
 	t.Helper()
 	s := testenv.Shared(t)
@@ -61,7 +70,7 @@ functions:
   - name: job
     image: %q
     args: [%s]
-%s`, e.redis, s.Containerd, e.ns, gw, filepath.Join(dir, "state"), s.JobgateBin, ref, args, extra)
+%s%s`, e.redis, s.Containerd, e.ns, gw, filepath.Join(dir, "state"), s.JobgateBin, ref, args, networkNoneUnlessSet(extra), extra)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -399,6 +408,7 @@ func TestSIGHUPReloadsEveryRole(t *testing.T) {
 	next := strings.Replace(string(base), oldTrigger, "", 1) + `  - name: added
     image: ` + e.s.Registry + `/test/job:1
     args: ["echo", "added ran"]
+    network: none
     triggers:
       - {type: http, name: new, path: /hooks/new}
       - {type: redis_stream, name: s, stream: added-in, group: jobgate, start: earliest}

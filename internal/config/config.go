@@ -209,7 +209,46 @@ type Worker struct {
 	ShimGroup *bool `yaml:"shim_group,omitempty"`
 	// Warm sizes provisioned pools by recent demand (adaptive warm pools).
 	Warm Warm `yaml:"warm,omitempty"`
+	// Network is the bridge network of `network: bridge` functions.
+	Network Network `yaml:"network,omitempty"`
 }
+
+// Network configures the bridge that `network: bridge` jobs attach to
+// (worker/jobnet): CNI's bridge and host-local plugins give each job a
+// network namespace with an address from Subnet and NAT egress; nftables
+// keeps the host, link-local, private ranges and other jobs out of reach.
+type Network struct {
+	// Subnet is the jobs' IPv4 range; every worker host needs its own
+	// when their jobs' traffic may meet (it is NATed, so usually not).
+	Subnet string `yaml:"subnet,omitempty"`
+	// Bridge is the bridge device; it also names jobgate's nftables
+	// tables (inet and bridge families).
+	Bridge string `yaml:"bridge,omitempty"`
+	// DNS are the jobs' nameservers (empty: the host's, with loopback
+	// ones replaced by their upstreams).
+	DNS []string `yaml:"dns,omitempty"`
+	// Egress is the worker-wide allow/deny list, before each function's.
+	Egress Egress `yaml:"egress,omitempty"`
+	// PluginDirs are searched for the CNI plugins.
+	PluginDirs []string `yaml:"plugin_dirs,omitempty"`
+	// Ready is how many namespaces are kept made, so a start takes one
+	// instead of waiting for CNI.
+	Ready *int `yaml:"ready,omitempty"`
+}
+
+// Egress lists destinations: Allow entries are an IPv4 CIDR or address
+// with an optional ":port" (TCP and UDP); Deny entries a CIDR or address.
+type Egress struct {
+	Allow []string `yaml:"allow,omitempty"`
+	Deny  []string `yaml:"deny,omitempty"`
+}
+
+// Network modes of a function.
+const (
+	NetworkBridge = "bridge"
+	NetworkNone   = "none"
+	NetworkHost   = "host"
+)
 
 // Warm: with Auto, every function that ran on this worker recently keeps
 // warm instances (beyond its fixed `provisioned`): as many as the p90 of
@@ -234,6 +273,7 @@ func Default() Config {
 			TagRecheckMs: ptr(2000), StopGraceS: ptr(10), ShimGroup: ptr(true),
 			LogMaxBytes: 16 << 20, DiskLimitMB: 512, DiskPollMs: 200, LimitRetryS: 60, MaxImageMB: 1024,
 			LeaseS: 30, NodeLostS: 120, Warm: Warm{MaxMB: 1024, IdleS: 300},
+			Network: Network{Subnet: "10.89.0.0/16", Bridge: "jobgate0", PluginDirs: []string{"/usr/lib/cni", "/opt/cni/bin"}, Ready: ptr(4)},
 		},
 		Region:     "ap-guangzhou",
 		Timezone:   "Asia/Shanghai", // SCF evaluates timers in UTC+8
@@ -249,7 +289,7 @@ func DefaultFunction() Function {
 		Namespace: "default", MemoryMB: 128, TimeoutS: 900,
 		Retry:        Retry{Max: ptr(2), DelayS: 60}, // SCF RetryNum default
 		MaxEventAgeS: 21600,                          // SCF MsgTTL default: 6 h
-		Network:      "none",
+		Network:      NetworkBridge,
 	}
 }
 
@@ -284,6 +324,8 @@ type Function struct {
 	Acceleration bool   `yaml:"acceleration,omitempty"`
 	Provisioned  int    `yaml:"provisioned,omitempty"`
 	Network      string `yaml:"network,omitempty"`
+	// Egress (network: bridge) is added to worker.network.egress.
+	Egress *Egress `yaml:"egress,omitempty"`
 	// Isolation (docs/SECURITY.md). CPU is the cores a job may use (CFS
 	// quota; fractional); unset, it has no quota but half the default CPU
 	// weight, so the host's own services win under contention. User runs

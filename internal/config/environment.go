@@ -89,6 +89,7 @@ func Resolve(c *Config, name string) error {
 			}
 		}
 	}
+	c.checkSubnetRoutes(add)
 	if len(probs) > 0 {
 		return &Error{File: name, Problems: probs}
 	}

@@ -161,6 +161,7 @@ func (c *Config) validate() []Problem {
 			add("registries."+host, "password_env needs username")
 		}
 	}
+	c.validateNetwork(add)
 	return probs
 }
 

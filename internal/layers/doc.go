@@ -22,7 +22,7 @@ type Layer struct {
 var Layers = []Layer{
 	{"foundation", true, []string{"schemas", "internal/version", "internal/jobenv", "internal/jsonobj", "internal/connpool", "internal/keyspace", "internal/cloudevent", "internal/scfcron", "internal/startstop", "internal/imagebuild", "worker/stub", "worker/stub/stubbin"}},
 	{"state", true, []string{"internal/config", "internal/redisconn", "internal/record", "internal/logstore", "internal/deadletter", "internal/control", "internal/queue", "internal/metrics"}},
-	{"services", true, []string{"internal/submit", "worker/runtime", "worker/logdriver"}},
+	{"services", true, []string{"internal/submit", "worker/runtime", "worker/logdriver", "worker/jobnet"}},
 	{"trigger seam", false, []string{"triggers"}},
 	{"adapters", false, []string{"triggers/timer", "triggers/httptrigger", "triggers/kafka", "triggers/natsjs", "triggers/amqp", "triggers/redisstream"}},
 	{"roles", false, []string{"gateway", "worker", "triggers/sources"}},

@@ -52,15 +52,17 @@ func initError(what, id string, err error) error {
 
 // Spec describes one job instance.
 type Spec struct {
-	ID          string
-	Image       *Image
-	Command     []string // overrides the image ENTRYPOINT
-	Args        []string // overrides the image CMD
-	Env         []string // the complete environment (see jobenv.Build)
-	MemoryMB    int
-	PidsLimit   int64
-	HostNetwork bool
-	Isolation   Isolation
+	ID        string
+	Image     *Image
+	Command   []string // overrides the image ENTRYPOINT
+	Args      []string // overrides the image CMD
+	Env       []string // the complete environment (see jobenv.Build)
+	MemoryMB  int
+	PidsLimit int64
+	// Network is the function's mode: "bridge" (a namespace from
+	// Options.Network), "host", or "none" (loopback only).
+	Network   string
+	Isolation Isolation
 	// EventFile, if set, is a host file mounted read-only at
 	// jobenv.EventFilePath (an event too large for the environment).
 	EventFile string
@@ -200,8 +202,33 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 	if s.PidsLimit > 0 {
 		opts = append(opts, oci.WithPidsLimit(s.PidsLimit))
 	}
-	if s.HostNetwork {
+	var netID string
+	switch s.Network {
+	case "host":
 		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostResolvconf, oci.WithHostHostsFile)
+	case "bridge":
+		if s.Labels == nil {
+			s.Labels = map[string]string{}
+		}
+		if r.opts.Network == nil {
+			return nil, fmt.Errorf("create %s: %w: network: bridge is not available on this worker", s.ID, ErrRuntimeFailed)
+		}
+		ns, aerr := r.opts.Network.Attach(ctx, s.Labels[LabelFunction])
+		if aerr != nil {
+			return nil, fmt.Errorf("create %s: %w", s.ID, aerr)
+		}
+		netID = ns.ID
+		defer func() {
+			if err != nil {
+				_ = r.opts.Network.Detach(context.WithoutCancel(ctx), netID)
+			}
+		}()
+		s.Labels[LabelNetwork] = netID
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: ns.Path}),
+			oci.WithMounts([]specs.Mount{
+				{Destination: "/etc/resolv.conf", Type: "bind", Source: ns.ResolvConf, Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}},
+				{Destination: "/etc/hosts", Type: "bind", Source: ns.Hosts, Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}},
+			}))
 	}
 	// One start at a time joins the warm shim; the others start their
 	// own, since the shim serializes task creation (see EnsureAnchor).
@@ -273,6 +300,12 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 			// us): this start gets a shim of its own, and the anchor is
 			// made anew by the next EnsureAnchor.
 			_ = ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+			if netID != "" {
+				// The retry attaches a namespace of its own.
+				_ = r.opts.Network.Detach(context.WithoutCancel(ctx), netID)
+				delete(s.Labels, LabelNetwork)
+				netID = ""
+			}
 			own := s
 			own.ownShim = true
 			in, rerr := r.Create(ctx, own)
@@ -404,6 +437,13 @@ func (in *Instance) Remove(ctx context.Context) error {
 	}
 	if in.rt != nil {
 		in.rt.removeWarmDir(in.ID)
+		// After the task: the namespace is the job's until its process
+		// is gone.
+		if id := in.Labels[LabelNetwork]; id != "" && in.rt.opts.Network != nil && len(errs) == 0 {
+			if err := in.rt.opts.Network.Detach(ctx, id); err != nil {
+				errs = append(errs, fmt.Errorf("release network of %s: %w", in.ID, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -468,4 +508,23 @@ func (r *Runtime) WritableBytes(ctx context.Context, id string) (int64, error) {
 		return 0, fmt.Errorf("snapshot usage %s: %w", id, err)
 	}
 	return u.Size, nil
+}
+
+// NetworksInUse lists the network namespaces this namespace's containers
+// name (LabelNetwork).
+func (r *Runtime) NetworksInUse(ctx context.Context) (map[string]bool, error) {
+	ctx = r.ctx(ctx)
+	cs, err := r.client.Containers(ctx, fmt.Sprintf("labels.%q", LabelNetwork))
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := map[string]bool{}
+	for _, c := range cs {
+		labels, err := c.Labels(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("labels %s: %w", c.ID(), err)
+		}
+		out[labels[LabelNetwork]] = true
+	}
+	return out, nil
 }

@@ -27,7 +27,23 @@ const (
 	// before its task is deleted, so a worker that dies in between can
 	// still record it.
 	LabelOutcome = "jobgate.outcome"
+	// LabelNetwork names the instance's network namespace (network:
+	// bridge), released with the instance.
+	LabelNetwork = "jobgate.network"
 )
+
+// Network gives bridge-mode instances their network namespace
+// (worker/jobnet).
+type Network interface {
+	Attach(ctx context.Context, function string) (NetNS, error)
+	Detach(ctx context.Context, id string) error
+}
+
+// NetNS is one instance's network: the namespace to join and the files
+// mounted as its /etc/resolv.conf and /etc/hosts.
+type NetNS struct {
+	ID, Path, ResolvConf, Hosts string
+}
 
 // Registry is how to reach one registry host.
 type Registry struct {
@@ -64,6 +80,8 @@ type Options struct {
 	// run directory per warm instance) enable CreateWarm.
 	StubBinary string
 	StubDir    string
+	// Network attaches bridge-mode instances (nil: bridge is refused).
+	Network Network
 }
 
 // Runtime wraps one containerd client in one namespace.

@@ -517,6 +517,13 @@ func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0")
 func (s *Services) Config(t testing.TB, redisAddr string, fns ...config.Function) *config.Config {
 	t.Helper()
 	grace := 2
+	// Jobs of tests that do not ask for a network mode get none (the
+	// network tests ask for bridge, with a bridge of their own: JobNetwork).
+	for i := range fns {
+		if fns[i].Network == "" {
+			fns[i].Network = config.NetworkNone
+		}
+	}
 	c := &config.Config{
 		Redis:      config.Redis{Addr: redisAddr},
 		Containerd: config.Containerd{Address: s.Containerd, Namespace: s.Namespace(t)},

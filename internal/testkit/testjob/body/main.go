@@ -18,6 +18,13 @@
 //	write MB PATH  write MB MiB to PATH, 1 MiB at a time, slowly enough to be seen
 //	status         print NoNewPrivs, Seccomp and CapEff from /proc/self/status
 //	netifs         print the network interfaces
+//	addrs          print "addr <ip>" for each non-loopback IPv4 address
+//	cat PATH       print a file
+//	get URL        GET URL (2 s timeout): "get <status> <body>" or "get error <why>"
+//	dial ADDR      open a TCP connection (2 s timeout): "dial ok" or "dial error <why>";
+//	               ADDR "event" takes it from the event's "addr" field
+//	listen PORT    accept TCP connections on PORT in the background, each
+//	               answered "hello" and reported as "accepted <peer>"
 //	whoami         print "uid=<n> gid=<n>"
 //	onterm CODE    on SIGTERM print "got SIGTERM" and exit CODE
 //	ignoreterm     ignore SIGTERM (as a PID 1 without a handler would)
@@ -175,6 +182,61 @@ func main() {
 			for _, ifc := range ifs {
 				fmt.Println("if", ifc.Name)
 			}
+		case "addrs":
+			as, _ := net.InterfaceAddrs()
+			for _, a := range as {
+				if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+					fmt.Println("addr", n.IP)
+				}
+			}
+		case "cat":
+			b, err := os.ReadFile(next(&i))
+			if err != nil {
+				fmt.Println("cat error", err)
+			}
+			os.Stdout.Write(b)
+		case "get":
+			c := http.Client{Timeout: 2 * time.Second}
+			resp, err := c.Get(next(&i))
+			if err != nil {
+				fmt.Println("get error", err)
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			fmt.Println("get", resp.StatusCode, strings.TrimSpace(string(b)))
+		case "dial":
+			addr := next(&i)
+			if addr == "event" {
+				var ev struct{ Addr string }
+				_ = json.Unmarshal([]byte(os.Getenv("SCF_CUSTOM_CONTAINER_EVENT")), &ev)
+				addr = ev.Addr
+			}
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				fmt.Println("dial error", err)
+				continue
+			}
+			c.Close()
+			fmt.Println("dial ok")
+		case "listen":
+			l, err := net.Listen("tcp", ":"+next(&i))
+			if err != nil {
+				fmt.Println("listen error", err)
+				os.Exit(1)
+			}
+			fmt.Println("listening", l.Addr())
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					fmt.Println("accepted", c.RemoteAddr())
+					c.Write([]byte("hello\n"))
+					c.Close()
+				}
+			}()
 		case "ignoreterm":
 			signal.Ignore(syscall.SIGTERM)
 		case "onterm":
