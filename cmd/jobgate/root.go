@@ -154,6 +154,9 @@ func (c *cli) validateCmd() *cobra.Command {
 				return &exitError{code: exitAPI, err: err}
 			}
 			fmt.Fprintf(c.stdout, "%s: ok (%d functions)\n", path, len(cfg.Functions))
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintf(c.stderr, "warning: %s: %s: %s\n", path, w.Path, w.Message)
+			}
 			// What this installation would lack as a worker: warnings,
 			// not errors (the config itself is fine).
 			if bin, err := worker.LoggerBinary(cfg); err == nil {

@@ -37,6 +37,9 @@ func serve(cfgPath, role, level string) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn().Str("key", w.Path).Msg(w.Message)
+	}
 	// First signal: drain and stop. Second: exit at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -467,3 +467,89 @@ func TestSIGHUPReloadsEveryRole(t *testing.T) {
 		t.Fatalf("after a refused reload: %d", code)
 	}
 }
+
+// netCounts is what a worker's bridge network holds on this host:
+// namespaces and address leases under its state dir, ports on its
+// bridge, and jobgate's nftables elements (jobs map, ports set).
+type netCounts struct{ Namespaces, Leases, Veths, JobElements, PortElements int }
+
+func countNet(t *testing.T, state, bridge string) netCounts {
+	t.Helper()
+	var c netCounts
+	ns, _ := os.ReadDir(filepath.Join(state, "net", "ns"))
+	c.Namespaces = len(ns)
+	leases, _ := filepath.Glob(filepath.Join(state, "net", "ipam", "*", "*.*.*.*"))
+	c.Leases = len(leases)
+	out, _ := exec.Command("ip", "-o", "link", "show", "master", bridge).CombinedOutput()
+	c.Veths = strings.Count(string(out), "\n")
+	out, _ = exec.Command("nft", "list", "map", "inet", "jobgate-"+bridge, "jobs").CombinedOutput()
+	c.JobElements = strings.Count(string(out), ": jump")
+	out, _ = exec.Command("nft", "list", "set", "bridge", "jobgate-"+bridge, "ports").CombinedOutput()
+	c.PortElements = strings.Count(string(out), `"veth`)
+	return c
+}
+
+// A SIGKILLed worker leaks no network: the job it ran keeps its network
+// until it ends under the restarted worker, the namespace the killed
+// process had made ready is swept, and a clean stop leaves nothing.
+func TestSIGKILLLeaksNoNetwork(t *testing.T) {
+	t.Parallel()
+	fake := testenv.FakeInternet(t, false)
+	jn := testenv.JobNetwork(t, fake.Addr)
+	e := newServeEnvWith(t, `"addrs", "get", "http://`+fake.Name+`/", "sleep", "4s", "echo", "done"`, "    network: bridge\n")
+	raw, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withNet := strings.Replace(string(raw), "stop_grace_s: 1}", fmt.Sprintf("stop_grace_s: 1, network: {bridge: %s, subnet: %q, dns: [%q], ready: 1}}", jn.Bridge, jn.Subnet, fake.Addr), 1)
+	if err := os.WriteFile(e.cfgPath, []byte(withNet), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(filepath.Dir(e.cfgPath), "state")
+	idle := netCounts{Namespaces: 1, Leases: 1, Veths: 1, PortElements: 1} // one namespace made ready
+	waitNet := func(what string, want netCounts) {
+		t.Helper()
+		testenv.EventuallyNoError(t, 30*time.Second, what, func() error {
+			if got := countNet(t, state, jn.Bridge); got != want {
+				return fmt.Errorf("%+v, want %+v", got, want)
+			}
+			return nil
+		})
+	}
+	serve, out := e.startRole(t, "all", e.cfgPath, e.url)
+	waitNet("a ready namespace", idle)
+	rec := invokeAndKill(t, e, serve, out, `{}`)
+	running := countNet(t, state, jn.Bridge)
+	if running.JobElements != 1 || running.Namespaces < 2 {
+		t.Fatalf("while the job runs with no worker: %+v, want its namespace and policy element beside the ready one", running)
+	}
+	second := e.start(t)
+	records, _ := e.stores()
+	var end *record.Record
+	testenv.Eventually(t, 60*time.Second, "the invocation to end", func() bool {
+		r, err := records.Get(t.Context(), rec.RequestId)
+		end = r
+		return err == nil && r.Status.Terminal()
+	})
+	if end.Status != record.Finished {
+		t.Fatalf("end: %+v", end)
+	}
+	lines, _, _ := logsOf(e).Lines(t.Context(), rec.RequestId)
+	var fetched bool
+	for _, l := range lines {
+		fetched = fetched || strings.HasPrefix(l.Line, "get 200 fake-internet")
+	}
+	if !fetched {
+		t.Errorf("the job did not reach the fake internet: %+v", lines)
+	}
+	waitNet("only the new worker's ready namespace", idle)
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitNet("nothing after a clean stop", netCounts{})
+}
+
+func logsOf(e *serveEnv) *logstore.Store {
+	_, logs := e.stores()
+	return logs
+}

@@ -23,7 +23,7 @@ func TestSampleConfigParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := cfg.Function("hello")
-	if f == nil || f.Namespace != "default" || *f.Retry.Max != 2 || f.Retry.DelayS != 60 || f.MaxEventAgeS != 21600 || f.Network != "none" {
+	if f == nil || f.Namespace != "default" || *f.Retry.Max != 2 || f.Retry.DelayS != 60 || f.MaxEventAgeS != 21600 || f.Network != "bridge" {
 		t.Fatalf("defaults: %+v", f)
 	}
 	if cfg.Timezone != "Asia/Shanghai" || cfg.RetentionH != 72 || cfg.Worker.StopGrace().Seconds() != 10 {
@@ -67,6 +67,16 @@ func TestParseErrors(t *testing.T) {
 		{"http path twice", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: '/hooks/{x}'}]\n  - name: b\n    image: r/b:1\n    triggers: [{type: http, name: h, path: '/hooks/{y}'}]\n", []string{"functions[1].triggers[0].path", "cannot be served"}},
 		{"http path conflicting with an API route", "functions:\n  - name: a\n    image: r/a:1\n    triggers: [{type: http, name: h, path: '/{a}/invocations', methods: [ANY]}]\n", []string{"triggers[0].path", "cannot be served", "conflicts"}},
 		{"not yaml", "functions: [\n", []string{"not valid YAML"}},
+		{"bad subnet", "worker: {network: {subnet: 10.89.0.0/33}}\n", []string{"worker.network.subnet", "not an IPv4 CIDR"}},
+		{"tiny subnet", "worker: {network: {subnet: 10.89.0.0/30}}\n", []string{"worker.network.subnet", "too small"}},
+		{"bad dns", "worker:\n  network:\n    dns: [nameserver]\n", []string{"t.yaml:3: worker.network.dns[0]", "not an IPv4 address"}},
+		{"bad egress cidr", "functions:\n  - name: a\n    image: r/a:1\n    egress:\n      allow: ['10.0.5.0/33:5432']\n", []string{"t.yaml:5: functions[0].egress.allow[0]", "not a CIDR"}},
+		{"bad egress port", "functions:\n  - name: a\n    image: r/a:1\n    egress: {allow: ['10.0.5.0/24:99999']}\n", []string{"functions[0].egress.allow[0]", "port must be 1..65535"}},
+		{"deny with a port", "worker: {network: {egress: {deny: ['10.0.0.0/8:22']}}}\n", []string{"worker.network.egress.deny[0]", "takes no port"}},
+		{"ipv6 egress", "functions:\n  - name: a\n    image: r/a:1\n    egress: {allow: ['fd00::/8']}\n", []string{"functions[0].egress.allow[0]", "IPv6"}},
+		{"egress on none", "functions:\n  - name: a\n    image: r/a:1\n    network: none\n    egress: {allow: ['1.2.3.4']}\n", []string{"t.yaml:5: functions[0].egress", "applies only to network: bridge"}},
+		{"egress on host", "functions:\n  - name: a\n    image: r/a:1\n    network: host\n    egress: {deny: ['1.2.3.4']}\n", []string{"functions[0].egress", "network: host"}},
+		{"unknown network", "functions:\n  - name: a\n    image: r/a:1\n    network: vpc\n", []string{"functions[0].network"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -255,4 +265,63 @@ func indent(s, by string) string {
 		lines[i] = by + l
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+func TestEgressRules(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"10.0.5.0/24:5432": "10.0.5.0/24:5432", "10.0.5.9/24": "10.0.5.0/24", "1.2.3.4": "1.2.3.4/32", "1.2.3.4:53": "1.2.3.4/32:53"} {
+		r, err := ParseEgressRule(in, true)
+		if err != nil || r.String() != want {
+			t.Errorf("%q: %v %v, want %s", in, r, err, want)
+		}
+	}
+}
+
+func TestHostNetworkWarns(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse(strings.NewReader("functions:\n  - {name: a, image: r/a:1, network: host}\n  - {name: b, image: r/b:1}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cfg.Warnings()
+	if len(w) != 1 || w[0].Path != "functions[0].network" || !strings.Contains(w[0].Message, "loopback included") {
+		t.Fatalf("warnings: %+v", w)
+	}
+}
+
+func TestSubnetOverlapsARoute(t *testing.T) {
+	t.Parallel()
+	routes := filepath.Join(t.TempDir(), "route")
+	// Iface Destination Gateway Flags RefCnt Use Metric Mask: 10.89.0.0/16 on eth1, 192.168.1.0/24 on eth0, a default.
+	table := "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n" +
+		"eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\n" +
+		"eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n" +
+		"eth1\t0000590A\t00000000\t0001\t0\t0\t0\t0000FFFF\n"
+	if err := os.WriteFile(routes, []byte(table), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := hostRoutes(routes)
+	if err != nil || len(got) != 3 || got[1].dst.String() != "192.168.1.0/24" || got[2].dst.String() != "10.89.0.0/16" {
+		t.Fatalf("routes: %+v %v", got, err)
+	}
+	check := func(subnet, bridge string) []string {
+		c := Default()
+		c.Functions = []Function{{Name: "a", Network: NetworkBridge}}
+		c.Worker.Network.Subnet, c.Worker.Network.Bridge = subnet, bridge
+		var probs []string
+		c.checkSubnetRoutes(func(path, format string, args ...any) { probs = append(probs, path+": "+fmt.Sprintf(format, args...)) }, routes)
+		return probs
+	}
+	if p := check("10.89.0.0/16", "jobgate0"); len(p) != 1 || !strings.Contains(p[0], "overlaps this host's route to 10.89.0.0/16 (dev eth1)") {
+		t.Errorf("10.89.0.0/16 beside eth1's route: %v", p)
+	}
+	if p := check("10.89.0.0/16", "eth1"); len(p) != 0 {
+		t.Errorf("the bridge's own route is no overlap: %v", p)
+	}
+	if p := check("192.168.0.0/16", "jobgate0"); len(p) != 1 {
+		t.Errorf("192.168.0.0/16 contains eth0's 192.168.1.0/24: %v", p)
+	}
+	if p := check("10.90.0.0/16", "jobgate0"); len(p) != 0 {
+		t.Errorf("10.90.0.0/16 overlaps nothing (the default route aside): %v", p)
+	}
 }

@@ -89,7 +89,7 @@ func Resolve(c *Config, name string) error {
 			}
 		}
 	}
-	c.checkSubnetRoutes(add)
+	c.checkSubnetRoutes(add, "/proc/net/route")
 	if len(probs) > 0 {
 		return &Error{File: name, Problems: probs}
 	}

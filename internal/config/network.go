@@ -150,7 +150,7 @@ func (c *Config) Warnings() []Problem {
 // checkSubnetRoutes reports a bridge subnet that overlaps a route of this
 // host other than the bridge's own: jobs would shadow (or be shadowed by)
 // a network the host reaches.
-func (c *Config) checkSubnetRoutes(add func(path, format string, args ...any)) {
+func (c *Config) checkSubnetRoutes(add func(path, format string, args ...any), routeTable string) {
 	if !c.UsesBridge() {
 		return
 	}
@@ -158,7 +158,7 @@ func (c *Config) checkSubnetRoutes(add func(path, format string, args ...any)) {
 	if err != nil {
 		return
 	}
-	routes, err := hostRoutes("/proc/net/route")
+	routes, err := hostRoutes(routeTable)
 	if err != nil {
 		return // not Linux, or no procfs: serve's own setup says more
 	}
