@@ -49,8 +49,8 @@ type bridgeNetwork struct{ m *jobnet.Manager }
 
 var _ runtime.Network = bridgeNetwork{}
 
-func (b bridgeNetwork) Attach(ctx context.Context, function string) (runtime.NetNS, error) {
-	ns, err := b.m.Attach(ctx, function)
+func (b bridgeNetwork) Attach(ctx context.Context, function string, recyclable bool) (runtime.NetNS, error) {
+	ns, err := b.m.Attach(ctx, function, recyclable)
 	if err != nil {
 		return runtime.NetNS{}, err
 	}

@@ -51,8 +51,11 @@ type Namespace struct {
 	IP       netip.Addr `json:"ip"`
 	HostVeth string     `json:"host_veth"`
 	Function string     `json:"function,omitempty"` // "" while ready
-	Path     string     `json:"-"`
-	Dir      string     `json:"-"` // resolv.conf and hosts
+	// Recyclable: the job could not change the namespace (no added
+	// capabilities), so once its processes are gone it may serve another.
+	Recyclable bool   `json:"recyclable,omitempty"`
+	Path       string `json:"-"`
+	Dir        string `json:"-"` // resolv.conf and hosts
 }
 
 // ResolvConf and Hosts are the files mounted read-only in the job.
@@ -78,9 +81,10 @@ type Manager struct {
 	policy Policy
 	nft    *nftables.Conn
 
-	kick   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
+	kick    chan struct{}
+	running bool // between Start and Stop: ready namespaces are kept
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // The CNI plugins a bridge network runs.
@@ -223,6 +227,9 @@ func (m *Manager) SetPolicy(ctx context.Context, p Policy) error {
 func (m *Manager) Start(ctx context.Context) {
 	ctx, m.cancel = context.WithCancel(ctx)
 	m.done = make(chan struct{})
+	m.mu.Lock()
+	m.running = true
+	m.mu.Unlock()
 	go m.refill(ctx)
 	m.wake()
 }
@@ -236,7 +243,7 @@ func (m *Manager) Stop(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	ready := m.ready
-	m.ready = nil
+	m.ready, m.running = nil, false
 	m.mu.Unlock()
 	var errs []error
 	for _, ns := range ready {
@@ -370,7 +377,7 @@ func (m *Manager) writeMeta(ns *Namespace) error {
 // Attach gives a job of function its network: a ready namespace, or a
 // new one. Its address is in the function's policy before this returns,
 // so the job's first packet is already filtered.
-func (m *Manager) Attach(ctx context.Context, function string) (*Namespace, error) {
+func (m *Manager) Attach(ctx context.Context, function string, recyclable bool) (*Namespace, error) {
 	m.mu.Lock()
 	var ns *Namespace
 	if n := len(m.ready); n > 0 {
@@ -384,7 +391,7 @@ func (m *Manager) Attach(ctx context.Context, function string) (*Namespace, erro
 			return nil, err
 		}
 	}
-	ns.Function = function
+	ns.Function, ns.Recyclable = function, recyclable
 	err := m.writeMeta(ns)
 	if err == nil {
 		m.mu.Lock()
@@ -398,15 +405,29 @@ func (m *Manager) Attach(ctx context.Context, function string) (*Namespace, erro
 	return ns, nil
 }
 
-// Detach releases a job's namespace: its policy elements, CNI attachment
-// (veth, address lease), the namespace and its files. Unknown ids (a
-// namespace already released) are not an error.
+// Detach releases a job's namespace, whose processes are gone: a
+// recyclable one goes back to the ready ones (out of its function's
+// policy: a start then costs no CNI call at all), others are torn down:
+// policy elements, CNI attachment (veth, address lease), the namespace
+// and its files. Unknown ids (already released) are not an error.
 func (m *Manager) Detach(ctx context.Context, id string) error {
 	if id == "" || strings.ContainsAny(id, `/\`) {
 		return nil
 	}
 	m.mu.Lock()
 	ns := m.all[id]
+	if ns != nil && ns.Recyclable && m.running && len(m.ready) < max(m.opts.Ready, 1)*2 {
+		err := m.setJob(ns, false)
+		if err == nil {
+			ns.Function, ns.Recyclable = "", false
+			if err = m.writeMeta(ns); err == nil {
+				m.ready = append(m.ready, ns)
+				m.mine[ns.ID] = true
+				m.mu.Unlock()
+				return nil
+			}
+		}
+	}
 	m.mu.Unlock()
 	if ns == nil {
 		if _, err := os.Stat(filepath.Join(m.nsDir, id)); err != nil {

@@ -49,7 +49,7 @@ func TestManagerLifecycle(t *testing.T) {
 		})
 	}
 	count(jobnet.Counts{Namespaces: 1, Leases: 1, Ports: 1})
-	ns, err := m.Attach(ctx, "f")
+	ns, err := m.Attach(ctx, "f", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +62,18 @@ func TestManagerLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	count(jobnet.Counts{Namespaces: 1, Leases: 1, Ports: 1})
+	// A recyclable one goes back to the ready ones, out of the policy.
+	ns, err = m.Attach(ctx, "f", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count(jobnet.Counts{Namespaces: 2, Leases: 2, Ports: 2, Jobs: 1})
+	if err := m.Detach(ctx, ns.ID); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := m.Count(); err != nil || c != (jobnet.Counts{Namespaces: 2, Leases: 2, Ports: 2}) || m.Ready() != 2 {
+		t.Fatalf("after a recyclable detach: %+v %v, %d ready", c, err, m.Ready())
+	}
 	stopped = true
 	if err := m.Stop(ctx); err != nil {
 		t.Fatal(err)

@@ -213,7 +213,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 		if r.opts.Network == nil {
 			return nil, fmt.Errorf("create %s: %w: network: bridge is not available on this worker", s.ID, ErrRuntimeFailed)
 		}
-		ns, aerr := r.opts.Network.Attach(ctx, s.Labels[LabelFunction])
+		ns, aerr := r.opts.Network.Attach(ctx, s.Labels[LabelFunction], len(s.Isolation.CapAdd) == 0)
 		if aerr != nil {
 			return nil, fmt.Errorf("create %s: %w", s.ID, aerr)
 		}

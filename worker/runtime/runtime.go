@@ -35,7 +35,9 @@ const (
 // Network gives bridge-mode instances their network namespace
 // (worker/jobnet).
 type Network interface {
-	Attach(ctx context.Context, function string) (NetNS, error)
+	// Attach gives an instance of function a namespace; recyclable says
+	// the instance cannot change it (it may serve another once empty).
+	Attach(ctx context.Context, function string, recyclable bool) (NetNS, error)
 	Detach(ctx context.Context, id string) error
 }
 
