@@ -9,8 +9,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -34,6 +36,21 @@ func main() {
 		os.Getenv("SCF_FUNCTIONNAME"), os.Getenv("JOBGATE_REQUEST_ID"), os.Getenv("JOBGATE_ATTEMPT"))
 	for _, k := range []string{"TENCENTCLOUD_RUNENV", "SCF_FUNCTIONVERSION", "TENCENTCLOUD_REGION", "TENCENTCLOUD_APPID", "TENCENTCLOUD_UIN", "GREETING"} {
 		fmt.Printf("%s=%s\n", k, os.Getenv(k))
+	}
+	// Its network (network: bridge, the default): its own address on the
+	// worker's bridge and the nameservers jobgate gave it.
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			fmt.Printf("network: address %s\n", n)
+		}
+	}
+	if rc, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		for _, l := range strings.Split(string(rc), "\n") {
+			if strings.HasPrefix(l, "nameserver ") {
+				fmt.Printf("network: %s\n", l)
+			}
+		}
 	}
 	raw := os.Getenv("SCF_CUSTOM_CONTAINER_EVENT")
 	var event map[string]any
