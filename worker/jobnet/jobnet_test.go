@@ -83,3 +83,14 @@ func TestManagerLifecycle(t *testing.T) {
 		t.Fatalf("after stop: %+v %v", c, err)
 	}
 }
+
+// Without the CNI plugins a worker refuses to start, naming the package.
+func TestMissingPluginsNameThePackage(t *testing.T) {
+	t.Parallel()
+	_, err := jobnet.New(context.Background(), jobnet.Options{
+		Bridge: "jgmissing", Subnet: netip.MustParsePrefix("10.91.255.0/24"), PluginDirs: []string{t.TempDir()}, StateDir: t.TempDir(),
+	})
+	if err == nil || !strings.Contains(err.Error(), `CNI plugin "bridge"`) || !strings.Contains(err.Error(), "containernetworking-plugins") {
+		t.Fatalf("want an error naming the plugin and the package, got %v", err)
+	}
+}
