@@ -80,6 +80,7 @@ func TestProvisionedInstancesTakeRefillAndRelease(t *testing.T) {
 
 	next := *st.Config
 	fn.Provisioned = 1
+	fn.Network = config.NetworkNone // as testenv gave it: this worker has no bridge
 	next.Functions = []config.Function{fn}
 	if err := config.Complete(&next, "test"); err != nil {
 		t.Fatal(err)
