@@ -15,7 +15,7 @@ import (
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/record"
 	"github.com/jobgate/jobgate/internal/testkit/testenv"
-	"github.com/jobgate/jobgate/worker/jobnet"
+	"github.com/jobgate/jobgate/worker"
 )
 
 // bridgeStack starts a stack whose functions run on a bridge network of
@@ -129,6 +129,7 @@ func TestBridgeNetwork(t *testing.T) {
 		config.Function{Name: "reach", Image: img, Args: []string{"dial", "event"}},
 		config.Function{Name: "server", Image: img, Args: []string{"addrs", "listen", "8080", "sleep", "60s"}, TimeoutS: 120},
 		config.Function{Name: "isolated", Image: img, Args: []string{"netifs"}, Network: config.NetworkNone},
+		config.Function{Name: "warmnet", Image: img, Args: []string{"addrs", "get", "http://" + fake.Name + "/"}, Provisioned: 1},
 	)
 	subnet := netip.MustParsePrefix(st.Config.Worker.Network.Subnet)
 	bridgeGateway := subnet.Addr().Next().String()
@@ -196,25 +197,38 @@ func TestBridgeNetwork(t *testing.T) {
 	}
 	st.WaitEnd(t, srv.RequestId, 30*time.Second)
 
+	// A provisioned (warm) instance has the same network.
+	waitPool(t, st.Node.Worker, "warmnet", 1)
+	if out := outputOf(t, st, "warmnet", `{}`); !has(out, "addr 10.91.") || !has(out, "get 200 fake-internet "+fake.Addr) {
+		t.Errorf("a provisioned instance's network:\n%s", strings.Join(out, "\n"))
+	}
+
 	out = outputOf(t, st, "isolated", `{}`)
 	if len(out) != 1 || out[0] != "if lo" {
 		t.Errorf("network: none has %v, want only lo", out)
 	}
-	assertNoJobNetworks(t, st.Node.Worker.Network())
+	assertNoJobNetworks(t, st.Node.Worker)
 }
 
-// assertNoJobNetworks waits until the manager holds only its ready
-// namespaces: no job's namespace, lease or policy element is left.
-func assertNoJobNetworks(t *testing.T, m *jobnet.Manager) {
+// assertNoJobNetworks waits until every namespace the manager holds is
+// either ready or named by a live container (a provisioned instance's):
+// no ended job's namespace, lease or policy element is left.
+func assertNoJobNetworks(t *testing.T, w *worker.Worker) {
 	t.Helper()
+	m := w.Network()
 	testenv.EventuallyNoError(t, 30*time.Second, "the jobs' networks to be released", func() error {
+		inUse, err := w.Runtime().NetworksInUse(t.Context())
+		if err != nil {
+			return err
+		}
 		c, err := m.Count()
 		if err != nil {
 			return err
 		}
 		ready := m.Ready()
-		if c.Namespaces != ready || c.Leases != ready || c.Ports != ready || c.Jobs != 0 {
-			return fmt.Errorf("%+v with %d ready", c, ready)
+		held := ready + len(inUse)
+		if c.Namespaces != held || c.Leases != held || c.Ports != held || c.Jobs != len(inUse) {
+			return fmt.Errorf("%+v with %d ready and %d in use by containers", c, ready, len(inUse))
 		}
 		return nil
 	})
@@ -257,7 +271,7 @@ func TestEgressPolicy(t *testing.T) {
 			t.Errorf("ruleset lacks %q:\n%s", want, rules)
 		}
 	}
-	assertNoJobNetworks(t, st.Node.Worker.Network())
+	assertNoJobNetworks(t, st.Node.Worker)
 }
 
 func nftList(t *testing.T, table string) string {
