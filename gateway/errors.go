@@ -31,6 +31,9 @@ const (
 	codeStoreUnavailable    = "StoreUnavailable"
 	codeQueueUnavailable    = "QueueUnavailable"
 	codeInternalError       = "InternalError"
+	codeHostNotAllowed      = "HostNotAllowed"
+	codeCrossSite           = "CrossSiteRequest"
+	codeUnsupportedMedia    = "UnsupportedMediaType"
 )
 
 // apiError is an error that knows its answer: HTTP status, code, message,

@@ -75,6 +75,7 @@ type Gateway struct {
 	group         *startstop.Group
 	ln            net.Listener
 	rate          *limiter // nil: no rate limit
+	hosts         map[string]bool // gateway.allowed_hosts (open API only)
 	streams       *streams
 	now           func() time.Time
 }
@@ -89,6 +90,7 @@ func New(d Deps) *Gateway {
 		g.now = time.Now
 	}
 	g.cfg.Store(d.Config)
+	g.hosts = allowedHosts(d.Config.Gateway.AllowedHosts, d.Config.Gateway.Listen)
 	g.mux.Store(g.buildMux(nil))
 	return g
 }
@@ -216,6 +218,21 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	if g.rate != nil && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
 		if ok, wait := g.rate.allow(g.client(r), g.now()); !ok {
 			g.rateLimited(w, r, wait)
+			return
+		}
+	}
+	if guardedPath(r.URL.Path) {
+		// An open API (no tokens) answers only to its own names, so a
+		// rebound name cannot read it; and nothing changes state for
+		// another site's page, tokens or not.
+		if len(g.d.Tokens) == 0 && !hostAllowed(g.hosts, r) {
+			g.writeError(w, r, &apiError{status: http.StatusMisdirectedRequest, code: codeHostNotAllowed,
+				msg: fmt.Sprintf("this gateway does not answer to host %q (gateway.allowed_hosts)", normalHost(r.Host))}, "")
+			return
+		}
+		if stateChanging(r.Method) && crossSite(r) {
+			g.writeError(w, r, &apiError{status: http.StatusForbidden, code: codeCrossSite,
+				msg: "cross-site requests are refused (Origin is not this gateway, or Sec-Fetch-Site: cross-site)"}, "")
 			return
 		}
 	}

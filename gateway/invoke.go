@@ -22,6 +22,9 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) (any, error) {
 	if g.config().Function(name) == nil {
 		return nil, notFound(codeFunctionNotFound, "function %q is not configured", name)
 	}
+	if err := requireJSON(r); err != nil {
+		return nil, err
+	}
 	q := r.URL.Query()
 	wait := q.Get("wait")
 	if wait != "" && wait != "scheduled" && wait != "none" {
@@ -173,6 +176,9 @@ func (g *Gateway) invokeBatch(w http.ResponseWriter, r *http.Request) (any, erro
 	if wait := r.URL.Query().Get("wait"); wait != "" && wait != "none" {
 		return nil, badRequest("invoke-batch answers once queued: wait must be none")
 	}
+	if err := requireJSON(r); err != nil {
+		return nil, err
+	}
 	limit := submit.MaxBatchBytes + 64<<10
 	body, err := readAll(http.MaxBytesReader(w, r.Body, int64(limit)), r.ContentLength, limit)
 	var big *http.MaxBytesError
@@ -206,4 +212,14 @@ func (g *Gateway) invokeBatch(w http.ResponseWriter, r *http.Request) (any, erro
 	}
 	g.log.Debug().Str("function", name).Int("events", len(res)).Int("duplicates", out.Duplicates).Msg("batch queued")
 	return answer{http.StatusAccepted, out}, nil
+}
+
+// requireJSON refuses an event body of a type a browser may send to
+// another site without asking (text/plain, forms): 415.
+func requireJSON(r *http.Request) error {
+	if ct := r.Header.Get("Content-Type"); !jsonContent(ct) {
+		return &apiError{status: http.StatusUnsupportedMediaType, code: codeUnsupportedMedia,
+			msg: fmt.Sprintf("an event is sent as application/json or application/cloudevents+json, not %q", ct)}
+	}
+	return nil
 }

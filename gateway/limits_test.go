@@ -221,3 +221,66 @@ func TestSlowAndIdleClientsAreCutOff(t *testing.T) {
 		t.Fatal("an idle keep-alive connection was never closed")
 	}
 }
+
+// A web page the operator opens cannot drive the open loopback API: a
+// foreign Host (DNS rebinding) is 421, a cross-site Origin or
+// Sec-Fetch-Site is 403 on state-changing routes, and an event sent as a
+// type a browser may post cross-site unasked is 415. (On the main of
+// 2026-12-04 the first request below was 202 and its job ran.)
+func TestBrowserAttacksOnTheOpenAPI(t *testing.T) {
+	t.Parallel()
+	st := testenv.StartStack(t, config.Function{Name: "hello", Image: jobImage(t)})
+	self := strings.TrimPrefix(st.URL, "http://")
+	do := func(method, path, host string, hdr map[string]string, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, st.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, c := range []struct {
+		name, method, path, host string
+		hdr                      map[string]string
+		want                     int
+		code                     string
+	}{
+		{"rebound name, invoke", "POST", "/v1/functions/hello/invoke?wait=none", "attacker.example:9100",
+			map[string]string{"Origin": "http://attacker.example:9100", "Content-Type": "text/plain"}, 421, "HostNotAllowed"},
+		{"rebound name, read", "GET", "/v1/invocations", "attacker.example:9100", nil, 421, "HostNotAllowed"},
+		{"rebound name, console", "GET", "/ui/", "attacker.example", nil, 421, "HostNotAllowed"},
+		{"cross-site origin", "POST", "/v1/functions/hello/invoke?wait=none", "",
+			map[string]string{"Origin": "http://attacker.example", "Content-Type": "application/json"}, 403, "CrossSiteRequest"},
+		{"null origin", "POST", "/v1/functions/hello/invoke?wait=none", "", map[string]string{"Origin": "null"}, 403, "CrossSiteRequest"},
+		{"sec-fetch-site", "POST", "/v1/invocations/x/terminate", "", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "CrossSiteRequest"},
+		{"text/plain event", "POST", "/v1/functions/hello/invoke?wait=none", "", map[string]string{"Content-Type": "text/plain"}, 415, "UnsupportedMediaType"},
+		{"form event", "POST", "/v1/functions/hello/invoke-batch", "", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 415, "UnsupportedMediaType"},
+		{"same origin", "POST", "/v1/functions/hello/invoke?wait=none", "",
+			map[string]string{"Origin": "http://" + self, "Content-Type": "application/json; charset=utf-8", "Sec-Fetch-Site": "same-origin"}, 202, ""},
+		{"localhost by name", "GET", "/v1/invocations", "localhost:" + strings.Split(self, ":")[1], nil, 200, ""},
+		{"a cross-site read is not refused (no state change)", "GET", "/v1/functions", "", map[string]string{"Origin": "http://attacker.example"}, 200, ""},
+		{"webhooks and probes are not guarded", "GET", "/healthz", "attacker.example", nil, 200, ""},
+	} {
+		code, body := do(c.method, c.path, c.host, c.hdr, `{}`)
+		if code != c.want || (c.code != "" && !strings.Contains(body, `"Code":"`+c.code+`"`)) {
+			t.Errorf("%s: %d %s, want %d %s", c.name, code, body, c.want, c.code)
+		}
+	}
+	// Nothing the refused requests sent was queued: one invocation, the same-origin one.
+	code, body := do("GET", "/v1/invocations", "", nil, "")
+	if code != 200 || strings.Count(body, `"RequestId"`) != 1 {
+		t.Errorf("invocations after the attacks: %d %s", code, body)
+	}
+}

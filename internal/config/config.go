@@ -163,6 +163,9 @@ type Gateway struct {
 	MetricsAuth bool `yaml:"metrics_auth,omitempty"`
 	// Asynqmon serves asynq's web UI at /asynqmon/ to admin tokens.
 	Asynqmon bool `yaml:"asynqmon,omitempty"`
+	// AllowedHosts are the Host names an open API (no tokens) answers to
+	// (default: the listen host, localhost, 127.0.0.1, ::1; "*": any).
+	AllowedHosts []string `yaml:"allowed_hosts,omitempty"`
 }
 
 // Worker tunes the worker role on this host.
