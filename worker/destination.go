@@ -237,12 +237,22 @@ func (w *Worker) send(ctx context.Context, target config.Destination, d queue.De
 	}
 	resp, err := w.destinationClient.Do(req)
 	if err != nil {
-		return err
+		// Not the URL (credentials, secret paths): the redacted target.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("%s: %w", target.Target(), err)
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s answered %d: %s", target.URL, resp.StatusCode, bytes.TrimSpace(snippet))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+	switch {
+	case resp.StatusCode/100 == 3:
+		return fmt.Errorf("%s answered %d (redirects are not followed)", target.Target(), resp.StatusCode)
+	case resp.StatusCode/100 != 2:
+		// The answer's body never comes back into a record: it may be an
+		// internal server's page.
+		return fmt.Errorf("%s answered %d", target.Target(), resp.StatusCode)
 	}
 	return nil
 }

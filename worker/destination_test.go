@@ -5,16 +5,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/deadletter"
 	"github.com/jobgate/jobgate/internal/queue"
@@ -192,3 +195,79 @@ func TestDestinations(t *testing.T) {
 type mismatch struct{ got []record.DestinationStatus }
 
 func (m *mismatch) Error() string { b, _ := json.Marshal(m.got); return "deliveries " + string(b) }
+
+// A URL destination follows no redirect (a 307 to the local invoke API
+// ran the target on the main of 2026-12-04), keeps the answer's body out
+// of the record, refuses loopback/private addresses not in
+// worker.destinations.allow at dial time, and shows its URL without
+// credentials, query or secret path.
+func TestDestinationsAreNoSSRF(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	var gatewayURL string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/redirect":
+			http.Redirect(w, r, gatewayURL+"/v1/functions/victim/invoke?wait=none", http.StatusTemporaryRedirect)
+		default:
+			http.Error(w, "INTERNAL SECRET PAGE", http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	// A receiver on 127.0.0.2: loopback, but not in the allow list.
+	other, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits atomic.Int32
+	go http.Serve(other, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	t.Cleanup(func() { other.Close() })
+	creds := strings.Replace(srv.URL, "http://", "http://user:hunter2@", 1) + "/hook/T0KEN-SECRET/x?sig=abc"
+	none := 0
+	fn := func(name, url string) config.Function {
+		return config.Function{Name: name, Image: ref, Args: []string{"exit", "0"},
+			OnSuccess: []config.Destination{{URL: url, RetryMax: &none}}}
+	}
+	cfg := s.Config(t, testenv.Redis(t), fn("redir", srv.URL+"/redirect"), fn("leak", srv.URL+"/page"),
+		fn("private", "http://"+other.Addr().String()+"/"), fn("creds", creds),
+		config.Function{Name: "victim", Image: ref, Args: []string{"exit", "0"}})
+	cfg.Worker.Destinations.Allow = []string{"127.0.0.1/32"}
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	gatewayURL = st.URL
+	errorOf := func(fn string) string {
+		t.Helper()
+		rec := st.Invoke(t, fn, "?wait=none", []byte(`{}`), http.StatusAccepted)
+		var got record.DestinationStatus
+		testenv.EventuallyNoError(t, time.Minute, fn+"'s delivery to fail", func() error {
+			r, err := st.Records.Get(t.Context(), rec.RequestId)
+			if err == nil && (len(r.Destinations) != 1 || r.Destinations[0].Status != "FAILED") {
+				err = fmt.Errorf("deliveries %+v", r.Destinations)
+			}
+			if err == nil {
+				got = r.Destinations[0]
+			}
+			return err
+		})
+		return got.Target + " | " + got.Error
+	}
+	if e := errorOf("redir"); !strings.Contains(e, "answered 307 (redirects are not followed)") {
+		t.Errorf("redirect: %s", e)
+	}
+	if e := errorOf("leak"); !strings.Contains(e, "answered 500") || strings.Contains(e, "SECRET") {
+		t.Errorf("an answer's body came back: %s", e)
+	}
+	if e := errorOf("private"); !strings.Contains(e, "refused") || hits.Load() != 0 {
+		t.Errorf("a private address not in the allow list: %s (%d hits)", e, hits.Load())
+	}
+	if e := errorOf("creds"); strings.Contains(e, "hunter2") || strings.Contains(e, "T0KEN") || strings.Contains(e, "sig=") || !strings.Contains(e, "/hook/…") {
+		t.Errorf("the URL's secrets are shown: %s", e)
+	}
+	code, body := st.Do(t, http.MethodGet, "/v1/invocations?function=victim", nil, nil)
+	if code != 200 || strings.Contains(string(body), `"RequestId"`) {
+		t.Errorf("the redirect target ran: %d %s", code, body)
+	}
+}

@@ -193,7 +193,7 @@ func New(ctx context.Context, d Deps, logSettings logdriver.Settings) (*Worker, 
 		claims:  &claims{rdb: d.Redis, keys: keyspace.New(cfg.Redis.KeyPrefix()), node: cfg.Worker.Node, retention: cfg.Retention()},
 		runners: &runners{m: map[string]*attempt{}}, ends: &recentEnds{m: map[string]recentEnd{}}, inflight: &inflight{m: map[string]int{}},
 		ooms:           &oomTracker{m: map[string]bool{}},
-		destinationDLQ: d.DestinationDeadLetters, destinationClient: &http.Client{Timeout: 30 * time.Second},
+		destinationDLQ: d.DestinationDeadLetters, destinationClient: newDestinationClient(cfg.Worker.DestinationAllow()),
 		targets: newTargetConns(),
 	}
 	w.conf.Store(cfg)

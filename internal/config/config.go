@@ -18,6 +18,8 @@
 package config
 
 import (
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jobgate/jobgate/internal/jobenv"
@@ -214,6 +216,16 @@ type Worker struct {
 	Warm Warm `yaml:"warm,omitempty"`
 	// Network is the bridge network of `network: bridge` functions.
 	Network Network `yaml:"network,omitempty"`
+	// Destinations bounds where URL destinations may connect.
+	Destinations Destinations `yaml:"destinations,omitempty"`
+}
+
+// Destinations: a URL destination may not connect to loopback,
+// link-local, private ranges or this host's own addresses, checked on the
+// resolved address at dial time, unless Allow (IPv4 or IPv6 CIDRs) lists
+// it, e.g. ["127.0.0.1/32"] for a receiver on the same host.
+type Destinations struct {
+	Allow []string `yaml:"allow,omitempty"`
 }
 
 // Network configures the bridge that `network: bridge` jobs attach to
@@ -398,7 +410,7 @@ type DestKafka struct {
 	TLS     *TLS       `yaml:"tls,omitempty"`
 }
 
-// Target names the destination: "function:NAME", its URL, or
+// Target names the destination: "function:NAME", its URL as RedactURL shows it, or
 // "redis_stream:S", "nats:SUBJECT", "amqp:EXCHANGE/KEY", "kafka:TOPIC".
 func (d Destination) Target() string {
 	switch {
@@ -413,7 +425,26 @@ func (d Destination) Target() string {
 	case d.Kafka != nil:
 		return "kafka:" + d.Kafka.Topic
 	}
-	return d.URL
+	return RedactURL(d.URL)
+}
+
+// RedactURL is a URL as records, logs and errors show it: no
+// credentials, no query, the path only up to its first segment (secret
+// paths, Slack-style, stay out).
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return "(unparsable URL)"
+	}
+	out := u.Scheme + "://" + u.Host
+	if p := u.EscapedPath(); p != "" && p != "/" {
+		seg, rest, more := strings.Cut(p[1:], "/")
+		out += "/" + seg
+		if more && rest != "" {
+			out += "/…"
+		}
+	}
+	return out
 }
 
 // kinds counts the target kinds set (exactly one is valid).

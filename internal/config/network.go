@@ -109,6 +109,11 @@ func (c *Config) validateNetwork(add func(path, format string, args ...any)) {
 		}
 	}
 	checkEgress("worker.network.egress", &n.Egress, add)
+	for i, a := range c.Worker.Destinations.Allow {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			add(fmt.Sprintf("worker.destinations.allow[%d]", i), "not a CIDR: %q", a)
+		}
+	}
 	for i, f := range c.Functions {
 		p := fmt.Sprintf("functions[%d]", i)
 		if f.Egress != nil && f.Network != NetworkBridge {
@@ -205,4 +210,15 @@ func hostRoutes(path string) ([]route, error) {
 		out = append(out, route{dev: fs[0], dst: netip.PrefixFrom(netip.AddrFrom4(b), bits.OnesCount32(m))})
 	}
 	return out, sc.Err()
+}
+
+// DestinationAllow is worker.destinations.allow parsed (validated configs).
+func (w *Worker) DestinationAllow() []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range w.Destinations.Allow {
+		if p, err := netip.ParsePrefix(a); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }

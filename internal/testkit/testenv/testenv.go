@@ -528,8 +528,10 @@ func (s *Services) Config(t testing.TB, redisAddr string, fns ...config.Function
 		Redis:      config.Redis{Addr: redisAddr},
 		Containerd: config.Containerd{Address: s.Containerd, Namespace: s.Namespace(t)},
 		Gateway:    config.Gateway{Listen: "127.0.0.1:0", WaitTimeoutS: 30},
-		Worker:     config.Worker{Node: "test-node", StateDir: s.stateDir(t), LoggerBinary: s.LoggerBin, PullTimeoutS: 60, StopGraceS: &grace},
-		Region:     "ap-guangzhou", AppID: "1250000000", UIN: "100000000001",
+		Worker: config.Worker{Node: "test-node", StateDir: s.stateDir(t), LoggerBinary: s.LoggerBin, PullTimeoutS: 60, StopGraceS: &grace,
+			// The tests' receivers listen on loopback.
+			Destinations: config.Destinations{Allow: []string{"127.0.0.0/8"}}},
+		Region: "ap-guangzhou", AppID: "1250000000", UIN: "100000000001",
 		Functions: fns,
 	}
 	if err := config.Complete(c, "test"); err != nil {
