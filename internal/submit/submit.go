@@ -156,8 +156,26 @@ var namespaceUUID = uuid.MustParse("6b0f3a4e-3f43-4c4e-9d55-6a6f62676174")
 // DeriveRequestID makes a stable RequestId from source-specific parts
 // (function + idempotency key, trigger + fire time, ...).
 func DeriveRequestID(parts ...string) string {
+	for _, p := range parts {
+		if strings.IndexByte(p, 0) >= 0 {
+			// Joined with NUL, a part holding one could pose as two parts
+			// and pre-claim another source's id: such inputs are length-
+			// prefixed, in a namespace of their own. Inputs without NUL
+			// keep their ids (no id in flight changes on upgrade).
+			var b []byte
+			for _, p := range parts {
+				b = strconv.AppendInt(b, int64(len(p)), 10)
+				b = append(b, ':')
+				b = append(b, p...)
+			}
+			return uuid.NewSHA1(nulPartsUUID, b).String()
+		}
+	}
 	return uuid.NewSHA1(namespaceUUID, []byte(strings.Join(parts, "\x00"))).String()
 }
+
+// nulPartsUUID is the namespace of ids derived from parts holding a NUL.
+var nulPartsUUID = uuid.NewSHA1(uuid.NameSpaceOID, []byte("jobgate.request-id.length-prefixed"))
 
 // TaskTimeout bounds one scheduling attempt (pull + create + start).
 func TaskTimeout(cfg *config.Config) time.Duration { return cfg.Worker.PullTimeout() + 2*time.Minute }
