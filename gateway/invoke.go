@@ -113,6 +113,19 @@ func (g *Gateway) submitAndAnswer(r *http.Request, req submit.Request, wait stri
 	if got == nil {
 		got = rec
 	}
+	if brief {
+		// A webhook sender learns its RequestId and where it stands, not
+		// the record (node, image digest, messages are the operator's).
+		view := briefRecord{RequestId: got.RequestId, Status: string(got.Status), StatusCode: got.StatusCode}
+		switch {
+		case err != nil && ctx.Err() != nil, err != nil:
+			return answer{http.StatusAccepted, briefRecord{RequestId: rec.RequestId, Status: string(rec.Status)}}, nil
+		case got.Status.Terminal() && got.StartTime == "":
+			return nil, &apiError{status: schedulingErrorStatus(got.StatusCode), code: record.CodeName(got.StatusCode),
+				msg: "the invocation failed before its process started", requestID: got.RequestId}
+		}
+		return view, nil
+	}
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// Not scheduled in time, but durably queued: say so, don't fail.
@@ -126,6 +139,13 @@ func (g *Gateway) submitAndAnswer(r *http.Request, req submit.Request, wait stri
 		return nil, &apiError{status: schedulingErrorStatus(got.StatusCode), code: record.CodeName(got.StatusCode), msg: got.Message, requestID: got.RequestId, record: got}
 	}
 	return got, nil
+}
+
+// briefRecord is what an HTTP trigger's sender is told.
+type briefRecord struct {
+	RequestId  string
+	Status     string `json:",omitempty"`
+	StatusCode int    `json:",omitempty"`
 }
 
 // submitError is the answer to a failed Submit: the event is not queued.
