@@ -34,6 +34,7 @@ const (
 	codeHostNotAllowed      = "HostNotAllowed"
 	codeCrossSite           = "CrossSiteRequest"
 	codeUnsupportedMedia    = "UnsupportedMediaType"
+	codeServerBusy          = "ServerBusy"
 )
 
 // apiError is an error that knows its answer: HTTP status, code, message,

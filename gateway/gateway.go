@@ -15,6 +15,7 @@ import (
 	"github.com/jobgate/jobgate/triggers/httptrigger"
 
 	"golang.org/x/net/netutil"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
@@ -74,8 +75,9 @@ type Gateway struct {
 	srv           *http.Server
 	group         *startstop.Group
 	ln            net.Listener
-	rate          *limiter // nil: no rate limit
-	hosts         map[string]bool // gateway.allowed_hosts (open API only)
+	rate          *limiter            // nil: no rate limit
+	hosts         map[string]bool     // gateway.allowed_hosts (open API only)
+	inflight      *semaphore.Weighted // request body bytes held at once (gateway.max_inflight_mb)
 	streams       *streams
 	now           func() time.Time
 }
@@ -91,6 +93,9 @@ func New(d Deps) *Gateway {
 	}
 	g.cfg.Store(d.Config)
 	g.hosts = allowedHosts(d.Config.Gateway.AllowedHosts, d.Config.Gateway.Listen)
+	if mb := d.Config.Gateway.MaxInflightMB; mb > 0 {
+		g.inflight = semaphore.NewWeighted(int64(mb) << 20)
+	}
 	g.mux.Store(g.buildMux(nil))
 	return g
 }
@@ -236,6 +241,7 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	defer g.meter(r)()
 	mux := g.mux.Load()
 	h, pattern := mux.Handler(r)
 	if pattern != "" {

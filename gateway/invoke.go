@@ -205,6 +205,9 @@ func (g *Gateway) invokeBatch(w http.ResponseWriter, r *http.Request) (any, erro
 	if errors.As(err, &big) {
 		return nil, tooLarge(fmt.Sprintf("a batch's body is over %d bytes", submit.MaxBatchBytes))
 	}
+	if errors.Is(err, errInflightFull) {
+		return nil, busy(w)
+	}
 	if err != nil {
 		return nil, badRequest("read body: %v", err)
 	}

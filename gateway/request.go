@@ -35,19 +35,30 @@ func readBody(w http.ResponseWriter, r *http.Request, fn *config.Function) ([]by
 			"event is over %d bytes: SCF_CUSTOM_CONTAINER_EVENT=<event> must stay under Linux's 128 KiB per-string limit (131072 bytes including the NUL); large_events: file takes larger ones",
 			jobenv.MaxEventBytes))
 	}
+	if errors.Is(err, errInflightFull) {
+		return nil, busy(w)
+	}
 	if err != nil {
 		return nil, badRequest("read body: %v", err)
 	}
 	return body, nil
 }
 
+// presizeMax bounds how much of a declared Content-Length is allocated
+// before any byte arrives: a sender's claim is not a reason to hold
+// memory (200 connections declaring 6 MiB and sending one byte held
+// 1.2 GiB when the whole claim was allocated). Small events, the common
+// case, are still read without regrowing.
+const presizeMax = 64 << 10
+
 // readAll is io.ReadAll with the buffer sized by a declared length
-// (bounded by limit), so a body is read without regrowing.
+// (bounded by limit and presizeMax), so a small body is read without
+// regrowing.
 func readAll(r io.Reader, declared int64, limit int) ([]byte, error) {
 	if declared <= 0 || declared > int64(limit) {
 		return io.ReadAll(r)
 	}
-	b := make([]byte, 0, declared+1) // +1: EOF is seen without growing
+	b := make([]byte, 0, min(declared, presizeMax)+1) // +1: EOF is seen without growing
 	for {
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]

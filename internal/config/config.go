@@ -168,6 +168,9 @@ type Gateway struct {
 	// AllowedHosts are the Host names an open API (no tokens) answers to
 	// (default: the listen host, localhost, 127.0.0.1, ::1; "*": any).
 	AllowedHosts []string `yaml:"allowed_hosts,omitempty"`
+	// MaxInflightMB bounds the request body bytes the gateway holds at
+	// once, all requests together (503 + Retry-After past it).
+	MaxInflightMB int `yaml:"max_inflight_mb,omitempty"`
 }
 
 // Worker tunes the worker role on this host.
@@ -282,7 +285,7 @@ func Default() Config {
 		Redis:      Redis{Prefix: "jobgate"},
 		Containerd: Containerd{Address: "/run/containerd/containerd.sock", Namespace: "jobgate", Snapshotter: "overlayfs"},
 		Gateway: Gateway{Listen: "127.0.0.1:9100", WaitTimeoutS: 60, ReadTimeoutS: 30, WriteTimeoutS: 75, IdleTimeoutS: 120,
-			MaxConns: 1024, FollowMaxS: 3600, FollowStreams: 8, RateBurst: 50},
+			MaxConns: 1024, FollowMaxS: 3600, FollowStreams: 8, RateBurst: 50, MaxInflightMB: 256},
 		Worker: Worker{
 			Concurrency: 4, StateDir: "/var/lib/jobgate", PullTimeoutS: 300,
 			TagRecheckMs: ptr(2000), StopGraceS: ptr(10), ShimGroup: ptr(true),
