@@ -54,7 +54,7 @@ gotest -tags fleet -count=1 -timeout 20m -run '^(TestSentinelFleet|TestClusterFl
 # testdata/fuzz/, where it stays as a regression test once committed.
 phase "fuzz (10 s per target)"
 for target in "FuzzParse ./internal/scfcron" "FuzzParse ./internal/config" "FuzzNormalizeAndAuth ./triggers/httptrigger" \
-  "FuzzQueueEventSchemas ./triggers" "FuzzScan ./worker/logdriver" "FuzzValid ./internal/jsonobj" "FuzzBrowserGuard ./gateway"; do
+  "FuzzQueueEventSchemas ./triggers" "FuzzScan ./worker/logdriver" "FuzzValid ./internal/jsonobj" "FuzzBrowserGuard ./gateway" "FuzzJSONStringLen ./gateway" "FuzzStandardSignature ./triggers/httptrigger"; do
   set -- $target
   if ! go test -run '^$' -fuzz "^$1\$" -fuzztime 10s "$2" >"$bindir/fuzz.out" 2>&1; then
     # Go's fuzz coordinator can fail its own shutdown at -fuzztime on a

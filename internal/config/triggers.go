@@ -69,12 +69,17 @@ const (
 	// SchemeStripe is Stripe's Stripe-Signature: t=<ts>,v1=<hex> over
 	// "<ts>.<body>".
 	SchemeStripe = "stripe"
+	// SchemeStandard is Standard Webhooks (standardwebhooks.com, Svix's):
+	// webhook-signature: "v1,<base64>" (several, space-separated) over
+	// "<webhook-id>.<webhook-timestamp>.<body>", the secret "whsec_<base64>".
+	// Its webhook-id is signed, so it is the dedupe key.
+	SchemeStandard = "standard"
 )
 
 // HMACAuth checks an HMAC-SHA256 signature by one of the schemes.
 type HMACAuth struct {
 	SecretEnv string `json:"secret_env"`
-	Scheme    string `json:"scheme"` // jobgate (default), github, stripe
+	Scheme    string `json:"scheme"` // jobgate (default), github, stripe, standard
 	// Header overrides the scheme's signature header; TimestampHeader the
 	// jobgate scheme's timestamp header.
 	Header          string `json:"header"`
@@ -150,10 +155,14 @@ func (t *Trigger) decode() error {
 				h.Scheme = SchemeJobgate
 			}
 			if h.Header == "" {
-				h.Header = map[string]string{SchemeJobgate: "X-Jobgate-Signature", SchemeGitHub: "X-Hub-Signature-256", SchemeStripe: "Stripe-Signature"}[h.Scheme]
+				h.Header = map[string]string{SchemeJobgate: "X-Jobgate-Signature", SchemeGitHub: "X-Hub-Signature-256", SchemeStripe: "Stripe-Signature",
+					SchemeStandard: "Webhook-Signature"}[h.Scheme]
 			}
-			if h.TimestampHeader == "" && h.Scheme == SchemeJobgate {
-				h.TimestampHeader = "X-Jobgate-Timestamp"
+			if h.TimestampHeader == "" {
+				h.TimestampHeader = map[string]string{SchemeJobgate: "X-Jobgate-Timestamp", SchemeStandard: "Webhook-Timestamp"}[h.Scheme]
+			}
+			if h.Scheme == SchemeStandard && o.DedupeHeader == "" {
+				o.DedupeHeader = "Webhook-Id"
 			}
 			if h.ToleranceS == 0 {
 				h.ToleranceS = 300

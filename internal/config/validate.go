@@ -135,8 +135,10 @@ func (c *Config) validate() []Problem {
 						add(tp+".auth.bearer.token_env", "required")
 					case a.HMACSHA256 != nil && a.HMACSHA256.SecretEnv == "":
 						add(tp+".auth.hmac_sha256.secret_env", "required")
-					case a.HMACSHA256 != nil && a.HMACSHA256.Scheme != SchemeJobgate && a.HMACSHA256.Scheme != SchemeGitHub && a.HMACSHA256.Scheme != SchemeStripe:
-						add(tp+".auth.hmac_sha256.scheme", "unknown scheme %q (jobgate, github, stripe)", a.HMACSHA256.Scheme)
+					case a.HMACSHA256 != nil && a.HMACSHA256.Scheme != SchemeJobgate && a.HMACSHA256.Scheme != SchemeGitHub && a.HMACSHA256.Scheme != SchemeStripe && a.HMACSHA256.Scheme != SchemeStandard:
+						add(tp+".auth.hmac_sha256.scheme", "unknown scheme %q (jobgate, github, stripe, standard)", a.HMACSHA256.Scheme)
+					case a.HMACSHA256 != nil && a.HMACSHA256.Scheme == SchemeStandard && !strings.EqualFold(t.http.DedupeHeader, "Webhook-Id"):
+						add(tp+".dedupe_header", "the standard scheme signs webhook-id, which is its dedupe key: leave dedupe_header out")
 					case a.HMACSHA256 != nil && (a.HMACSHA256.ToleranceS < 1 || a.HMACSHA256.ToleranceS > 86400):
 						add(tp+".auth.hmac_sha256.tolerance_s", "must be 1..86400")
 					}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -94,4 +95,50 @@ func validToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// FuzzStandardSignature: any webhook-signature header parses without a
+// panic; a right signature anywhere in the list verifies, none does not.
+func FuzzStandardSignature(f *testing.F) {
+	f.Add("v1,AAAA", "msg_1", []byte(`{}`))
+	f.Add("v1, v1,,, v2,abc v1,====", "", []byte("x"))
+	f.Add("\x00 v1,\xff", "id with spaces", []byte(nil))
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	f.Setenv("HOOK_SECRET", secret)
+	cfg := &config.Config{Functions: []config.Function{{Name: "f", Image: "r/a:1", Triggers: []config.Trigger{{Type: "http", Name: "h",
+		Options: map[string]any{"path": "/h", "auth": map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET", "scheme": "standard"}}}}}}}}
+	if err := config.Complete(cfg, "fuzz"); err != nil {
+		f.Fatal(err)
+	}
+	trs, err := Triggers(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Unix(1700000000, 0)
+	f.Fuzz(func(t *testing.T, noise, id string, body []byte) {
+		if strings.ContainsAny(noise+id, "\r\n\x00") {
+			return // not a header value net/http would deliver
+		}
+		req := func(sig string) *http.Request {
+			r := &http.Request{Method: "POST", URL: &url.URL{Path: "/h"}, Header: http.Header{}}
+			r.Header.Set("Webhook-Id", id)
+			r.Header.Set("Webhook-Timestamp", "1700000000")
+			r.Header.Set("Webhook-Signature", sig)
+			return r
+		}
+		good, err := SignStandard(secret, id, now.Unix(), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = trs[0].Authenticate(req(noise), body, now) // never panics
+		if err := trs[0].Authenticate(req(noise+" "+good), body, now); err != nil && !strings.Contains(noise, "base64") {
+			var ae *AuthError
+			if !errors.As(err, &ae) || !strings.Contains(err.Error(), "base64") {
+				t.Fatalf("a right signature after %q: %v", noise, err)
+			}
+		}
+		if trs[0].Authenticate(req(noise), append(body, 'x'), now) == nil && !strings.Contains(noise, good) {
+			t.Fatalf("noise %q verified a changed body", noise)
+		}
+	})
 }

@@ -219,7 +219,17 @@ func (t Trigger) Verify(r *http.Request, body []byte, now time.Time) error {
 	if secret == "" {
 		return &AuthError{"trigger secret is empty"} // a validate error: fail closed
 	}
-	want := mac(secret, signedBytes(h.Scheme, sig.timestamp, r, body))
+	key := []byte(secret)
+	if h.Scheme == config.SchemeStandard {
+		if key, err = standardKey(secret); err != nil {
+			return &AuthError{"trigger secret: " + err.Error()}
+		}
+	}
+	var id string
+	if t.Opts.DedupeHeader != "" {
+		id = r.Header.Get(t.Opts.DedupeHeader)
+	}
+	want := macKey(key, signedBytes(h.Scheme, sig.timestamp, id, r, body))
 	for _, got := range sig.macs {
 		if hmac.Equal(got, want) {
 			return nil
@@ -260,6 +270,23 @@ func parseSignature(h *config.HMACAuth, r *http.Request, now time.Time) (signatu
 			return sig, &AuthError{"signature is not hex"}
 		}
 		return signature{macs: [][]byte{b}}, nil
+	case config.SchemeStandard:
+		// "v1,<base64> v1,<base64>": several while a secret rotates.
+		for _, part := range strings.Fields(raw) {
+			v, b64, ok := strings.Cut(part, ",")
+			if !ok || v != "v1" {
+				continue
+			}
+			b, err := base64.StdEncoding.DecodeString(b64)
+			if err != nil {
+				return sig, &AuthError{"signature is not base64"}
+			}
+			sig.macs = append(sig.macs, b)
+		}
+		if len(sig.macs) == 0 {
+			return sig, &AuthError{"no v1 signature in " + h.Header}
+		}
+		sig.timestamp = r.Header.Get(h.TimestampHeader)
 	case config.SchemeStripe:
 		for _, part := range strings.Split(raw, ",") {
 			k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
@@ -310,22 +337,65 @@ func checkTimestamp(ts string, toleranceS int, now time.Time) error {
 	return nil
 }
 
-// signedBytes is what a scheme's MAC covers.
-func signedBytes(scheme, ts string, r *http.Request, body []byte) []byte {
+// signedBytes is what a scheme's MAC covers. id is the trigger's dedupe
+// header's value: Standard Webhooks signs it; the jobgate scheme signs it
+// when the trigger has a dedupe header (so a replay under a new id does
+// not authenticate), GitHub and Stripe leave it unsigned.
+func signedBytes(scheme, ts, id string, r *http.Request, body []byte) []byte {
 	switch scheme {
 	case config.SchemeGitHub:
 		return body
 	case config.SchemeStripe:
 		return append([]byte(ts+"."), body...)
+	case config.SchemeStandard:
+		return append([]byte(id+"."+ts+"."), body...)
 	}
-	head := "v1\n" + ts + "\n" + r.Method + "\n" + r.URL.EscapedPath() + "\n" + r.URL.RawQuery + "\n"
+	return jobgateSigned(ts, r.Method, r.URL.EscapedPath(), r.URL.RawQuery, id, body)
+}
+
+// jobgateSigned is the jobgate scheme's signed text: "v1\n<ts>\n<METHOD>\n
+// <path>\n<query>\n" (+ "<id>\n" with a dedupe header) + body.
+func jobgateSigned(ts, method, path, query, id string, body []byte) []byte {
+	head := "v1\n" + ts + "\n" + method + "\n" + path + "\n" + query + "\n"
+	if id != "" {
+		head += id + "\n"
+	}
 	return append([]byte(head), body...)
 }
 
-func mac(secret string, b []byte) []byte {
-	m := hmac.New(sha256.New, []byte(secret))
+func mac(secret string, b []byte) []byte { return macKey([]byte(secret), b) }
+
+func macKey(key, b []byte) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write(b)
 	return m.Sum(nil)
+}
+
+// standardKey is a Standard Webhooks secret's key: the base64 after
+// "whsec_" (a secret without the prefix is taken as base64 too).
+func standardKey(secret string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil || len(b) == 0 {
+		return nil, fmt.Errorf("a standard scheme secret is whsec_<base64>")
+	}
+	return b, nil
+}
+
+// SignStandard returns Standard Webhooks' webhook-signature value for a
+// message id, Unix-seconds timestamp and body.
+func SignStandard(secret, id string, ts int64, body []byte) (string, error) {
+	key, err := standardKey(secret)
+	if err != nil {
+		return "", err
+	}
+	return "v1," + base64.StdEncoding.EncodeToString(macKey(key, append([]byte(id+"."+strconv.FormatInt(ts, 10)+"."), body...))), nil
+}
+
+// SignJobgateID is SignJobgate for a trigger with a dedupe header: the
+// header's value id is signed too.
+func SignJobgateID(secret, method, pathQuery, id string, ts int64, body []byte) string {
+	path, query, _ := strings.Cut(pathQuery, "?")
+	return "v1=" + hex.EncodeToString(mac(secret, jobgateSigned(strconv.FormatInt(ts, 10), method, path, query, id, body)))
 }
 
 // SignJobgate returns the X-Jobgate-Signature value for a request (what a

@@ -1,6 +1,7 @@
 package httptrigger
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -287,5 +288,70 @@ func TestBinaryHeaderValueIsBase64(t *testing.T) {
 	ev := tr.Normalize(r, nil, nil, "id")
 	if ev.Headers["x-bin"] != "/wD+" || ev.HeadersEncoding["x-bin"] != "base64" || ev.Headers["x-text"] != "héllo" || len(ev.HeadersEncoding) != 1 {
 		t.Fatalf("headers %v encodings %v", ev.Headers, ev.HeadersEncoding)
+	}
+}
+
+// Standard Webhooks: the spec's own example verifies, a rotated secret's
+// second signature is accepted, and a replay under a new webhook-id (the
+// dedupe key) does not authenticate.
+func TestHMACStandardWebhooksPreset(t *testing.T) {
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	t.Setenv("HOOK_SECRET", secret)
+	body := []byte(`{"test": 2432232314}`)
+	// standardwebhooks.com's example: this id, time, body and secret.
+	const want = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+	if got, err := SignStandard(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body); err != nil || got != want {
+		t.Fatalf("SignStandard = %s %v", got, err)
+	}
+	tr := hmacTrigger(t, config.SchemeStandard)
+	if tr.Opts.DedupeHeader != "Webhook-Id" {
+		t.Fatalf("dedupe header %q, want Webhook-Id", tr.Opts.DedupeHeader)
+	}
+	now := time.Unix(1614265330, 0)
+	req := func(id, sig string) *http.Request {
+		r := httptest.NewRequest("POST", "/h/x", bytes.NewReader(body))
+		r.Header.Set("Webhook-Id", id)
+		r.Header.Set("Webhook-Timestamp", "1614265330")
+		r.Header.Set("Webhook-Signature", sig)
+		return r
+	}
+	if err := tr.Authenticate(req("msg_p5jXN8AQM9LWM0D4loKWxJek", "v1,AAAA v1a,x "+want), body, now); err != nil {
+		t.Errorf("a list with one right signature: %v", err)
+	}
+	if err := tr.Authenticate(req("msg_another", want), body, now); err == nil {
+		t.Error("a replay under a new webhook-id authenticated")
+	}
+	if err := tr.Authenticate(req("msg_p5jXN8AQM9LWM0D4loKWxJek", want), body, now.Add(time.Hour)); err == nil {
+		t.Error("a stale timestamp authenticated")
+	}
+}
+
+// With a dedupe header, the jobgate scheme signs its value: a captured
+// request replayed with a new X-Request-Id does not authenticate (on the
+// main of 2026-12-04 it did, and ran again).
+func TestHMACJobgateSchemeSignsTheDedupeID(t *testing.T) {
+	t.Setenv("HOOK_SECRET", "s3cret")
+	cfg := &config.Config{Functions: []config.Function{{Name: "f", Image: "r/a:1", Triggers: []config.Trigger{{Type: "http", Name: "h",
+		Options: map[string]any{"path": "/h", "dedupe_header": "X-Request-Id", "auth": map[string]any{"hmac_sha256": map[string]any{"secret_env": "HOOK_SECRET"}}}}}}}}
+	if err := config.Complete(cfg, "test"); err != nil {
+		t.Fatal(err)
+	}
+	trs, err := Triggers(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, now := []byte(`{"a":1}`), time.Unix(1700000000, 0)
+	req := func(id string) *http.Request {
+		r := httptest.NewRequest("POST", "/h", bytes.NewReader(body))
+		r.Header.Set("X-Request-Id", id)
+		r.Header.Set("X-Jobgate-Timestamp", "1700000000")
+		r.Header.Set("X-Jobgate-Signature", SignJobgateID("s3cret", "POST", "/h", "delivery-1", now.Unix(), body))
+		return r
+	}
+	if err := trs[0].Authenticate(req("delivery-1"), body, now); err != nil {
+		t.Fatalf("signed with its id: %v", err)
+	}
+	if err := trs[0].Authenticate(req("delivery-2"), body, now); err == nil {
+		t.Error("a replay under a new dedupe id authenticated")
 	}
 }
