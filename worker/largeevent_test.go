@@ -1,10 +1,13 @@
 package worker_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jobgate/jobgate/cmd/jobgate/node"
 	"github.com/jobgate/jobgate/internal/config"
 	"github.com/jobgate/jobgate/internal/jobenv"
 	"github.com/jobgate/jobgate/internal/record"
@@ -97,4 +101,42 @@ func TestLargeEventAsFile(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(st.Config.Worker.StateDir, "events")); err != nil {
 		t.Errorf("events dir: %v", err)
 	}
+}
+
+// A large event's host file goes with an instance that a restarted worker
+// finds superseded (its invocation moved on while the worker was away):
+// on the main of 2026-12-04 the instance was removed and the file stayed.
+func TestLargeEventFileGoesWithASupersededInstance(t *testing.T) {
+	t.Parallel()
+	s := testenv.Shared(t)
+	ref := s.Registry + "/test/job:1"
+	if _, err := testjob.Push(ref); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.Config(t, testenv.Redis(t), config.Function{Name: "big", Image: ref, Args: []string{"sleep", "1h"}, LargeEvents: "file"})
+	st := testenv.StartStackWith(t, s, cfg, node.Options{})
+	event := []byte(`{"data":"` + strings.Repeat("x", 200<<10) + `"}`) // over the environment's limit
+	rec := st.Invoke(t, "big", "", event, http.StatusOK)
+	file := filepath.Join(cfg.Worker.StateDir, "events", record.InstanceID(rec.RequestId, 1)+".json")
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("the event file of a running instance: %v", err)
+	}
+	// The worker goes away (its instance runs on), and the invocation
+	// moves on to attempt 2 meanwhile, as a NodeLost retry would.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.Node.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	two := 2
+	if err := testenv.RecordStore(t, cfg.Redis.Addr, cfg).Update(ctx, rec.RequestId, record.Update{Attempt: &two}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.StartStackWith(t, s, cfg, node.Options{})
+	testenv.EventuallyNoError(t, 30*time.Second, "the superseded instance's event file removed", func() error {
+		if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("event file: %v", err)
+		}
+		return nil
+	})
 }

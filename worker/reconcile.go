@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strconv"
 	"time"
 
@@ -70,13 +72,13 @@ func (w *Worker) attach(ctx context.Context, ctrID string, log zerolog.Logger) (
 		// A provisioned instance taken just before a crash, whose stub
 		// never got its environment: it never ran. As below.
 		log.Info().Msg("removing a provisioned instance that was never released")
-		return false, in.Remove(ctx)
+		return false, w.removeLeft(ctx, in, id, n)
 	}
 	if started, err := in.Started(ctx); err == nil && !started {
 		// Killed between create and Start: it never ran. Remove it; the
 		// task's redelivery starts it afresh.
 		log.Info().Msg("removing an instance that was created but never started")
-		return false, in.Remove(ctx)
+		return false, w.removeLeft(ctx, in, id, n)
 	}
 	rec, err := w.records.Get(ctx, id)
 	if err != nil {
@@ -87,7 +89,7 @@ func (w *Worker) attach(ctx context.Context, ctrID string, log zerolog.Logger) (
 		// lost (NodeLost) and the attempt retried elsewhere. It must not
 		// run beside its retry.
 		log.Warn().Int("attempt", n).Int("record_attempt", rec.Attempt).Msg("instance superseded while its worker was lost: killed and removed")
-		return false, in.Remove(ctx)
+		return false, w.removeLeft(ctx, in, id, n)
 	}
 	a := w.adoptAttempt(in, rec.FunctionName, id, n)
 	a.deadline, err = time.Parse(time.RFC3339Nano, in.Labels[runtime.LabelDeadline])
@@ -145,7 +147,21 @@ func (w *Worker) attachEnded(ctx context.Context, in *runtime.Instance, id strin
 		}
 	}
 	log.Info().Msg("removing instance without a task")
-	return in.Remove(ctx)
+	return w.removeLeft(ctx, in, id, n)
+}
+
+// removeLeft removes an instance a restarted worker will not run or
+// complete, and the host file of its large event, if it had one (the
+// attempt that wrote it is gone).
+func (w *Worker) removeLeft(ctx context.Context, in *runtime.Instance, id string, n int) error {
+	err := in.Remove(ctx)
+	if id != "" && n > 0 {
+		path := eventFilePath(w.config().Worker.StateDir, record.InstanceID(id, n))
+		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = errors.Join(err, fmt.Errorf("remove event file: %w", rerr))
+		}
+	}
+	return err
 }
 
 // adoptAttempt is the runner of an instance found in containerd; a
