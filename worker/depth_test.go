@@ -677,3 +677,42 @@ func TestLeftoverBundleDoesNotBlockTheStart(t *testing.T) {
 		t.Fatalf("with a leftover bundle: %+v, output %v", end, out)
 	}
 }
+
+// security: restricted is Kubernetes' restricted level: no capability,
+// a non-root user (65534 for an image that says root), a read-only
+// rootfs with a writable /tmp; and every job has its own cgroup
+// namespace (its /proc/self/cgroup paths are "/"; on the main of
+// 2026-12-04 they named the host's /<namespace>/<id>).
+func TestRestrictedProfileAndCgroupNamespace(t *testing.T) {
+	t.Parallel()
+	st := testenv.StartStack(t,
+		config.Function{Name: "locked", Image: jobImage(t), Security: config.SecurityRestricted, Retry: noRetry,
+			Args: []string{"status", "whoami", "write", "1", "/tmp/ok", "echo", "tmp ok", "cat", "/proc/self/cgroup", "write", "1", "/denied"}},
+		config.Function{Name: "plain", Image: jobImage(t), Args: []string{"whoami"}})
+	end := run(t, st, "locked", []byte(`{}`))
+	out := st.Stdout(t, end.RequestId)
+	joined := strings.Join(out, "\n")
+	for _, want := range []string{"CapEff: 0000000000000000", "NoNewPrivs: 1", "uid=65534 gid=65534", "wrote 1 MiB", "tmp ok"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("restricted job lacks %q:\n%s", want, joined)
+		}
+	}
+	if end.Status != record.Failed || end.ExitCode == nil || *end.ExitCode != 2 {
+		t.Errorf("writing outside /tmp on a read-only rootfs: %+v", end)
+	}
+	cgroups := 0
+	for _, l := range out {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && (strings.HasPrefix(f[2], "/") && f[0] != "" && f[0][0] >= '0' && f[0][0] <= '9') {
+			cgroups++
+			if f[2] != "/" {
+				t.Errorf("a cgroup path the job sees is %q, want / (own cgroup namespace)", l)
+			}
+		}
+	}
+	if cgroups == 0 {
+		t.Errorf("no /proc/self/cgroup lines in:\n%s", joined)
+	}
+	if out := st.Stdout(t, run(t, st, "plain", []byte(`{}`)).RequestId); len(out) != 1 || out[0] != "uid=0 gid=0" {
+		t.Errorf("security: default keeps the image's user: %v", out)
+	}
+}

@@ -12,7 +12,8 @@ import (
 // forms): its /tmp tmpfs, when the rootfs is read-only, gets the disk
 // limit.
 func isolation(fn config.Function, cfg *config.Config) runtime.Isolation {
-	iso := runtime.Isolation{CPU: fn.CPU, ReadonlyRootfs: fn.ReadonlyRootfs, TmpfsMB: cfg.Worker.DiskLimitMB, CapAdd: fn.CapAdd}
+	iso := runtime.Isolation{CPU: fn.CPU, ReadonlyRootfs: fn.ReadonlyRootfs, TmpfsMB: cfg.Worker.DiskLimitMB, CapAdd: fn.CapAdd,
+		Restricted: cfg.Restricted(&fn)}
 	if fn.User != "" {
 		uid, gid, hasGID := strings.Cut(fn.User, ":")
 		u, _ := strconv.ParseUint(uid, 10, 32)

@@ -219,6 +219,9 @@ type Worker struct {
 	Warm Warm `yaml:"warm,omitempty"`
 	// Network is the bridge network of `network: bridge` functions.
 	Network Network `yaml:"network,omitempty"`
+	// Security is the functions' default profile ("default", or
+	// "restricted"); a function's own security wins.
+	Security string `yaml:"security,omitempty"`
 	// Destinations bounds where URL destinations may connect.
 	Destinations Destinations `yaml:"destinations,omitempty"`
 }
@@ -351,11 +354,15 @@ type Function struct {
 	// mounts the image read-only with a writable /tmp tmpfs of
 	// worker.disk_limit_mb. CapAdd adds capabilities back (CAP_NET_RAW is
 	// dropped by default).
-	CPU            float64   `yaml:"cpu,omitempty"`
-	User           string    `yaml:"user,omitempty"`
-	ReadonlyRootfs bool      `yaml:"readonly_rootfs,omitempty"`
-	CapAdd         []string  `yaml:"cap_add,omitempty"`
-	Triggers       []Trigger `yaml:"triggers,omitempty"`
+	CPU            float64  `yaml:"cpu,omitempty"`
+	User           string   `yaml:"user,omitempty"`
+	ReadonlyRootfs bool     `yaml:"readonly_rootfs,omitempty"`
+	CapAdd         []string `yaml:"cap_add,omitempty"`
+	// Security "restricted" (Kubernetes' restricted level: non-root, no
+	// capabilities, read-only rootfs) or "default" (Docker's defaults);
+	// unset: worker.security.
+	Security string    `yaml:"security,omitempty"`
+	Triggers []Trigger `yaml:"triggers,omitempty"`
 	// Destinations (Lambda's): where an invocation's final status goes —
 	// FINISHED to OnSuccess, FAILED or TIMEOUT to OnFailure (after the
 	// retries; a terminated one goes nowhere).
@@ -551,3 +558,17 @@ func (w *Worker) DiskLimitBytes() int64 { return int64(w.DiskLimitMB) << 20 }
 
 // StopGrace is the time between SIGTERM and SIGKILL.
 func (w *Worker) StopGrace() time.Duration { return time.Duration(*w.StopGraceS) * time.Second }
+
+// Security profiles of a function.
+const (
+	SecurityDefault    = "default"
+	SecurityRestricted = "restricted"
+)
+
+// Restricted reports whether fn runs under the restricted profile.
+func (c *Config) Restricted(fn *Function) bool {
+	if fn.Security != "" {
+		return fn.Security == SecurityRestricted
+	}
+	return c.Worker.Security == SecurityRestricted
+}

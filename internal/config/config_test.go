@@ -76,6 +76,9 @@ func TestParseErrors(t *testing.T) {
 		{"ipv6 egress", "functions:\n  - name: a\n    image: r/a:1\n    egress: {allow: ['fd00::/8']}\n", []string{"functions[0].egress.allow[0]", "IPv6"}},
 		{"egress on none", "functions:\n  - name: a\n    image: r/a:1\n    network: none\n    egress: {allow: ['1.2.3.4']}\n", []string{"t.yaml:5: functions[0].egress", "applies only to network: bridge"}},
 		{"egress on host", "functions:\n  - name: a\n    image: r/a:1\n    network: host\n    egress: {deny: ['1.2.3.4']}\n", []string{"functions[0].egress", "network: host"}},
+		{"restricted with cap_add", "worker: {security: restricted}\nfunctions:\n  - {name: a, image: r/a:1, cap_add: [CAP_NET_ADMIN]}\n", []string{"functions[0].cap_add", "drops every capability"}},
+		{"restricted as root", "functions:\n  - {name: a, image: r/a:1, security: restricted, user: '0:0'}\n", []string{"functions[0].user", "non-root"}},
+		{"unknown security", "functions:\n  - {name: a, image: r/a:1, security: lax}\n", []string{"functions[0].security"}},
 		{"unknown network", "functions:\n  - name: a\n    image: r/a:1\n    network: vpc\n", []string{"functions[0].network"}},
 	}
 	for _, c := range cases {

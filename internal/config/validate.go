@@ -79,6 +79,14 @@ func (c *Config) validate() []Problem {
 				}
 			}
 		}
+		if c.Restricted(&c.Functions[i]) {
+			if len(f.CapAdd) > 0 {
+				add(p+".cap_add", "security: restricted drops every capability; cap_add does not apply (use security: default)")
+			}
+			if u, _, _ := strings.Cut(f.User, ":"); u == "0" {
+				add(p+".user", "security: restricted runs as non-root; user 0 does not apply")
+			}
+		}
 		if f.MaxEventMB != 0 && !f.EventsByFile() {
 			add(p+".max_event_mb", "applies only with large_events: file (without it an event must fit SCF_CUSTOM_CONTAINER_EVENT)")
 		}

@@ -78,6 +78,27 @@ type Isolation struct {
 	ReadonlyRootfs bool    // with a writable /tmp tmpfs of TmpfsMB
 	TmpfsMB        int
 	CapAdd         []string // added back to the default set (without CAP_NET_RAW)
+	// Restricted is Kubernetes' "restricted" Pod Security level: no
+	// capability at all, a non-root user (the image's if it is not root,
+	// else 65534), a read-only rootfs (ReadonlyRootfs is implied).
+	Restricted bool
+}
+
+// nobody is the uid/gid a restricted job runs as when its image says root.
+const nobody = 65534
+
+// restricted drops every capability and replaces a root user; it goes
+// after WithImageConfig and WithUIDGID (which set the user).
+func restricted(_ context.Context, _ oci.Client, _ *containers.Container, sp *oci.Spec) error {
+	if sp.Process == nil {
+		return nil
+	}
+	sp.Process.Capabilities = &specs.LinuxCapabilities{}
+	if sp.Process.User.UID == 0 {
+		sp.Process.User.UID, sp.Process.User.GID = nobody, nobody
+		sp.Process.User.AdditionalGids = nil
+	}
+	return nil
 }
 
 // User is a numeric uid:gid.
@@ -102,7 +123,7 @@ func isolationOpts(iso Isolation) []oci.SpecOpts {
 	if iso.User != nil {
 		opts = append(opts, oci.WithUIDGID(iso.User.UID, iso.User.GID))
 	}
-	if iso.ReadonlyRootfs {
+	if iso.ReadonlyRootfs || iso.Restricted {
 		opts = append(opts, oci.WithRootFSReadonly(), oci.WithMounts([]specs.Mount{{
 			Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
 			// The kernel enforces the size: no polling gap.
@@ -120,6 +141,9 @@ func isolationOpts(iso Isolation) []oci.SpecOpts {
 	}
 	if len(iso.CapAdd) > 0 {
 		opts = append(opts, oci.WithAddedCapabilities(iso.CapAdd))
+	}
+	if iso.Restricted {
+		opts = append(opts, restricted)
 	}
 	return opts
 }
@@ -195,6 +219,10 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (_ *Instance, err error) {
 		},
 		oci.WithHostname("jobgate"),
 		oci.WithNoNewPrivileges,
+		// Its own cgroup namespace (Docker's default on cgroup v2; runc
+		// does it on v1 too): the job sees its cgroup as "/", not the
+		// host's layout.
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.CgroupNamespace}),
 	}
 	if s.MemoryMB > 0 {
 		opts = append(opts, oci.WithMemoryLimit(uint64(s.MemoryMB)<<20))
