@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 )
 
@@ -85,7 +86,18 @@ func (g *Gateway) client(r *http.Request) string {
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	return "ip:" + host
+	return "ip:" + clientNet(host)
+}
+
+// clientNet is the unit a client address is limited by: an IPv4 address,
+// or an IPv6 address's /64 (one host usually holds a whole /64, so by
+// /128 it would have 2^64 buckets).
+func clientNet(host string) string {
+	a, err := netip.ParseAddr(host)
+	if err != nil || a.Unmap().Is4() {
+		return host
+	}
+	return netip.PrefixFrom(a.WithZone(""), 64).Masked().String()
 }
 
 // auth requires "Authorization: Bearer <token>" with scope when tokens are

@@ -18,6 +18,7 @@ type limiter struct {
 	mu    sync.Mutex
 	by    map[string]*bucket
 	swept time.Time
+	max   int // maxBuckets unless set (tests)
 }
 
 type bucket struct {
@@ -26,6 +27,12 @@ type bucket struct {
 }
 
 const idleAfter = 10 * time.Minute
+
+// maxBuckets bounds the limiter's memory: past it, new clients share one
+// overflow bucket (a flood from many addresses is limited as one).
+const maxBuckets = 100_000
+
+const overflowClient = "overflow"
 
 func newLimiter(rps float64, burst int) *limiter {
 	if rps <= 0 {
@@ -48,6 +55,10 @@ func (l *limiter) allow(client string, now time.Time) (bool, time.Duration) {
 		l.swept = now
 	}
 	b := l.by[client]
+	if b == nil && len(l.by) >= l.maxBuckets() {
+		client = overflowClient
+		b = l.by[client]
+	}
 	if b == nil {
 		b = &bucket{lim: rate.NewLimiter(l.rps, l.burst)}
 		l.by[client] = b
@@ -59,6 +70,13 @@ func (l *limiter) allow(client string, now time.Time) (bool, time.Duration) {
 		return false, d
 	}
 	return true, 0
+}
+
+func (l *limiter) maxBuckets() int {
+	if l.max > 0 {
+		return l.max
+	}
+	return maxBuckets
 }
 
 // rateLimited answers 429 with Retry-After (whole seconds, at least 1).
