@@ -360,7 +360,7 @@ func (c *cli) followToEnd(ctx context.Context, api *apiClient, id string, exitCo
 		if attempt > 1 {
 			fmt.Fprintf(c.stdout, "==> attempt %d\n", attempt)
 		}
-		if err := c.printLog(ctx, api, id, attempt, true, 0, 0); err != nil {
+		if err := c.printLog(ctx, api, id, attempt, true, 0, 0, !c.stdoutIsTerminal()); err != nil {
 			return err
 		}
 		var rec record.Record
@@ -475,6 +475,7 @@ func (c *cli) logsCmd() *cobra.Command {
 	var attempt string
 	var tail int
 	var since time.Duration
+	var rawOut bool
 	cmd := &cobra.Command{
 		Use:   "logs REQUEST_ID [-f] [--attempt N|all] [--tail N] [--since DURATION]",
 		Short: "Print an invocation's log; exits non-zero when the invocation failed",
@@ -507,7 +508,7 @@ func (c *cli) logsCmd() *cobra.Command {
 				if first != last || rec.Attempt > 1 {
 					fmt.Fprintf(c.stdout, "==> attempt %d of %d\n", n, rec.Attempt)
 				}
-				if err := c.printLog(ctx, api, id, n, follow && n == rec.Attempt, tail, since); err != nil {
+				if err := c.printLog(ctx, api, id, n, follow && n == rec.Attempt, tail, since, rawOut || !c.stdoutIsTerminal()); err != nil {
 					return err
 				}
 			}
@@ -524,12 +525,37 @@ func (c *cli) logsCmd() *cobra.Command {
 	f.StringVar(&attempt, "attempt", "", "N, or all (default: the latest)")
 	f.IntVar(&tail, "tail", 0, "only the last N lines of each attempt (0: all)")
 	f.DurationVar(&since, "since", 0, "only lines newer than this (e.g. 10m)")
+	f.BoolVar(&rawOut, "raw", false, "print job output as it is, control characters included (on a terminal they are escaped)")
 	return cmd
+}
+
+func (c *cli) stdoutIsTerminal() bool {
+	f, ok := c.stdout.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
+}
+
+// escapeControls makes a job's output safe to print on a terminal: escape
+// sequences (ESC, CSI, OSC — colours, window titles, cursor moves, or a
+// line that rewrites the ones above it) and other control characters are
+// shown as \xNN, tabs kept.
+func escapeControls(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\t':
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // printLog prints one attempt's log (0: the latest), joining the pieces of
 // lines split for length.
-func (c *cli) printLog(ctx context.Context, api *apiClient, id string, attempt int, follow bool, tail int, since time.Duration) error {
+func (c *cli) printLog(ctx context.Context, api *apiClient, id string, attempt int, follow bool, tail int, since time.Duration, asIs bool) error {
 	q := url.Values{}
 	if follow {
 		q.Set("follow", "1")
@@ -586,7 +612,11 @@ func (c *cli) printLog(ctx context.Context, api *apiClient, id string, attempt i
 			emit(string(b))
 			continue
 		}
-		emit(fmt.Sprintf("%s %-8s %s", l.TS.Local().Format("15:04:05.000"), l.Stream, l.Line))
+		line := l.Line
+		if !asIs {
+			line = escapeControls(line)
+		}
+		emit(fmt.Sprintf("%s %-8s %s", l.TS.Local().Format("15:04:05.000"), l.Stream, line))
 	}
 	for _, s := range kept {
 		fmt.Fprintln(c.stdout, s)
