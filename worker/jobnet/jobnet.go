@@ -594,7 +594,7 @@ func (m *Manager) setJob(ns *Namespace, add bool) error {
 	if err == nil {
 		err = m.nft.Flush()
 	}
-	if err != nil && !(add == false && errors.Is(err, os.ErrNotExist)) {
+	if err != nil && !(!add && errors.Is(err, os.ErrNotExist)) {
 		return fmt.Errorf("policy element %s → %s: %w", ns.IP, chainOf(ns.Function), err)
 	}
 	return nil
@@ -615,7 +615,7 @@ func (m *Manager) setPort(ns *Namespace, add bool) error {
 	if err == nil {
 		err = m.nft.Flush()
 	}
-	if err != nil && !(add == false && errors.Is(err, os.ErrNotExist)) {
+	if err != nil && !(!add && errors.Is(err, os.ErrNotExist)) {
 		return fmt.Errorf("port element %s: %w", ns.HostVeth, err)
 	}
 	return nil
