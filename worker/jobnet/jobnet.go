@@ -584,17 +584,8 @@ func (m *Manager) setJob(ns *Namespace, add bool) error {
 		return nil
 	}
 	ip := ns.IP.As4()
-	el := []nftables.SetElement{{Key: ip[:], VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chainOf(ns.Function)}}}
-	var err error
-	if add {
-		err = m.nft.SetAddElements(m.jobsSet(), el)
-	} else {
-		err = m.nft.SetDeleteElements(m.jobsSet(), el)
-	}
-	if err == nil {
-		err = m.nft.Flush()
-	}
-	if err != nil && !(!add && errors.Is(err, os.ErrNotExist)) {
+	el := nftables.SetElement{Key: ip[:], VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chainOf(ns.Function)}}
+	if err := m.setElement(m.jobsSet(), el, add); err != nil {
 		return fmt.Errorf("policy element %s → %s: %w", ns.IP, chainOf(ns.Function), err)
 	}
 	return nil
@@ -603,20 +594,28 @@ func (m *Manager) setJob(ns *Namespace, add bool) error {
 // setPort adds (or removes) a namespace's bridge port to the set whose
 // frames may not reach another port. Call with mu held.
 func (m *Manager) setPort(ns *Namespace, add bool) error {
-	key := make([]byte, 16)
+	key := make([]byte, 16) // IFNAMSIZ, zero-padded
 	copy(key, ns.HostVeth)
-	el := []nftables.SetElement{{Key: key}}
+	if err := m.setElement(m.portsSet(), nftables.SetElement{Key: key}, add); err != nil {
+		return fmt.Errorf("port element %s: %w", ns.HostVeth, err)
+	}
+	return nil
+}
+
+// setElement adds or removes one element in one netlink batch; removing
+// one that is gone is not an error (a release may be repeated).
+func (m *Manager) setElement(set *nftables.Set, el nftables.SetElement, add bool) error {
 	var err error
 	if add {
-		err = m.nft.SetAddElements(m.portsSet(), el)
+		err = m.nft.SetAddElements(set, []nftables.SetElement{el})
 	} else {
-		err = m.nft.SetDeleteElements(m.portsSet(), el)
+		err = m.nft.SetDeleteElements(set, []nftables.SetElement{el})
 	}
 	if err == nil {
 		err = m.nft.Flush()
 	}
-	if err != nil && !(!add && errors.Is(err, os.ErrNotExist)) {
-		return fmt.Errorf("port element %s: %w", ns.HostVeth, err)
+	if err != nil && !add && errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
-	return nil
+	return err
 }
