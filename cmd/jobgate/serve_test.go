@@ -63,7 +63,7 @@ func newServeEnvWith(t *testing.T, args, extra string) *serveEnv {
 	cfg := fmt.Sprintf(`redis: {addr: %q}
 containerd: {address: %q, namespace: %q}
 gateway: {listen: %q}
-worker: {node: crash-node, state_dir: %q, logger_binary: %q, stop_grace_s: 1}
+worker: {node: crash-node, state_dir: %q, logger_binary: %q, destinations: {allow: ["127.0.0.0/8"]}, stop_grace_s: 1}
 appid: "1250000000"
 uin: "100000000001"
 functions:
